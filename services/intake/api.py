@@ -1,0 +1,182 @@
+"""Intake's HTTP API: councils, the Inspectorate and SOGs post case events here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Literal, Union
+
+import asyncpg
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from services.intake import repository
+from services.intake.domain import Forbidden, check_may_post, may_read, new_event
+from shared.auth import Principal, current_principal, require_role
+from shared.events import CASE_EVENT_MODELS, IncidentNotifiedData
+from shared.lifecycle import Refused, apply
+from shared.metrics import EVENTS_RECORDED
+
+router = APIRouter(prefix="/v1", tags=["cases"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Send the same key again with the same body to get the first answer again.",
+    ),
+]
+
+
+def _command_model(event_type: str) -> type[BaseModel]:
+    data_field = CASE_EVENT_MODELS[event_type].model_fields["data"]
+    name = "".join(part.title() for part in event_type.replace(".", "_").split("_")) + "Command"
+    return create_model(
+        name,
+        __config__=ConfigDict(extra="forbid"),
+        event_type=(Literal[event_type], ...),
+        data=(data_field.annotation, data_field.default if not data_field.is_required() else ...),
+    )
+
+
+CaseEventCommand = Annotated[
+    Union[tuple(_command_model(t) for t in CASE_EVENT_MODELS if t != "incident.notified")],  # type: ignore[misc]
+    Field(discriminator="event_type"),
+]
+
+
+class Accepted(BaseModel):
+    case_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    state: str
+    recorded_at: str
+
+
+class CaseView(BaseModel):
+    case_id: uuid.UUID
+    local_authority: str
+    state: str
+    closed_reason: str | None
+    sog_region: str | None
+    events: list[dict]
+
+
+@router.post("/notifications", status_code=201, response_model=Accepted)
+async def post_notification(
+    body: IncidentNotifiedData,
+    request: Request,
+    response: Response,
+    principal: Annotated[Principal, Depends(require_role("council"))],
+    idempotency_key: IdempotencyKey = None,
+) -> dict:
+    """A council notifies a serious incident; the answer carries the new case's id."""
+    answer = await _record(
+        request.app.state.pool, principal, idempotency_key,
+        event_type="incident.notified", case_id=None, data=body,
+    )
+    response.headers["Location"] = f"/v1/cases/{answer['case_id']}"
+    return answer
+
+
+@router.post("/cases/{case_id}/events", status_code=201, response_model=Accepted)
+async def post_case_event(
+    case_id: uuid.UUID,
+    body: CaseEventCommand,
+    request: Request,
+    principal: Annotated[Principal, Depends(current_principal)],
+    idempotency_key: IdempotencyKey = None,
+) -> dict:
+    """Any later event of a case: assessment, SOG decision, review, response, closing."""
+    return await _record(
+        request.app.state.pool, principal, idempotency_key,
+        event_type=body.event_type, case_id=case_id, data=body.data,
+    )
+
+
+@router.get("/cases/{case_id}", response_model=CaseView)
+async def get_case(
+    case_id: uuid.UUID, request: Request, principal: Annotated[Principal, Depends(current_principal)]
+) -> dict:
+    """The case's state and its whole history of events."""
+    found = await repository.read_case(request.app.state.pool, case_id)
+    if found is None:
+        raise HTTPException(404, f"no case {case_id}")
+    case, envelopes = found
+    if not may_read(principal, case):
+        raise HTTPException(403, f"this token ({principal.role}) may not read case {case_id}")
+    return {
+        "case_id": case_id,
+        "local_authority": case.local_authority,
+        "state": case.state,
+        "closed_reason": case.closed_reason,
+        "sog_region": case.sog_region,
+        "events": envelopes,
+    }
+
+
+async def _record(
+    pool: asyncpg.Pool,
+    principal: Principal,
+    idempotency_key: str | None,
+    *,
+    event_type: str,
+    case_id: uuid.UUID | None,
+    data: BaseModel,
+) -> dict:
+    fingerprint = hashlib.sha256(
+        json.dumps([event_type, str(case_id), data.model_dump(mode="json")], sort_keys=True).encode()
+    ).digest()
+    for _ in range(2):  # a second pass finds the answer of a concurrent twin request
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                if idempotency_key is not None:
+                    prior = await repository.prior_answer(conn, principal.token_id, idempotency_key)
+                    if prior is not None:
+                        if prior["request_sha256"] != fingerprint:
+                            raise HTTPException(409, "this Idempotency-Key was used for another request")
+                        return prior["response"]
+                answer = await _append(conn, principal, event_type, case_id, data)
+                if idempotency_key is not None:
+                    await repository.remember_answer(
+                        conn, principal.token_id, idempotency_key, fingerprint, 201, answer
+                    )
+            EVENTS_RECORDED.labels(event_type).inc()
+            return answer
+        except asyncpg.UniqueViolationError:
+            if idempotency_key is None:
+                raise
+    raise HTTPException(409, "a request with this Idempotency-Key is still in progress")
+
+
+async def _append(
+    conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel
+) -> dict:
+    if case_id is None:
+        case_id, case, local_authority = uuid.uuid4(), None, principal.local_authority
+    else:
+        case = await repository.lock_case(conn, case_id)
+        if case is None:
+            raise HTTPException(404, f"no case {case_id}")
+        local_authority = case.local_authority
+    try:
+        check_may_post(principal, event_type, case, local_authority)
+        next_case = apply(case, event_type, local_authority, data.model_dump(mode="json"))
+    except Forbidden as refusal:
+        raise HTTPException(403, str(refusal)) from None
+    except Refused as refusal:
+        raise HTTPException(409, str(refusal)) from None
+    event = new_event(
+        event_type, case_id=case_id, local_authority=local_authority,
+        principal=principal, data=data, now=await repository.now(conn),
+    )
+    await repository.append(conn, event, next_case)
+    return {
+        "case_id": str(case_id),
+        "event_id": str(event.event_id),
+        "event_type": event_type,
+        "state": next_case.state.value,
+        "recorded_at": event.recorded_at.isoformat(),
+    }

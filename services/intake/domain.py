@@ -1,0 +1,61 @@
+"""Intake's pure rules: who may post and read what, and how an accepted event is made."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pydantic import BaseModel
+
+from shared.auth import Principal
+from shared.events import CASE_EVENT_MODELS, Actor, Envelope
+from shared.lifecycle import POSTED_BY, Case
+
+
+class Forbidden(Exception):
+    """The principal may not do this; the message says why (HTTP 403)."""
+
+
+def may_read(principal: Principal, case: Case) -> bool:
+    if principal.role == "inspectorate":
+        return True
+    if principal.role == "council":
+        return principal.local_authority == case.local_authority
+    if principal.role == "sog":
+        return principal.region == case.sog_region
+    return False
+
+
+def check_may_post(principal: Principal, event_type: str, case: Case | None, local_authority: str) -> None:
+    """Raise Forbidden unless the principal's role posts this event for this case."""
+    roles = POSTED_BY[event_type]
+    if principal.role not in roles:
+        raise Forbidden(f"{event_type} is posted by {' or '.join(sorted(roles))}, not {principal.role}")
+    if principal.role == "council" and principal.local_authority != local_authority:
+        raise Forbidden(
+            f"this token is for {principal.local_authority}; the case belongs to {local_authority}"
+        )
+    if principal.role == "sog" and (case is None or case.sog_region != principal.region):
+        raise Forbidden(f"this case is not routed to the {principal.region} SOG")
+
+
+def new_event(
+    event_type: str,
+    *,
+    case_id: uuid.UUID,
+    local_authority: str,
+    principal: Principal,
+    data: BaseModel,
+    now: dt.datetime,
+) -> Envelope:
+    """A live event: received and recorded now, by the principal's token."""
+    return CASE_EVENT_MODELS[event_type](
+        event_id=uuid.uuid4(),
+        event_type=event_type,
+        case_id=case_id,
+        local_authority=local_authority,
+        received_at=now,
+        recorded_at=now,
+        actor=Actor(role=principal.role, id=principal.token_id),
+        data=data,
+    )

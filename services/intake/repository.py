@@ -1,0 +1,78 @@
+"""Intake's SQL: the event store, the case lock and idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from shared.events import Envelope
+from shared.lifecycle import Case, fold
+from shared.outbox import enqueue
+
+SCHEMA = "intake"
+
+
+async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> Case | None:
+    """The case as its events make it, locked until the transaction ends, so one case's
+    events are written one at a time and in order."""
+    found = await conn.fetchval(f"SELECT true FROM {SCHEMA}.cases WHERE case_id = $1 FOR UPDATE", case_id)
+    return fold(await _history(conn, case_id)) if found else None
+
+
+async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID) -> tuple[Case, list[dict]] | None:
+    rows = await conn.fetch(
+        f"SELECT envelope FROM {SCHEMA}.events WHERE case_id = $1 ORDER BY position", case_id
+    )
+    if not rows:
+        return None
+    envelopes = [r["envelope"] for r in rows]
+    return fold((e["event_type"], e["local_authority"], e["data"]) for e in envelopes), envelopes
+
+
+async def _history(conn: asyncpg.Connection, case_id: uuid.UUID):
+    rows = await conn.fetch(
+        f"SELECT event_type, local_authority, envelope->'data' AS data FROM {SCHEMA}.events"
+        " WHERE case_id = $1 ORDER BY position",
+        case_id,
+    )
+    return [(r["event_type"], r["local_authority"], r["data"]) for r in rows]
+
+
+async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, imported: bool = False) -> None:
+    """Store the event and its outbox row in the caller's transaction."""
+    if event.event_type == "incident.notified":
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) VALUES ($1, $2, $3)",
+            event.case_id, event.local_authority, case.sog_region,
+        )
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.events (event_id, case_id, event_type, local_authority,"
+        " received_at, recorded_at, imported, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        event.event_id, event.case_id, event.event_type, event.local_authority,
+        event.received_at, event.recorded_at, imported, event.model_dump(mode="json"),
+    )
+    await enqueue(conn, SCHEMA, event, "intake")
+
+
+async def now(conn: asyncpg.Connection):
+    """The database clock: one clock for every service's timestamps."""
+    return await conn.fetchval("SELECT now()")
+
+
+async def prior_answer(conn: asyncpg.Connection, token_id: str, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT request_sha256, status_code, response FROM {SCHEMA}.idempotency_keys"
+        " WHERE token_id = $1 AND key = $2",
+        token_id, key,
+    )
+
+
+async def remember_answer(
+    conn: asyncpg.Connection, token_id: str, key: str, request_sha256: bytes, status_code: int, response: dict
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.idempotency_keys (token_id, key, request_sha256, status_code, response)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        token_id, key, request_sha256, status_code, response,
+    )

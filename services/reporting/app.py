@@ -1,0 +1,22 @@
+"""Reporting's wiring: projections rebuilt from the topics, and the reports over them."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.reporting import handlers
+from services.reporting.api import router
+from shared.service import Service, create_app
+from shared.settings import Settings, get_settings
+
+SERVICE = Service(
+    name="reporting",
+    migrations=Path(__file__).parent / "migrations",
+    description="National and quarterly figures of the serious incident review process, from the events.",
+    routers=[router],
+    subscribe=handlers.subscribe,
+)
+
+
+def build(settings: Settings | None = None) -> FastAPI:
+    return create_app(SERVICE, settings or get_settings())

@@ -1,0 +1,22 @@
+"""Routing's wiring: every notification to the Scottish Government, and to the SOG where MAPPA applies."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.routing import handlers
+from services.routing.api import router
+from shared.service import Service, create_app
+from shared.settings import Settings, get_settings
+
+SERVICE = Service(
+    name="routing",
+    migrations=Path(__file__).parent / "migrations",
+    description="Forwards every notification to the Scottish Government and, where MAPPA applies, the SOG.",
+    routers=[router],
+    subscribe=handlers.subscribe,
+)
+
+
+def build(settings: Settings | None = None) -> FastAPI:
+    return create_app(SERVICE, settings or get_settings())

@@ -1,0 +1,119 @@
+"""Bearer tokens: issued by an operator command, stored hashed, one role and scope each.
+
+A token reads `sir_<token_id>_<secret>`. Only the SHA-256 of the secret is stored: the
+secret is 256 random bits, so a slow password hash would add nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Callable
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.reference import LOCAL_AUTHORITIES, MAPPA_REGIONS, ROLES
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    role: str
+    local_authority: str | None = None
+    region: str | None = None
+
+
+def check_scope(role: str, local_authority: str | None, region: str | None) -> None:
+    """Raise ValueError unless the role has exactly the scope it needs."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    if (role == "council") != (local_authority is not None):
+        raise ValueError("a council token needs --local-authority, and only a council token has one")
+    if (role == "sog") != (region is not None):
+        raise ValueError("a sog token needs --region, and only a sog token has one")
+    if local_authority is not None and local_authority not in LOCAL_AUTHORITIES:
+        raise ValueError(f"unknown local authority {local_authority!r}")
+    if region is not None and region not in MAPPA_REGIONS:
+        raise ValueError(f"unknown MAPPA region {region!r}; regions: {', '.join(MAPPA_REGIONS)}")
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def issue_token(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    role: str,
+    local_authority: str | None = None,
+    region: str | None = None,
+    label: str | None = None,
+) -> str:
+    """Store a new token and return it; this is the only time the secret is seen."""
+    check_scope(role, local_authority, region)
+    token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO auth.tokens (token_id, secret_sha256, role, local_authority, region, label)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        token_id, _digest(secret), role, local_authority, region, label,
+    )
+    return f"sir_{token_id}_{secret}"
+
+
+async def list_tokens(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT token_id, role, local_authority, region, label, created_at, revoked_at"
+        " FROM auth.tokens ORDER BY created_at"
+    )
+
+
+async def revoke_token(conn: asyncpg.Connection | asyncpg.Pool, token_id: str) -> bool:
+    status = await conn.execute(
+        "UPDATE auth.tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL", token_id
+    )
+    return status.endswith(" 1")
+
+
+async def authenticate(pool: asyncpg.Pool, token: str) -> Principal | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "sir":
+        return None
+    row = await pool.fetchrow(
+        "SELECT token_id, secret_sha256, role, local_authority, region FROM auth.tokens"
+        " WHERE token_id = $1 AND revoked_at IS NULL",
+        parts[1],
+    )
+    if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(parts[2])):
+        return None
+    return Principal(row["token_id"], row["role"], row["local_authority"], row["region"])
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `sir token issue`")
+
+
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """FastAPI dependency: the caller's principal, or 401."""
+    principal = None
+    if credentials is not None:
+        principal = await authenticate(request.app.state.pool, credentials.credentials)
+    if principal is None:
+        raise HTTPException(
+            401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
+
+
+def require_role(*roles: str) -> Callable:
+    """FastAPI dependency: the principal, or 403 if its role is not one of `roles`."""
+
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(403, f"role {principal.role} may not do this; allowed: {', '.join(roles)}")
+        return principal
+
+    return dependency

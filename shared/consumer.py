@@ -1,0 +1,182 @@
+"""The idempotent consumer: each event's effects applied exactly once.
+
+Each event is applied in a savepoint together with a row in the service's
+`processed_events` table, so a redelivered event is recognised and skipped. A batch of
+messages is written in one transaction and its offsets are committed only after that
+transaction. A handler that fails is retried in place with backoff; after
+`max_attempts` the message goes to `<topic>.dlq` with the error, and so does a message
+that is not a valid event. If the database itself fails, the batch is rewound and
+comes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Sequence
+
+import asyncpg
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pydantic import TypeAdapter, ValidationError
+
+from shared.events import ANY_EVENT, Envelope
+from shared.messaging import dead_letter_topic
+from shared.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_DUPLICATE, HANDLER_SECONDS
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
+DeadLetter = tuple[ConsumerRecord, str]
+
+# Errors that say the database, not the event, is at fault: retry the whole batch.
+_INFRASTRUCTURE_ERRORS = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
+
+
+class IdempotentApplier:
+    """Applies batches of records to a handler, once per event; knows nothing of Kafka clients."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        consumer: str,
+        handler: Handler,
+        adapter: TypeAdapter = ANY_EVENT,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 0.05,
+    ):
+        self.pool = pool
+        self.consumer = consumer
+        self.handler = handler
+        self.adapter = adapter
+        self.max_attempts = max_attempts
+        self.retry_base_seconds = retry_base_seconds
+        self._mark_processed = (
+            f"INSERT INTO {schema}.processed_events (consumer, event_id, topic, partition, \"offset\")"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true"
+        )
+
+    async def apply_batch(self, records: Sequence[ConsumerRecord]) -> list[DeadLetter]:
+        """Apply the records in one transaction; returns the ones for the dead-letter topic."""
+        dead: list[DeadLetter] = []
+        events = []
+        for record in records:
+            try:
+                events.append((record, self.adapter.validate_json(record.value)))
+            except ValidationError as error:
+                dead.append((record, f"not a valid event: {_summary(error)}"))
+        async with self.pool.acquire() as conn, conn.transaction():
+            for record, event in events:
+                error = await self._apply_one(conn, record, event)
+                if error:
+                    dead.append((record, error))
+        return dead
+
+    async def _apply_one(self, conn: asyncpg.Connection, record: ConsumerRecord, event: Envelope) -> str | None:
+        last_error: Exception | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                async with conn.transaction():
+                    first_time = await conn.fetchval(
+                        self._mark_processed,
+                        self.consumer, event.event_id, record.topic, record.partition, record.offset,
+                    )
+                    if not first_time:
+                        EVENTS_DUPLICATE.labels(self.consumer).inc()
+                        return None
+                    with HANDLER_SECONDS.labels(self.consumer).time():
+                        await self.handler(conn, event)
+                EVENTS_CONSUMED.labels(self.consumer, record.topic, event.event_type).inc()
+                return None
+            except _INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as error:  # the handler failed on this event
+                last_error = error
+                log.warning(
+                    "%s: attempt %d/%d at event %s failed: %r",
+                    self.consumer, attempt, self.max_attempts, event.event_id, error,
+                )
+                if attempt < self.max_attempts:
+                    await asyncio.sleep(self.retry_base_seconds * 2 ** (attempt - 1))
+        return f"failed {self.max_attempts} attempts: {type(last_error).__name__}: {last_error}"[:1000]
+
+
+def subscribe_idempotent(
+    broker: KafkaBroker,
+    settings: Settings,
+    *,
+    pool_of: Callable[[], asyncpg.Pool],
+    schema: str,
+    group_id: str,
+    topic: str,
+    handler: Handler,
+    adapter: TypeAdapter = ANY_EVENT,
+    max_records: int = 500,
+) -> None:
+    """Subscribe `handler` to `topic` through an `IdempotentApplier`.
+
+    `pool_of` is called at the first message: the pool is made when the service starts.
+    """
+    consumer = f"{group_id}:{topic}"
+    appliers: list[IdempotentApplier] = []
+
+    def applier() -> IdempotentApplier:
+        if not appliers:
+            appliers.append(
+                IdempotentApplier(pool_of(), schema, consumer, handler, adapter, settings.max_attempts)
+            )
+        return appliers[0]
+
+    # MANUAL: offsets are committed by `ack` only after the transaction (the default,
+    # ACK_FIRST, commits before the handler runs and can lose a message).
+    @broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        decoder=_undecoded,
+        title=f"{group_id}/{topic}",
+    )
+    async def on_batch(msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        try:
+            dead = await applier().apply_batch(records)
+            for record, error in dead:
+                await _send_to_dead_letters(broker, consumer, record, error)
+        except Exception as error:
+            log.error("%s: batch failed, it will come again: %r", consumer, error)
+            await asyncio.sleep(1.0)  # a nack re-seeks at once; don't spin
+            await msg.nack()
+            return
+        await msg.ack()
+
+
+async def _send_to_dead_letters(broker: KafkaBroker, consumer: str, record: ConsumerRecord, error: str) -> None:
+    headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
+    headers.update(
+        dlq_error=error,
+        dlq_consumer=consumer,
+        dlq_source=f"{record.topic}/{record.partition}/{record.offset}",
+    )
+    await broker.publish(record.value, topic=dead_letter_topic(record.topic), key=record.key, headers=headers)
+    DEAD_LETTERS.labels(consumer, record.topic).inc()
+    log.warning("%s: message %s sent to %s: %s", consumer, headers["dlq_source"], dead_letter_topic(record.topic), error)
+
+
+async def _undecoded(msg: Any) -> Any:
+    # The applier validates the raw bytes itself, so a malformed message reaches it
+    # (and the dead-letter topic) instead of failing in FastStream's decoder.
+    return msg.body
+
+
+def _summary(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['msg']}" for e in error.errors()[:5]
+    )[:1000]

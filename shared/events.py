@@ -1,0 +1,292 @@
+"""The one event format of SPEC §3: an envelope and one `data` model per event type.
+
+Every model refuses unknown fields, and every vocabulary comes from the reference data,
+so a bad value is refused with its field named. `CaseEvent`, `RoutingEvent`,
+`DeadlineEvent` and `AnyEvent` are discriminated unions on `event_type`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal, Union
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, ROLES, VOCABULARIES
+
+SCHEMA_VERSION = 1
+
+LocalAuthoritySlug = Literal[LOCAL_AUTHORITY_SLUGS]  # type: ignore[valid-type]
+Criterion = Literal[VOCABULARIES["criterion"]]  # type: ignore[valid-type]
+IncidentType = Literal[VOCABULARIES["incident_type"]]  # type: ignore[valid-type]
+OrderType = Literal[VOCABULARIES["order_type"]]  # type: ignore[valid-type]
+SubjectRole = Literal[VOCABULARIES["subject_role"]]  # type: ignore[valid-type]
+ReviewType = Literal[VOCABULARIES["review_type"]]  # type: ignore[valid-type]
+SignOffRole = Literal[VOCABULARIES["sign_off_role"]]  # type: ignore[valid-type]
+RiskTool = Literal[VOCABULARIES["risk_tool"]]  # type: ignore[valid-type]
+Finding = Literal[VOCABULARIES["finding"]]  # type: ignore[valid-type]
+# Events written by the platform's own services carry the role `service`.
+ActorRole = Literal[ROLES + ("service",)]  # type: ignore[valid-type]
+Recipient = Annotated[
+    str,
+    Field(pattern="^(scottish-government|sog:(" + "|".join(MAPPA_REGIONS) + "))$"),
+]
+DeadlineRule = Literal[
+    "notification",
+    "sg_forward",
+    "sog_forward",
+    "review_submission",
+    "comprehensive_review",
+    "inspectorate_response",
+    "additional_info",
+]
+# Free text fields are short and must hold no personal data (SPEC §3).
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data of the case events ---------------------------------------------------------
+
+
+class Mappa(Strict):
+    applies: bool
+    category: Literal[1, 3] | None = None
+    level: Literal[1, 2, 3] | None = None
+
+    @model_validator(mode="after")
+    def _category_and_level_go_with_applies(self) -> Mappa:
+        if self.applies and (self.category is None or self.level is None):
+            raise ValueError("category and level are required when MAPPA applies")
+        if not self.applies and (self.category is not None or self.level is not None):
+            raise ValueError("category and level are given only when MAPPA applies")
+        return self
+
+
+class IncidentNotifiedData(Strict):
+    council_reference: Annotated[str, Field(min_length=1, max_length=64)]
+    incident_date: dt.date
+    became_aware_date: dt.date | None = None
+    criterion: Criterion
+    incident_type: IncidentType
+    incident_type_detail: ShortText | None = None
+    order_type: OrderType
+    subject_role: SubjectRole
+    mappa: Mappa
+    domestic_abuse_aggravated: bool
+    historical: bool
+    signed_off_by: SignOffRole
+    supervising_local_authority: LocalAuthoritySlug | None = None
+
+    @model_validator(mode="after")
+    def _aware_after_incident(self) -> IncidentNotifiedData:
+        if self.became_aware_date is not None and self.became_aware_date < self.incident_date:
+            raise ValueError("became_aware_date is before incident_date")
+        return self
+
+
+class CriteriaAssessedData(Strict):
+    meets_criteria: bool
+    reason: ShortText | None = None
+
+
+class SogDecisionRecordedData(Strict):
+    scr_under_mappa: bool
+
+
+class RiskAssessment(Strict):
+    completed: bool
+    up_to_date: bool
+    tools: list[RiskTool] = []
+
+
+class RiskManagementPlan(Strict):
+    in_place: bool
+    informed_by_assessment: bool
+
+
+class ReviewSubmittedData(Strict):
+    review_type: ReviewType
+    signed_off_by: SignOffRole
+    reviewer_independent: bool
+    risk_assessment: RiskAssessment
+    risk_management_plan: RiskManagementPlan
+    order_reviews_referenced: bool
+    good_practice_identified: bool
+    findings: list[Finding] = []
+
+
+class AdditionalInfoRequestedData(Strict):
+    note: ShortText | None = None
+
+
+class AdditionalInfoProvidedData(Strict):
+    pass
+
+
+class ReviewRespondedData(Strict):
+    outcome: Literal["concluded", "comprehensive_review_required"]
+    iar_decision_appropriate: bool | None = None
+    high_quality: bool | None = None
+
+
+class CaseClosedData(Strict):
+    reason: Literal["concluded", "criteria_not_met", "superseded_by_mappa_scr", "withdrawn"]
+
+
+# --- data of the routing and deadline events -------------------------------------------
+
+
+class NotificationForwardedData(Strict):
+    recipient: Recipient
+    channel: Annotated[str, Field(min_length=1, max_length=32)]
+    attempts: Annotated[int, Field(ge=1)]
+    delivered_at: AwareDatetime
+
+
+class NotificationForwardFailedData(Strict):
+    recipient: Recipient
+    attempts: Annotated[int, Field(ge=1)]
+    error: ShortText
+
+
+class DeadlineData(Strict):
+    rule: DeadlineRule
+    started_at: AwareDatetime
+    due_at: AwareDatetime
+    met_at: AwareDatetime | None = None
+    breached_at: AwareDatetime | None = None
+    working_days_late: Annotated[int, Field(ge=0)] | None = None
+
+
+# --- the envelope ----------------------------------------------------------------------
+
+
+class Actor(Strict):
+    role: ActorRole
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Envelope(Strict):
+    event_id: UUID
+    event_type: str
+    schema_version: Literal[1] = SCHEMA_VERSION
+    case_id: UUID
+    local_authority: LocalAuthoritySlug
+    received_at: AwareDatetime
+    recorded_at: AwareDatetime
+    actor: Actor
+
+
+class IncidentNotified(Envelope):
+    event_type: Literal["incident.notified"]
+    data: IncidentNotifiedData
+
+
+class CriteriaAssessed(Envelope):
+    event_type: Literal["notification.criteria_assessed"]
+    data: CriteriaAssessedData
+
+
+class SogDecisionRecorded(Envelope):
+    event_type: Literal["sog.decision_recorded"]
+    data: SogDecisionRecordedData
+
+
+class ReviewSubmitted(Envelope):
+    event_type: Literal["review.submitted"]
+    data: ReviewSubmittedData
+
+
+class AdditionalInfoRequested(Envelope):
+    event_type: Literal["review.additional_info_requested"]
+    data: AdditionalInfoRequestedData
+
+
+class AdditionalInfoProvided(Envelope):
+    event_type: Literal["review.additional_info_provided"]
+    data: AdditionalInfoProvidedData = AdditionalInfoProvidedData()
+
+
+class ReviewResponded(Envelope):
+    event_type: Literal["review.responded"]
+    data: ReviewRespondedData
+
+
+class CaseClosed(Envelope):
+    event_type: Literal["case.closed"]
+    data: CaseClosedData
+
+
+class NotificationForwarded(Envelope):
+    event_type: Literal["notification.forwarded"]
+    data: NotificationForwardedData
+
+
+class NotificationForwardFailed(Envelope):
+    event_type: Literal["notification.forward_failed"]
+    data: NotificationForwardFailedData
+
+
+class DeadlineEventBase(Envelope):
+    data: DeadlineData
+
+
+class DeadlineOpened(DeadlineEventBase):
+    event_type: Literal["deadline.opened"]
+
+
+class DeadlineWarning(DeadlineEventBase):
+    event_type: Literal["deadline.warning"]
+
+
+class DeadlineMet(DeadlineEventBase):
+    event_type: Literal["deadline.met"]
+
+
+class DeadlineBreached(DeadlineEventBase):
+    event_type: Literal["deadline.breached"]
+
+
+class DeadlineCancelled(DeadlineEventBase):
+    event_type: Literal["deadline.cancelled"]
+
+
+CASE_EVENT_TYPES = (
+    IncidentNotified,
+    CriteriaAssessed,
+    SogDecisionRecorded,
+    ReviewSubmitted,
+    AdditionalInfoRequested,
+    AdditionalInfoProvided,
+    ReviewResponded,
+    CaseClosed,
+)
+ROUTING_EVENT_TYPES = (NotificationForwarded, NotificationForwardFailed)
+DEADLINE_EVENT_TYPES = (DeadlineOpened, DeadlineWarning, DeadlineMet, DeadlineBreached, DeadlineCancelled)
+
+CaseEvent = Annotated[Union[CASE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
+RoutingEvent = Annotated[Union[ROUTING_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
+DeadlineEvent = Annotated[Union[DEADLINE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
+AnyEvent = Annotated[
+    Union[CASE_EVENT_TYPES + ROUTING_EVENT_TYPES + DEADLINE_EVENT_TYPES],  # type: ignore[valid-type]
+    Field(discriminator="event_type"),
+]
+
+CASE_EVENT = TypeAdapter(CaseEvent)
+ANY_EVENT = TypeAdapter(AnyEvent)
+
+
+def event_type_of(model: type[Envelope]) -> str:
+    """The `event_type` string a model class stands for."""
+    return model.model_fields["event_type"].annotation.__args__[0]  # type: ignore[union-attr]
+
+
+def data_model_of(model: type[Envelope]) -> type[BaseModel]:
+    return model.model_fields["data"].annotation  # type: ignore[return-value]
+
+
+CASE_EVENT_MODELS: dict[str, type[Envelope]] = {event_type_of(m): m for m in CASE_EVENT_TYPES}

@@ -1,0 +1,97 @@
+"""Topics, CloudEvents headers and Kafka clients, set up one way for every service.
+
+Only features both Tansu and Apache Kafka support are used: no idempotent producer and
+no transactions (consumers dedupe instead).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream.kafka import KafkaBroker
+
+from shared.events import Envelope
+
+log = logging.getLogger(__name__)
+
+CASE_EVENTS = "sir.case-events.v1"
+ROUTING_EVENTS = "sir.routing.v1"
+DEADLINE_EVENTS = "sir.deadlines.v1"
+PLATFORM_TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
+
+_TOPIC_OF_PREFIX = {"notification.forward": ROUTING_EVENTS, "deadline.": DEADLINE_EVENTS}
+_TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def all_topics() -> tuple[str, ...]:
+    """The platform's topics and their dead-letter topics."""
+    return PLATFORM_TOPICS + tuple(dead_letter_topic(t) for t in PLATFORM_TOPICS)
+
+
+def topic_of(event_type: str) -> str:
+    for prefix, topic in _TOPIC_OF_PREFIX.items():
+        if event_type.startswith(prefix):
+            return topic
+    return CASE_EVENTS
+
+
+def cloudevent_headers(event: Envelope, service: str) -> dict[str, str]:
+    """CloudEvents 1.0 binary-mode headers (SPEC §3), so any CloudEvents SDK reads the topics."""
+    return {
+        "ce_specversion": "1.0",
+        "ce_id": str(event.event_id),
+        "ce_source": f"/sir/{service}",
+        "ce_type": event.event_type,
+        "ce_time": event.recorded_at.isoformat().replace("+00:00", "Z"),
+        "ce_subject": str(event.case_id),
+        "content-type": "application/json",
+    }
+
+
+def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
+def new_producer(bootstrap: str) -> AIOKafkaProducer:
+    # acks=all and no idempotence: Tansu has no idempotent producer; duplicates from
+    # retries are removed by the consumers.
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=2,
+        request_timeout_ms=10_000,
+    )
+
+
+def new_broker(bootstrap: str, service: str) -> KafkaBroker:
+    # FastStream logs every message at INFO by default; at this volume that halves the
+    # throughput, so per-message logs go to DEBUG.
+    return KafkaBroker(
+        bootstrap,
+        client_id=f"sir-{service}",
+        log_level=logging.DEBUG,
+        enable_idempotence=False,
+        request_timeout_ms=10_000,
+    )
+
+
+async def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int) -> None:
+    """Create the topics that are missing; an existing topic is left as it is."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in topics]
+        )
+        for topic, code, message in response.topic_errors:
+            if code not in (0, _TOPIC_EXISTS):
+                raise RuntimeError(f"cannot create topic {topic}: {code} {message}")
+    finally:
+        await admin.close()

@@ -1,0 +1,165 @@
+"""The transactional outbox: rows written with the state that produced them, and the
+relay that publishes them.
+
+Order: one case's events are written under a lock on the case, so their ids follow
+their commit order. The relay publishes rows in id order, one batch at a time, holding
+an advisory lock so that two relays never publish interleaved batches; the rows are
+also claimed `FOR UPDATE SKIP LOCKED`, so a relay never waits on a writer's lock.
+A batch is deleted only after the broker acknowledged every message of it; a failure
+rolls the claim back and the batch goes again (at least once: consumers dedupe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from shared.events import Envelope
+from shared.messaging import cloudevent_headers, encode_headers, new_producer, topic_of
+from shared.metrics import OUTBOX_PUBLISHED
+
+log = logging.getLogger(__name__)
+
+
+async def enqueue(conn: asyncpg.Connection, schema: str, event: Envelope, service: str) -> None:
+    """Add `event` to the outbox inside the caller's transaction."""
+    await conn.execute(
+        f"INSERT INTO {schema}.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
+        topic_of(event.event_type),
+        str(event.case_id).encode(),
+        event.model_dump_json().encode(),
+        cloudevent_headers(event, service),
+    )
+
+
+async def backlog(pool: asyncpg.Pool, schema: str) -> tuple[int, float]:
+    """Rows waiting, and the age in seconds of the oldest (0 when empty)."""
+    row = await pool.fetchrow(
+        f"SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+        f" FROM {schema}.outbox"
+    )
+    return row["n"], float(row["age"])
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        bootstrap: str,
+        batch_size: int = 500,
+        poll_seconds: float = 1.0,
+        max_backoff_seconds: float = 5.0,
+    ):
+        self.pool = pool
+        self.schema = schema
+        self.bootstrap = bootstrap
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self.schema}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._close_producer()
+
+    async def run(self) -> None:
+        listener = await self.pool.acquire()
+        channel = f"{self.schema}_outbox"
+        await listener.add_listener(channel, self._on_notify)
+        backoff = 0.1
+        try:
+            while True:
+                try:
+                    published = await self.publish_batch()
+                    backoff = 0.1
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception as error:  # broker or database away: wait, try again
+                    log.warning("outbox relay %s: %s; retrying in %.1fs", self.schema, error, backoff)
+                    await self._close_producer()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_seconds)
+                    continue
+                if published < self.batch_size:
+                    await self._wait_for_rows()
+        finally:
+            await listener.remove_listener(channel, self._on_notify)
+            await self.pool.release(listener)
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; returns how many rows went out."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"{self.schema}.outbox"
+            ):
+                return 0  # another relay is publishing; it will take these rows
+            rows = await conn.fetch(
+                f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox"
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.batch_size,
+            )
+            if not rows:
+                return 0
+            producer = await self._ensure_producer()
+            # Sends are queued in id order and each partition's batches go out in turn,
+            # so one case's events keep their order on its partition.
+            pending = [
+                await producer.send(
+                    row["topic"], row["value"], key=row["key"], headers=encode_headers(row["headers"])
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*pending)
+            await conn.execute(
+                f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+            )
+        for row in rows:
+            OUTBOX_PUBLISHED.labels(self.schema, row["topic"]).inc()
+        return len(rows)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Publish until the outbox is empty (used by commands and tests)."""
+        async with asyncio.timeout(timeout):
+            while (await backlog(self.pool, self.schema))[0]:
+                if not await self.publish_batch():
+                    await asyncio.sleep(0.05)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _wait_for_rows(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = new_producer(self.bootstrap)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _close_producer(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                await producer.stop()
+            except Exception as error:
+                log.debug("closing producer: %s", error)

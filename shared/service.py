@@ -1,0 +1,150 @@
+"""What every service has, wired one way: a FastAPI app whose lifespan opens the pool,
+migrates the schemas, starts the Kafka subscribers and the outbox relay; `/healthz`,
+`/readyz`, `/metrics` and HTTP metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, Request, Response
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.db import COMMON, create_pool, migrate, migrate_auth
+from shared.messaging import all_topics, ensure_topics, new_broker
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from shared.outbox import OutboxRelay, backlog
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Registers a service's subscribers on the broker; the pool is reached through the getter.
+Subscribe = Callable[[KafkaBroker, Settings, Callable[[], asyncpg.Pool]], None]
+
+
+@dataclass
+class Service:
+    name: str
+    migrations: Path
+    description: str
+    routers: list[APIRouter] = field(default_factory=list)
+    subscribe: Subscribe | None = None
+
+
+def create_app(service: Service, settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.ready = False
+        pool = await create_pool(settings.database_url)
+        app.state.pool = pool
+        await migrate_auth(pool)
+        await migrate(pool, service.name, COMMON, service.migrations)
+        broker = None
+        if service.subscribe is not None:
+            await _wait_for_broker(settings)
+            broker = new_broker(settings.kafka_bootstrap, service.name)
+            service.subscribe(broker, settings, lambda: app.state.pool)
+            await broker.start()
+        app.state.broker = broker
+        relay = OutboxRelay(
+            pool, service.name, settings.kafka_bootstrap, poll_seconds=settings.outbox_poll_seconds
+        )
+        app.state.relay = relay
+        await relay.start()
+        app.state.ready = True
+        log.info("%s started", service.name)
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await relay.stop()
+            if broker is not None:
+                await broker.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title=f"SIR {service.name}",
+        description=service.description,
+        version="1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service.name
+    app.state.settings = settings
+    app.include_router(_operations_router(service.name))
+    for router in service.routers:
+        app.include_router(router)
+    app.middleware("http")(_http_metrics(service.name))
+    return app
+
+
+def _operations_router(schema: str) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request, response: Response) -> dict:
+        checks = {"started": request.app.state.ready}
+        if checks["started"]:
+            checks["database"] = await _answers(request.app.state.pool.fetchval("SELECT 1"))
+            broker = request.app.state.broker
+            if broker is not None:
+                checks["broker"] = await _answers(broker.ping(timeout=2.0))
+        ready = all(checks.values())
+        response.status_code = 200 if ready else 503
+        return {"ready": ready, "checks": checks}
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        if getattr(request.app.state, "ready", False):
+            waiting, age = await backlog(request.app.state.pool, schema)
+            OUTBOX_BACKLOG.labels(schema).set(waiting)
+            OUTBOX_OLDEST_AGE.labels(schema).set(age)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _answers(awaitable) -> bool:
+    try:
+        async with asyncio.timeout(2.0):
+            return bool(await awaitable)
+    except Exception:
+        return False
+
+
+def _http_metrics(service: str):
+    async def middleware(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        HTTP_REQUESTS.labels(service, route, request.method, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(service, route).observe(time.perf_counter() - started)
+        return response
+
+    return middleware
+
+
+async def _wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
+    """Create the platform's topics, waiting for the broker to come up (compose starts
+    everything at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await ensure_topics(settings.kafka_bootstrap, all_topics(), settings.kafka_partitions)
+            return
+        except Exception as error:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("broker at %s not ready (%s); waiting", settings.kafka_bootstrap, error)
+            await asyncio.sleep(1.0)

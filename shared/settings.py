@@ -1,0 +1,39 @@
+"""Settings from the environment: the same names locally, in CI and in docker-compose."""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("intake", "routing", "deadlines", "reporting")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/sir"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Partitions given to the platform's topics when it creates them.
+    kafka_partitions: int = 6
+    host: str = Field("127.0.0.1", validation_alias="SIR_HOST")
+    intake_port: int = 8000
+    routing_port: int = 8001
+    deadlines_port: int = 8002
+    reporting_port: int = 8003
+    # Failed attempts at one message before it goes to `<topic>.dlq`.
+    max_attempts: int = Field(5, validation_alias="SIR_MAX_ATTEMPTS")
+    # Consumer group timings; tests shorten them because a group join takes about
+    # half the session timeout on Tansu.
+    session_timeout_ms: int = Field(10_000, validation_alias="SIR_SESSION_TIMEOUT_MS")
+    heartbeat_interval_ms: int = Field(3_000, validation_alias="SIR_HEARTBEAT_INTERVAL_MS")
+    # Longest wait of the outbox relay between polls when no notification arrives.
+    outbox_poll_seconds: float = Field(1.0, validation_alias="SIR_OUTBOX_POLL_SECONDS")
+    log_level: str = Field("INFO", validation_alias="SIR_LOG_LEVEL")
+
+    def port_of(self, service: str) -> int:
+        return getattr(self, f"{service}_port")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

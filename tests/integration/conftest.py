@@ -1,0 +1,152 @@
+"""Real parts for the integration tests: PostgreSQL and a Kafka-protocol broker.
+
+`infra` runs every integration test twice where it can: against the machine's own
+PostgreSQL and a Tansu broker started here (or the ones KAFKA_BOOTSTRAP and
+DATABASE_URL name), and against containers through testcontainers where a Docker
+engine answers. Without one, the containers path skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from shared import devstack
+from shared.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class Infra:
+    bootstrap: str
+    server_dsn: str  # a DSN of the server's `postgres` database, to create test databases
+    tansu: devstack.Tansu | None = None
+
+    def new_database(self) -> str:
+        dsn = _with_database(self.server_dsn, f"sir_test_{uuid.uuid4().hex[:12]}")
+        devstack.ensure_database(dsn)
+        return dsn
+
+    def settings(self, database_url: str, **overrides) -> Settings:
+        values = dict(
+            database_url=database_url,
+            kafka_bootstrap=self.bootstrap,
+            kafka_partitions=3,
+            SIR_SESSION_TIMEOUT_MS=3000,
+            SIR_HEARTBEAT_INTERVAL_MS=1000,
+            SIR_MAX_ATTEMPTS=3,
+            SIR_OUTBOX_POLL_SECONDS=0.2,
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+
+def _with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _local_infra():
+    import os
+
+    server = _with_database(os.environ.get("DATABASE_URL", DEFAULT_SERVER), "postgres")
+    if not devstack.postgres_reachable(server):
+        pytest.fail(f"no PostgreSQL at {server}: start it (see .ci/run) or set DATABASE_URL")
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        yield Infra(os.environ["KAFKA_BOOTSTRAP"], server)
+        return
+    with devstack.Tansu() as tansu:
+        yield Infra(tansu.bootstrap, server, tansu)
+
+
+@contextlib.contextmanager
+def _container_infra():
+    if not _docker_engine_answers():
+        pytest.skip("no Docker engine answers: the testcontainers path needs one")
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver=None) as postgres, KafkaContainer().with_kraft() as kafka:
+        yield Infra(kafka.get_bootstrap_server(), _with_database(postgres.get_connection_url(), "postgres"))
+
+
+@pytest.fixture(scope="session", params=["local", "containers"])
+def infra(request) -> Infra:
+    with (_local_infra() if request.param == "local" else _container_infra()) as infra:
+        yield infra
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    pool: asyncpg.Pool
+    apps: dict
+    clients: dict[str, httpx.AsyncClient]
+
+
+@contextlib.asynccontextmanager
+async def run_services(settings: Settings, names) -> AsyncIterator[Platform]:
+    """Run services in this process, their lifespans and HTTP apps, against real parts."""
+    import importlib
+
+    from shared.db import create_pool
+
+    apps = {name: importlib.import_module(f"services.{name}.app").build(settings) for name in names}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {}
+        for name, app in apps.items():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            clients[name] = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=f"http://{name}")
+            )
+        pool = await create_pool(settings.database_url, max_size=4)
+        stack.push_async_callback(pool.close)
+        yield Platform(settings, pool, apps, clients)
+
+
+@pytest.fixture(scope="session")
+async def platform(infra) -> AsyncIterator[Platform]:
+    """All four services, sharing one fresh database and the session's broker."""
+    settings = infra.settings(infra.new_database())
+    async with run_services(settings, ("intake", "routing", "deadlines", "reporting")) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="session")
+async def tokens(platform) -> dict[str, str]:
+    from shared.auth import issue_token
+
+    pool = platform.pool
+    return {
+        "glasgow": await issue_token(pool, "council", local_authority="glasgow-city"),
+        "fife": await issue_token(pool, "council", local_authority="fife"),
+        "inverclyde": await issue_token(pool, "council", local_authority="inverclyde"),
+        "inspectorate": await issue_token(pool, "inspectorate"),
+        "sog_north_strathclyde": await issue_token(pool, "sog", region="north-strathclyde"),
+        "sog_tayside": await issue_token(pool, "sog", region="tayside"),
+        "admin": await issue_token(pool, "admin"),
+    }
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

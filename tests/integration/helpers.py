@@ -1,0 +1,49 @@
+"""Waiting on the platform's asynchronous effects and reading topics with plain aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+
+async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 30.0, what: str = "condition"):
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def find_records(
+    bootstrap: str, topic: str, match: Callable[[ConsumerRecord], bool], count: int = 1, timeout: float = 30.0
+) -> list[ConsumerRecord]:
+    """Read `topic` from its start (no consumer group) until `count` records match."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    found: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(found) < count:
+                batches = await consumer.getmany(timeout_ms=200)
+                found += [r for records in batches.values() for r in records if match(r)]
+    except TimeoutError:
+        raise AssertionError(f"found {len(found)} of {count} records on {topic} in {timeout}s") from None
+    finally:
+        await consumer.stop()
+    return found
+
+
+def header(record: ConsumerRecord, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value.decode()
+    return None

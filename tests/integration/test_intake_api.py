@@ -1,0 +1,139 @@
+"""Intake over HTTP against real PostgreSQL: tokens, scopes, validation, state, idempotency."""
+
+import uuid
+
+import pytest
+
+from shared.auth import issue_token, revoke_token
+from tests.factories import mappa_notification, notification, review
+from tests.integration.conftest import bearer
+
+
+async def _notify(platform, token, body=None, **headers):
+    return await platform.clients["intake"].post(
+        "/v1/notifications", json=body or notification(), headers={**bearer(token), **headers}
+    )
+
+
+async def _post(platform, token, case_id, event_type, data, **headers):
+    return await platform.clients["intake"].post(
+        f"/v1/cases/{case_id}/events", json={"event_type": event_type, "data": data},
+        headers={**bearer(token), **headers},
+    )
+
+
+async def _events_stored(platform) -> int:
+    return await platform.pool.fetchval("SELECT count(*) FROM intake.events")
+
+
+async def test_a_council_notifies_and_reads_its_case(platform, tokens):
+    answer = await _notify(platform, tokens["glasgow"])
+    assert answer.status_code == 201, answer.text
+    case_id = answer.json()["case_id"]
+    assert answer.headers["Location"] == f"/v1/cases/{case_id}"
+
+    case = await platform.clients["intake"].get(f"/v1/cases/{case_id}", headers=bearer(tokens["glasgow"]))
+    assert case.status_code == 200
+    body = case.json()
+    assert body["state"] == "notified" and body["local_authority"] == "glasgow-city"
+    [event] = body["events"]
+    assert event["event_type"] == "incident.notified" and event["actor"]["role"] == "council"
+    assert event["data"]["incident_type"] == "serious_assault"
+    # Stored with its outbox row in the same transaction; the relay may have sent it already.
+    assert await platform.pool.fetchval(
+        "SELECT count(*) FROM intake.events WHERE event_id = $1", uuid.UUID(event["event_id"])
+    ) == 1
+
+
+async def test_the_review_path_over_http(platform, tokens):
+    case_id = (await _notify(platform, tokens["glasgow"])).json()["case_id"]
+    steps = [
+        ("inspectorate", "notification.criteria_assessed", {"meets_criteria": True}, "notified"),
+        ("glasgow", "review.submitted", review(), "under_review"),
+        ("inspectorate", "review.additional_info_requested", {"note": "risk management plan"}, "awaiting_information"),
+        ("glasgow", "review.additional_info_provided", {}, "under_review"),
+        ("inspectorate", "review.responded", {"outcome": "concluded", "high_quality": True}, "concluded"),
+        ("inspectorate", "case.closed", {"reason": "concluded"}, "closed"),
+    ]
+    for who, event_type, data, state in steps:
+        answer = await _post(platform, tokens[who], case_id, event_type, data)
+        assert answer.status_code == 201, (event_type, answer.text)
+        assert answer.json()["state"] == state
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer nonsense", "Bearer sir_000000000000_wrong"])
+async def test_no_valid_token_is_401(platform, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = await platform.clients["intake"].post("/v1/notifications", json=notification(), headers=headers)
+    assert answer.status_code == 401
+
+
+async def test_a_revoked_token_is_401(platform):
+    token = await issue_token(platform.pool, "council", local_authority="angus")
+    assert (await _notify(platform, token)).status_code == 201
+    await revoke_token(platform.pool, token.split("_")[1])
+    assert (await _notify(platform, token)).status_code == 401
+
+
+async def test_cross_authority_access_is_refused(platform, tokens):
+    case_id = (await _notify(platform, tokens["glasgow"])).json()["case_id"]
+    before = await _events_stored(platform)
+
+    read = await platform.clients["intake"].get(f"/v1/cases/{case_id}", headers=bearer(tokens["fife"]))
+    assert read.status_code == 403
+    write = await _post(platform, tokens["fife"], case_id, "review.submitted", review())
+    assert write.status_code == 403 and "glasgow-city" in write.json()["detail"]
+    assert await _events_stored(platform) == before
+
+
+async def test_roles_post_only_their_events(platform, tokens):
+    assert (await _notify(platform, tokens["inspectorate"])).status_code == 403
+    case_id = (await _notify(platform, tokens["glasgow"])).json()["case_id"]
+    answer = await _post(platform, tokens["glasgow"], case_id, "case.closed", {"reason": "withdrawn"})
+    assert answer.status_code == 403 and "inspectorate" in answer.json()["detail"]
+
+
+async def test_a_sog_reads_only_cases_routed_to_its_region(platform, tokens):
+    case_id = (await _notify(platform, tokens["inverclyde"], mappa_notification())).json()["case_id"]
+    mine = await platform.clients["intake"].get(f"/v1/cases/{case_id}", headers=bearer(tokens["sog_north_strathclyde"]))
+    assert mine.status_code == 200 and mine.json()["sog_region"] == "north-strathclyde"
+    other = await platform.clients["intake"].get(f"/v1/cases/{case_id}", headers=bearer(tokens["sog_tayside"]))
+    assert other.status_code == 403
+    decision = await _post(platform, tokens["sog_north_strathclyde"], case_id, "sog.decision_recorded", {"scr_under_mappa": True})
+    assert decision.status_code == 201 and decision.json()["state"] == "closed"
+
+
+async def test_bad_input_names_the_field_and_changes_nothing(platform, tokens):
+    before = await _events_stored(platform)
+    answer = await _notify(platform, tokens["glasgow"], notification(incident_type="arson", extra="x"))
+    assert answer.status_code == 422
+    locations = {tuple(error["loc"]) for error in answer.json()["detail"]}
+    assert ("body", "incident_type") in locations and ("body", "extra") in locations
+    assert await _events_stored(platform) == before
+
+
+async def test_events_that_do_not_fit_the_state_are_409(platform, tokens):
+    case_id = (await _notify(platform, tokens["glasgow"])).json()["case_id"]
+    early = await _post(platform, tokens["inspectorate"], case_id, "review.responded", {"outcome": "concluded"})
+    assert early.status_code == 409 and "no review to respond to" in early.json()["detail"]
+    await _post(platform, tokens["inspectorate"], case_id, "case.closed", {"reason": "withdrawn"})
+    late = await _post(platform, tokens["glasgow"], case_id, "review.submitted", review())
+    assert late.status_code == 409 and "closed" in late.json()["detail"]
+
+
+async def test_an_unknown_case_is_404(platform, tokens):
+    answer = await _post(platform, tokens["glasgow"], uuid.uuid4(), "review.submitted", review())
+    assert answer.status_code == 404
+
+
+async def test_an_idempotency_key_gives_the_first_answer_again(platform, tokens):
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await _notify(platform, tokens["glasgow"], **key)
+    before = await _events_stored(platform)
+    again = await _notify(platform, tokens["glasgow"], **key)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert await _events_stored(platform) == before
+
+    other_body = await _notify(platform, tokens["glasgow"], notification(council_reference="OTHER"), **key)
+    assert other_body.status_code == 409
+    assert await _events_stored(platform) == before
