@@ -159,12 +159,12 @@ def _up(args: argparse.Namespace) -> int:
         print(f"{name:<10}http://{settings.host}:{port}/docs")
     print("Ctrl-C stops everything.")
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    try:
-        while not stopping and all(p.poll() is None for p in processes.values()):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    # Set both handlers explicitly: a process started in the background inherits an
+    # ignored SIGINT, and Ctrl-C must still stop everything.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.append(True))
+    while not stopping and all(p.poll() is None for p in processes.values()):
+        time.sleep(0.2)
     failed = [n for n, p in processes.items() if p.poll() not in (None, 0)]
     for process in processes.values():
         process.terminate()

@@ -44,7 +44,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
         return True
@@ -84,7 +84,7 @@ class Tansu:
 
     def start(self) -> Tansu:
         # Else another listener there would pass for ours in the readiness check.
-        if _port_open(self.port):
+        if port_open(self.port):
             raise RuntimeError(f"{self.bootstrap} is already in use")
         url = f"tcp://{self.bootstrap}"
         cmd = [str(tansu_binary()), "broker", "--listener-url", url,
@@ -93,7 +93,7 @@ class Tansu:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not _port_open(self.port):
+        while not port_open(self.port):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 tail = _tail(self.log_path)
                 self.stop()
