@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply the SQL migrations of every schema")
     migrate.set_defaults(run=lambda _: asyncio.run(_migrate(get_settings())))
 
+    replay = commands.add_parser("replay", help="re-publish the event store to the topics")
+    replay.set_defaults(run=lambda _: asyncio.run(_replay(get_settings())))
+
     token = commands.add_parser("token", help="issue, list and revoke bearer tokens")
     token_commands = token.add_subparsers(required=True, metavar="ACTION")
     issue = token_commands.add_parser("issue", help="issue a token and print it (only this once)")
@@ -77,6 +80,24 @@ async def _migrate(settings: Settings) -> None:
     finally:
         await pool.close()
     print("migrated: auth, " + ", ".join(SERVICES))
+
+
+async def _replay(settings: Settings) -> None:
+    from services.intake.repository import SCHEMA, replay
+    from shared.outbox import OutboxRelay
+
+    async def run(pool):
+        count = await replay(pool)
+        # Publish here too: intake may not be running. A running intake's relay shares
+        # the work; an advisory lock keeps their batches apart.
+        relay = OutboxRelay(pool, SCHEMA, settings.kafka_bootstrap)
+        try:
+            await relay.drain(timeout=3600)
+        finally:
+            await relay.stop()
+        return count
+
+    print(f"re-published {await _with_pool(run)} events")
 
 
 async def _with_pool(work):

@@ -26,12 +26,21 @@ log = logging.getLogger(__name__)
 
 async def enqueue(conn: asyncpg.Connection, schema: str, event: Envelope, service: str) -> None:
     """Add `event` to the outbox inside the caller's transaction."""
-    await conn.execute(
+    await enqueue_many(conn, schema, [event], service)
+
+
+async def enqueue_many(conn: asyncpg.Connection, schema: str, events: list[Envelope], service: str) -> None:
+    await conn.executemany(
         f"INSERT INTO {schema}.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
-        topic_of(event.event_type),
-        str(event.case_id).encode(),
-        event.model_dump_json().encode(),
-        cloudevent_headers(event, service),
+        [
+            (
+                topic_of(event.event_type),
+                str(event.case_id).encode(),
+                event.model_dump_json().encode(),
+                cloudevent_headers(event, service),
+            )
+            for event in events
+        ],
     )
 
 

@@ -6,9 +6,9 @@ import uuid
 
 import asyncpg
 
-from shared.events import Envelope
+from shared.events import CASE_EVENT, Envelope
 from shared.lifecycle import Case, fold
-from shared.outbox import enqueue
+from shared.outbox import enqueue, enqueue_many
 
 SCHEMA = "intake"
 
@@ -76,3 +76,20 @@ async def remember_answer(
         " VALUES ($1, $2, $3, $4, $5)",
         token_id, key, request_sha256, status_code, response,
     )
+
+
+async def replay(pool: asyncpg.Pool, chunk: int = 1000) -> int:
+    """Put every stored event back in the outbox, in store order, for the relay to
+    publish again (a broker that lost its topics); consumers skip what they have seen."""
+    replayed, after = 0, 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT position, envelope FROM {SCHEMA}.events WHERE position > $1 ORDER BY position LIMIT $2",
+                after, chunk,
+            )
+            if not rows:
+                return replayed
+            await enqueue_many(conn, SCHEMA, [CASE_EVENT.validate_python(r["envelope"]) for r in rows], "intake")
+        replayed += len(rows)
+        after = rows[-1]["position"]

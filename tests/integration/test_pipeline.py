@@ -131,3 +131,34 @@ async def test_a_malformed_message_goes_to_the_dead_letter_topic(platform):
         assert all("not a valid event" in header(r, "dlq_error") for r in records)
         assert any("incident_type" in header(r, "dlq_error") for r in records)
         assert all(header(r, "dlq_source").startswith(CASE_EVENTS + "/") for r in records)
+
+
+def _duplicates_seen() -> dict[str, float]:
+    from shared.metrics import EVENTS_DUPLICATE
+
+    return {
+        sample.labels["consumer"]: sample.value
+        for metric in EVENTS_DUPLICATE.collect() for sample in metric.samples if sample.name.endswith("_total")
+    }
+
+
+async def test_a_replay_republishes_the_store_and_changes_nothing(platform, tokens):
+    from services.intake.repository import replay
+
+    accepted = await _notify(platform, tokens["glasgow"])
+    await eventually(lambda: _handled_by_all(platform, accepted["event_id"]), what="the first delivery")
+    before = await _effects(platform, accepted["case_id"])
+    seen_before = _duplicates_seen()
+
+    replayed = await replay(platform.pool)
+    assert replayed == await platform.pool.fetchval("SELECT count(*) FROM intake.events")
+
+    async def every_consumer_skipped_the_replay():
+        seen = _duplicates_seen()
+        return all(
+            seen.get(f"sir-{s}:{CASE_EVENTS}", 0) - seen_before.get(f"sir-{s}:{CASE_EVENTS}", 0) >= replayed
+            for s in CONSUMING_SERVICES
+        )
+
+    await eventually(every_consumer_skipped_the_replay, what="every consumer to skip the replayed events")
+    assert await _effects(platform, accepted["case_id"]) == before
