@@ -90,7 +90,7 @@ async def _replay(settings: Settings) -> None:
         count = await replay(pool)
         # Publish here too: intake may not be running. A running intake's relay shares
         # the work; an advisory lock keeps their batches apart.
-        relay = OutboxRelay(pool, SCHEMA, settings.kafka_bootstrap)
+        relay = OutboxRelay(pool, SCHEMA, settings.kafka_bootstrap, partitions=settings.kafka_partitions)
         try:
             await relay.drain(timeout=3600)
         finally:

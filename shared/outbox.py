@@ -18,7 +18,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from shared.events import Envelope
-from shared.messaging import cloudevent_headers, encode_headers, new_producer, topic_of
+from shared.messaging import all_topics, cloudevent_headers, encode_headers, ensure_topics, new_producer, topic_of
 from shared.metrics import OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,12 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 5.0,
+        partitions: int = 6,
     ):
         self.pool = pool
         self.schema = schema
         self.bootstrap = bootstrap
+        self.partitions = partitions
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -156,6 +158,9 @@ class OutboxRelay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
+            # A broker that lost its topics (Tansu keeps them in memory) would otherwise
+            # auto-create them with its own partition count.
+            await ensure_topics(self.bootstrap, all_topics(), self.partitions)
             producer = new_producer(self.bootstrap)
             try:
                 await producer.start()

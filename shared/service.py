@@ -55,7 +55,11 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             await broker.start()
         app.state.broker = broker
         relay = OutboxRelay(
-            pool, service.name, settings.kafka_bootstrap, poll_seconds=settings.outbox_poll_seconds
+            pool,
+            service.name,
+            settings.kafka_bootstrap,
+            poll_seconds=settings.outbox_poll_seconds,
+            partitions=settings.kafka_partitions,
         )
         app.state.relay = relay
         await relay.start()

@@ -21,8 +21,6 @@ import pytest
 from shared import devstack
 from shared.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

@@ -1,0 +1,13 @@
+from pathlib import Path
+
+import pytest
+
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items):
+    # Everything under tests/integration needs PostgreSQL and a broker: `-m "not integration"`
+    # runs the pure tests alone.
+    for item in items:
+        if INTEGRATION in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
