@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # half the session timeout on Tansu.
     session_timeout_ms: int = Field(10_000, validation_alias="SIR_SESSION_TIMEOUT_MS")
     heartbeat_interval_ms: int = Field(3_000, validation_alias="SIR_HEARTBEAT_INTERVAL_MS")
+    # How long a fetch may wait at the broker for new messages. Tansu answers a waiting
+    # fetch only when this runs out, so it bounds the latency of a quiet topic.
+    fetch_max_wait_ms: int = Field(100, validation_alias="SIR_FETCH_MAX_WAIT_MS")
     # Longest wait of the outbox relay between polls when no notification arrives.
     outbox_poll_seconds: float = Field(1.0, validation_alias="SIR_OUTBOX_POLL_SECONDS")
     log_level: str = Field("INFO", validation_alias="SIR_LOG_LEVEL")
