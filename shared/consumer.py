@@ -12,6 +12,7 @@ comes again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -118,17 +119,14 @@ def subscribe_idempotent(
 ) -> None:
     """Subscribe `handler` to `topic` through an `IdempotentApplier`.
 
-    `pool_of` is called at the first message: the pool is made when the service starts.
+    Subscribers are registered when the app is built (so the broker can describe them)
+    and `pool_of` is called at the first message, once the service has started.
     """
     consumer = f"{group_id}:{topic}"
-    appliers: list[IdempotentApplier] = []
 
+    @functools.cache
     def applier() -> IdempotentApplier:
-        if not appliers:
-            appliers.append(
-                IdempotentApplier(pool_of(), schema, consumer, handler, adapter, settings.max_attempts)
-            )
-        return appliers[0]
+        return IdempotentApplier(pool_of(), schema, consumer, handler, adapter, settings.max_attempts)
 
     # MANUAL: offsets are committed by `ack` only after the transaction (the default,
     # ACK_FIRST, commits before the handler runs and can lose a message).

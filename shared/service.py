@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
@@ -26,17 +27,18 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Registers a service's subscribers on the broker; the pool is reached through the getter.
-Subscribe = Callable[[KafkaBroker, Settings, Callable[[], asyncpg.Pool]], None]
-
-
 @dataclass
 class Service:
     name: str
     migrations: Path
     description: str
     routers: list[APIRouter] = field(default_factory=list)
-    subscribe: Subscribe | None = None
+    # topic -> handler, each applied once per event in the service's consumer group
+    consumes: dict[str, Handler] = field(default_factory=dict)
+
+    @property
+    def group_id(self) -> str:
+        return f"sir-{self.name}"
 
 
 def create_app(service: Service, settings: Settings) -> FastAPI:
@@ -47,13 +49,10 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         app.state.pool = pool
         await migrate_auth(pool)
         await migrate(pool, service.name, COMMON, service.migrations)
-        broker = None
-        if service.subscribe is not None:
+        broker = app.state.broker
+        if broker is not None:
             await _wait_for_broker(settings)
-            broker = new_broker(settings.kafka_bootstrap, service.name)
-            service.subscribe(broker, settings, lambda: app.state.pool)
             await broker.start()
-        app.state.broker = broker
         relay = OutboxRelay(
             pool,
             service.name,
@@ -82,11 +81,24 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     )
     app.state.service = service.name
     app.state.settings = settings
+    app.state.broker = _broker(service, settings, pool_of=lambda: app.state.pool)
     app.include_router(_operations_router(service.name))
     for router in service.routers:
         app.include_router(router)
     app.middleware("http")(_http_metrics(service.name))
     return app
+
+
+def _broker(service: Service, settings: Settings, pool_of: Callable[[], asyncpg.Pool]) -> KafkaBroker | None:
+    if not service.consumes:
+        return None
+    broker = new_broker(settings.kafka_bootstrap, service.name)
+    for topic, handler in service.consumes.items():
+        subscribe_idempotent(
+            broker, settings, pool_of=pool_of, schema=service.name,
+            group_id=service.group_id, topic=topic, handler=handler,
+        )
+    return broker
 
 
 def _operations_router(schema: str) -> APIRouter:

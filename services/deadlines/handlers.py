@@ -6,11 +6,7 @@ import asyncpg
 
 from services.deadlines import repository
 from services.deadlines.domain import review_submission
-from shared.consumer import subscribe_idempotent
-from shared.events import CASE_EVENT, Envelope
-from shared.messaging import CASE_EVENTS
-
-GROUP = "sir-deadlines"
+from shared.events import Envelope
 
 
 async def on_case_event(conn: asyncpg.Connection, event: Envelope) -> None:
@@ -18,12 +14,4 @@ async def on_case_event(conn: asyncpg.Connection, event: Envelope) -> None:
         await repository.open_deadline(
             conn, event.case_id, event.local_authority, review_submission(event.received_at)
         )
-
-
-def subscribe(broker, settings, pool_of) -> None:
-    subscribe_idempotent(
-        broker, settings, pool_of=pool_of, schema=repository.SCHEMA, group_id=GROUP,
-        topic=CASE_EVENTS, handler=on_case_event, adapter=CASE_EVENT,
-    )
-
 

@@ -17,10 +17,11 @@ async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> Case | None
     """The case as its events make it, locked until the transaction ends, so one case's
     events are written one at a time and in order."""
     found = await conn.fetchval(f"SELECT true FROM {SCHEMA}.cases WHERE case_id = $1 FOR UPDATE", case_id)
-    return fold(await _history(conn, case_id)) if found else None
+    return (await read_case(conn, case_id))[0] if found else None
 
 
 async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID) -> tuple[Case, list[dict]] | None:
+    """The case and its events' envelopes, oldest first; None if there is no such case."""
     rows = await conn.fetch(
         f"SELECT envelope FROM {SCHEMA}.events WHERE case_id = $1 ORDER BY position", case_id
     )
@@ -28,15 +29,6 @@ async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID)
         return None
     envelopes = [r["envelope"] for r in rows]
     return fold((e["event_type"], e["local_authority"], e["data"]) for e in envelopes), envelopes
-
-
-async def _history(conn: asyncpg.Connection, case_id: uuid.UUID):
-    rows = await conn.fetch(
-        f"SELECT event_type, local_authority, envelope->'data' AS data FROM {SCHEMA}.events"
-        " WHERE case_id = $1 ORDER BY position",
-        case_id,
-    )
-    return [(r["event_type"], r["local_authority"], r["data"]) for r in rows]
 
 
 async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, imported: bool = False) -> None:

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.reporting import handlers
 from services.reporting.api import router
+from shared.messaging import CASE_EVENTS
 from shared.service import Service, create_app
 from shared.settings import Settings, get_settings
 
@@ -14,7 +15,7 @@ SERVICE = Service(
     migrations=Path(__file__).parent / "migrations",
     description="National and quarterly figures of the serious incident review process, from the events.",
     routers=[router],
-    subscribe=handlers.subscribe,
+    consumes={CASE_EVENTS: handlers.on_case_event},
 )
 
 

@@ -9,6 +9,8 @@ engine answers. Without one, the containers path skips.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -19,6 +21,7 @@ import httpx
 import pytest
 
 from shared import devstack
+from shared.db import create_pool
 from shared.settings import Settings
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -65,8 +68,6 @@ def _docker_engine_answers() -> bool:
 
 @contextlib.contextmanager
 def _local_infra():
-    import os
-
     server = _with_database(os.environ.get("DATABASE_URL", DEFAULT_SERVER), "postgres")
     if not devstack.postgres_reachable(server):
         pytest.fail(f"no PostgreSQL at {server}: start it (see .ci/run) or set DATABASE_URL")
@@ -105,10 +106,6 @@ class Platform:
 @contextlib.asynccontextmanager
 async def run_services(settings: Settings, names) -> AsyncIterator[Platform]:
     """Run services in this process, their lifespans and HTTP apps, against real parts."""
-    import importlib
-
-    from shared.db import create_pool
-
     apps = {name: importlib.import_module(f"services.{name}.app").build(settings) for name in names}
     async with contextlib.AsyncExitStack() as stack:
         clients = {}
