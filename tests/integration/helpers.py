@@ -7,6 +7,7 @@ import time
 from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from prometheus_client import REGISTRY
 
 
 async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 30.0, what: str = "condition"):
@@ -47,3 +48,8 @@ def header(record: ConsumerRecord, name: str) -> str | None:
         if key == name:
             return value.decode()
     return None
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus registry (0 before its first increment)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

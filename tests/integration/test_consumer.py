@@ -3,11 +3,15 @@
 import json
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
+from shared import devstack
 from shared.consumer import IdempotentApplier
 from shared.db import COMMON, create_pool, migrate
+from shared.messaging import CASE_EVENTS
 from tests.factories import envelope, notification
+from tests.integration.conftest import run_services
+from tests.integration.helpers import eventually, metric_value
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +86,36 @@ async def test_a_poison_event_goes_to_dead_letters_and_the_rest_of_the_batch_goe
     ]
     assert "ValueError: cannot apply" in dead[1][1]
     assert await _effects(pool) == before + 1  # only the good event's
+
+
+async def test_a_restarted_consumer_resumes_after_its_committed_offsets(infra):
+    """Offsets are committed after each batch's transaction: a restarted service picks up
+    what came while it was down, and reads nothing twice."""
+    async def publish(count: int) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            for _ in range(count):
+                event = envelope("incident.notified", notification(), local_authority="moray")
+                await producer.send_and_wait(CASE_EVENTS, json.dumps(event).encode(), key=event["case_id"].encode())
+        finally:
+            await producer.stop()
+
+    async def counted(platform, expected: int) -> bool:
+        return await platform.pool.fetchval(
+            "SELECT coalesce(sum(notifications), 0) FROM reporting.notifications_by_authority"
+        ) == expected
+
+    def duplicates() -> float:
+        return metric_value("sir_events_duplicate_total", consumer=f"sir-reporting:{CASE_EVENTS}")
+
+    with devstack.Tansu() as broker:
+        settings = infra.settings(infra.new_database(), kafka_bootstrap=broker.bootstrap)
+        async with run_services(settings, ("reporting",)) as platform:
+            await publish(10)
+            await eventually(lambda: counted(platform, 10), what="the first ten")
+        duplicates_before = duplicates()
+        await publish(5)  # while reporting is down
+        async with run_services(settings, ("reporting",)) as platform:
+            await eventually(lambda: counted(platform, 15), what="the five sent while it was down")
+        assert duplicates() == duplicates_before

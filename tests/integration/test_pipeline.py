@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaProducer
 from shared.messaging import CASE_EVENTS, dead_letter_topic
 from tests.factories import envelope, mappa_notification, notification
 from tests.integration.conftest import bearer
-from tests.integration.helpers import eventually, find_records, header
+from tests.integration.helpers import eventually, find_records, header, metric_value
 
 CONSUMING_SERVICES = ("routing", "deadlines", "reporting")
 
@@ -42,6 +42,10 @@ async def _effects(platform, case_id) -> dict:
         "counted": await platform.pool.fetchval(
             "SELECT notifications FROM reporting.notifications_by_authority WHERE local_authority = 'glasgow-city'"),
     }
+
+
+def _duplicates(service: str) -> float:
+    return metric_value("sir_events_duplicate_total", consumer=f"sir-{service}:{CASE_EVENTS}")
 
 
 async def _publish(bootstrap, *messages, key=None, headers=()):
@@ -133,32 +137,19 @@ async def test_a_malformed_message_goes_to_the_dead_letter_topic(platform):
         assert all(header(r, "dlq_source").startswith(CASE_EVENTS + "/") for r in records)
 
 
-def _duplicates_seen() -> dict[str, float]:
-    from shared.metrics import EVENTS_DUPLICATE
-
-    return {
-        sample.labels["consumer"]: sample.value
-        for metric in EVENTS_DUPLICATE.collect() for sample in metric.samples if sample.name.endswith("_total")
-    }
-
-
 async def test_a_replay_republishes_the_store_and_changes_nothing(platform, tokens):
     from services.intake.repository import replay
 
     accepted = await _notify(platform, tokens["glasgow"])
     await eventually(lambda: _handled_by_all(platform, accepted["event_id"]), what="the first delivery")
     before = await _effects(platform, accepted["case_id"])
-    seen_before = _duplicates_seen()
+    seen_before = {s: _duplicates(s) for s in CONSUMING_SERVICES}
 
     replayed = await replay(platform.pool)
     assert replayed == await platform.pool.fetchval("SELECT count(*) FROM intake.events")
 
     async def every_consumer_skipped_the_replay():
-        seen = _duplicates_seen()
-        return all(
-            seen.get(f"sir-{s}:{CASE_EVENTS}", 0) - seen_before.get(f"sir-{s}:{CASE_EVENTS}", 0) >= replayed
-            for s in CONSUMING_SERVICES
-        )
+        return all(_duplicates(s) - seen_before[s] >= replayed for s in CONSUMING_SERVICES)
 
     await eventually(every_consumer_skipped_the_replay, what="every consumer to skip the replayed events")
     assert await _effects(platform, accepted["case_id"]) == before
