@@ -285,8 +285,4 @@ def event_type_of(model: type[Envelope]) -> str:
     return model.model_fields["event_type"].annotation.__args__[0]  # type: ignore[union-attr]
 
 
-def data_model_of(model: type[Envelope]) -> type[BaseModel]:
-    return model.model_fields["data"].annotation  # type: ignore[return-value]
-
-
 CASE_EVENT_MODELS: dict[str, type[Envelope]] = {event_type_of(m): m for m in CASE_EVENT_TYPES}

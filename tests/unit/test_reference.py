@@ -38,7 +38,7 @@ def test_the_32_authorities_in_spec_order_with_their_gss_codes():
     assert LOCAL_AUTHORITY_SLUGS == tuple(SPEC_SLUGS)
     assert list(LOCAL_AUTHORITIES) == SPEC_SLUGS
     assert [a.gss_code for a in LOCAL_AUTHORITIES.values()] == SPEC_CODES
-    for slug, code in zip(SPEC_SLUGS, SPEC_CODES):
+    for slug, code in zip(SPEC_SLUGS, SPEC_CODES, strict=True):
         assert local_authority_by_gss(code).slug == slug
 
 
