@@ -60,7 +60,6 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             poll_seconds=settings.outbox_poll_seconds,
             partitions=settings.kafka_partitions,
         )
-        app.state.relay = relay
         await relay.start()
         app.state.ready = True
         log.info("%s started", service.name)
@@ -79,8 +78,6 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
     )
-    app.state.service = service.name
-    app.state.settings = settings
     app.state.broker = _broker(service, settings, pool_of=lambda: app.state.pool)
     app.include_router(_operations_router(service.name))
     for router in service.routers:

@@ -141,7 +141,7 @@ async def _record(
                 answer = await _append(conn, principal, event_type, case_id, data)
                 if idempotency_key is not None:
                     await repository.remember_answer(
-                        conn, principal.token_id, idempotency_key, fingerprint, 201, answer
+                        conn, principal.token_id, idempotency_key, fingerprint, answer
                     )
             EVENTS_RECORDED.labels(event_type).inc()
             return answer

@@ -54,19 +54,19 @@ async def now(conn: asyncpg.Connection):
 
 async def prior_answer(conn: asyncpg.Connection, token_id: str, key: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        f"SELECT request_sha256, status_code, response FROM {SCHEMA}.idempotency_keys"
+        f"SELECT request_sha256, response FROM {SCHEMA}.idempotency_keys"
         " WHERE token_id = $1 AND key = $2",
         token_id, key,
     )
 
 
 async def remember_answer(
-    conn: asyncpg.Connection, token_id: str, key: str, request_sha256: bytes, status_code: int, response: dict
+    conn: asyncpg.Connection, token_id: str, key: str, request_sha256: bytes, response: dict
 ) -> None:
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.idempotency_keys (token_id, key, request_sha256, status_code, response)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        token_id, key, request_sha256, status_code, response,
+        f"INSERT INTO {SCHEMA}.idempotency_keys (token_id, key, request_sha256, response)"
+        " VALUES ($1, $2, $3, $4)",
+        token_id, key, request_sha256, response,
     )
 
 

@@ -29,12 +29,12 @@ END $$;
 CREATE TRIGGER events_are_immutable BEFORE UPDATE OR DELETE ON {schema}.events
     FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_event_change();
 
--- The first answer to each Idempotency-Key, per token.
+-- The first (successful) answer to each Idempotency-Key, per token; refusals change
+-- nothing and are not kept.
 CREATE TABLE {schema}.idempotency_keys (
     token_id       text        NOT NULL,
     key            text        NOT NULL,
     request_sha256 bytea       NOT NULL,
-    status_code    integer     NOT NULL,
     response       jsonb       NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (token_id, key)
