@@ -1,9 +1,14 @@
 """The `sir` operator commands against a real database."""
 
+import asyncio
+import os
+from unittest.mock import ANY
+
+import asyncpg
 import pytest
 
 from services import cli
-from shared.settings import get_settings
+from shared.settings import SERVICES, get_settings
 
 
 @pytest.fixture
@@ -52,3 +57,19 @@ def test_a_token_with_the_wrong_scope_is_refused(database, capsys, argv, reason)
 def test_migrate_applies_every_schema_once(database, capsys):
     assert _run(capsys, "migrate")[0] == 0
     assert _run(capsys, "migrate")[1] == "migrated: auth, intake, routing, deadlines, reporting"
+    applied = asyncio.run(_applied(os.environ["DATABASE_URL"]))
+    assert applied == {
+        "auth": ["auth/001_tokens.sql"],
+        **{s: ["common/001_outbox.sql", "common/002_processed_events.sql", ANY] for s in SERVICES if s != "auth"},
+    }
+
+
+async def _applied(database_url: str) -> dict[str, list[str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return {
+            schema: [r["name"] for r in await conn.fetch(f"SELECT name FROM {schema}.schema_migrations ORDER BY name")]
+            for schema in ("auth", *SERVICES)
+        }
+    finally:
+        await conn.close()
