@@ -1,12 +1,64 @@
-"""Calendar arithmetic of SPEC §4, pure: calendar months and the end of a day in Scotland."""
+"""Calendar arithmetic of SPEC §4, pure: working days, calendar months and the end of a
+day in Scotland.
+
+A working day is Monday to Friday, less Scotland's bank holidays (the `holidays`
+package, GB, subdivision SCT) and the extra closures listed in
+`reference/closures.csv` (edit that file, not code, for a one-off closure).
+Counting: day 1 is the first working day *after* the start, so
+`working_days_between(start, add_working_days(start, n)) == n`.
+"""
 
 from __future__ import annotations
 
 import calendar
+import csv
 import datetime as dt
+import functools
+import io
+from importlib.resources import files
+from typing import Iterable
 from zoneinfo import ZoneInfo
 
+import holidays
+
 LONDON = ZoneInfo("Europe/London")
+
+
+def _read_closures(text: str) -> frozenset[dt.date]:
+    return frozenset(dt.date.fromisoformat(row["date"]) for row in csv.DictReader(io.StringIO(text)))
+
+
+EXTRA_CLOSURES = _read_closures((files("shared.reference") / "closures.csv").read_text())
+
+
+@functools.cache
+def _bank_holidays(year: int) -> frozenset[dt.date]:
+    return frozenset(holidays.country_holidays("GB", subdiv="SCT", years=year))
+
+
+def is_working_day(day: dt.date, closures: Iterable[dt.date] = EXTRA_CLOSURES) -> bool:
+    return day.weekday() < 5 and day not in _bank_holidays(day.year) and day not in closures
+
+
+@functools.lru_cache(maxsize=65536)
+def add_working_days(start: dt.date, days: int) -> dt.date:
+    """The `days`-th working day after `start` (start itself never counts)."""
+    if days < 0:
+        raise ValueError("days must be zero or more")
+    day, counted = start, 0
+    while counted < days:
+        day += dt.timedelta(days=1)
+        counted += is_working_day(day)
+    return day
+
+
+def working_days_between(start: dt.date, end: dt.date) -> int:
+    """Working days after `start` up to and including `end` (0 when end <= start)."""
+    day, counted = start, 0
+    while day < end:
+        day += dt.timedelta(days=1)
+        counted += is_working_day(day)
+    return counted
 
 
 def add_months(day: dt.date, months: int) -> dt.date:
@@ -29,3 +81,7 @@ def end_of_day(day: dt.date) -> dt.datetime:
 
 def due_after_months(start: dt.datetime, months: int) -> dt.datetime:
     return end_of_day(add_months(local_date(start), months))
+
+
+def due_after_working_days(start: dt.datetime, days: int) -> dt.datetime:
+    return end_of_day(add_working_days(local_date(start), days))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
@@ -23,13 +24,31 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import TypeAdapter, ValidationError
 
 from shared.events import ANY_EVENT, Envelope
-from shared.messaging import dead_letter_topic
+from shared.messaging import IMPORTED_HEADER, dead_letter_topic
 from shared.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_DUPLICATE, HANDLER_SECONDS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where an event came from, for handlers that care: `imported` is true for history
+    brought in by `sir import` (CloudEvents extension header `ce_sirimported`)."""
+
+    topic: str
+    partition: int
+    offset: int
+    imported: bool = False
+
+    @classmethod
+    def of(cls, record: ConsumerRecord) -> Delivery:
+        headers = dict(record.headers or ())
+        return cls(record.topic, record.partition, record.offset, headers.get(IMPORTED_HEADER) == b"true")
+
+
+Handler = Callable[[asyncpg.Connection, Any, Delivery], Awaitable[None]]
 DeadLetter = tuple[ConsumerRecord, str]
 
 # Errors that say the database, not the event, is at fault: retry the whole batch.
@@ -89,7 +108,7 @@ class IdempotentApplier:
                         EVENTS_DUPLICATE.labels(self.consumer).inc()
                         return None
                     with HANDLER_SECONDS.labels(self.consumer).time():
-                        await self.handler(conn, event)
+                        await self.handler(conn, event, Delivery.of(record))
                 EVENTS_CONSUMED.labels(self.consumer, record.topic, event.event_type).inc()
                 return None
             except _INFRASTRUCTURE_ERRORS:

@@ -22,6 +22,8 @@ DEADLINE_EVENTS = "sir.deadlines.v1"
 PLATFORM_TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
 
 _TOPIC_OF_PREFIX = {"notification.forward": ROUTING_EVENTS, "deadline.": DEADLINE_EVENTS}
+# CloudEvents extension attribute set on imported history, so routing never re-delivers it.
+IMPORTED_HEADER = "ce_sirimported"
 _TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
 
 
@@ -41,9 +43,9 @@ def topic_of(event_type: str) -> str:
     return CASE_EVENTS
 
 
-def cloudevent_headers(event: Envelope, service: str) -> dict[str, str]:
+def cloudevent_headers(event: Envelope, service: str, imported: bool = False) -> dict[str, str]:
     """CloudEvents 1.0 binary-mode headers (SPEC §3), so any CloudEvents SDK reads the topics."""
-    return {
+    return ({IMPORTED_HEADER: "true"} if imported else {}) | {
         "ce_specversion": "1.0",
         "ce_id": str(event.event_id),
         "ce_source": f"/sir/{service}",

@@ -52,3 +52,45 @@ HTTP_SECONDS = Histogram(
     "HTTP request latency, by service and route template",
     ["service", "route"],
 )
+
+
+# --- deadlines (issue 3) -------------------------------------------------------------
+DEADLINES_OPEN = Gauge(
+    "sir_deadlines_open",
+    "Deadlines open now, by rule",
+    ["rule"],
+)
+DEADLINE_WARNINGS = Counter(
+    "sir_deadline_warnings_total",
+    "deadline.warning events emitted, by rule and local authority",
+    ["rule", "local_authority"],
+)
+DEADLINE_BREACHES = Counter(
+    "sir_deadline_breaches_total",
+    "deadline.breached events emitted, by rule and local authority",
+    ["rule", "local_authority"],
+)
+SCHEDULER_LAG = Histogram(
+    "sir_deadline_scheduler_lag_seconds",
+    "Seconds between a warning's or breach's due time and its emission",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+# --- routing (issue 4) ---------------------------------------------------------------
+DELIVERIES = Counter(
+    "sir_deliveries_total",
+    "Delivery attempts' outcomes, by recipient, channel and outcome (delivered, retried, failed)",
+    ["recipient", "channel", "outcome"],
+)
+DELIVERY_SECONDS = Histogram(
+    "sir_delivery_latency_seconds",
+    "Seconds from receipt of a notification to its successful delivery, by recipient and channel",
+    ["recipient", "channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+DELIVERIES_PENDING = Gauge(
+    "sir_deliveries_pending",
+    "Deliveries owed and not yet made or failed, by recipient",
+    ["recipient"],
+)

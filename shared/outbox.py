@@ -24,12 +24,16 @@ from shared.metrics import OUTBOX_PUBLISHED
 log = logging.getLogger(__name__)
 
 
-async def enqueue(conn: asyncpg.Connection, schema: str, event: Envelope, service: str) -> None:
+async def enqueue(
+    conn: asyncpg.Connection, schema: str, event: Envelope, service: str, *, imported: bool = False
+) -> None:
     """Add `event` to the outbox inside the caller's transaction."""
-    await enqueue_many(conn, schema, [event], service)
+    await enqueue_many(conn, schema, [event], service, imported=imported)
 
 
-async def enqueue_many(conn: asyncpg.Connection, schema: str, events: list[Envelope], service: str) -> None:
+async def enqueue_many(
+    conn: asyncpg.Connection, schema: str, events: list[Envelope], service: str, *, imported: bool = False
+) -> None:
     await conn.executemany(
         f"INSERT INTO {schema}.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
         [
@@ -37,7 +41,7 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str, events: list[Envel
                 topic_of(event.event_type),
                 str(event.case_id).encode(),
                 event.model_dump_json().encode(),
-                cloudevent_headers(event, service),
+                cloudevent_headers(event, service, imported),
             )
             for event in events
         ],

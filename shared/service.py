@@ -11,7 +11,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -35,6 +35,11 @@ class Service:
     routers: list[APIRouter] = field(default_factory=list)
     # topic -> handler, each applied once per event in the service's consumer group
     consumes: dict[str, Handler] = field(default_factory=dict)
+    # Sets the service's gauges from its tables at each scrape of /metrics.
+    refresh_metrics: Callable[[asyncpg.Pool], Awaitable[None]] | None = None
+    # Long-running tasks (a scheduler, a delivery loop) started after the subscribers,
+    # each given the pool and the settings, cancelled at shutdown.
+    workers: list[Callable[[asyncpg.Pool, Settings], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def group_id(self) -> str:
@@ -61,12 +66,16 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             partitions=settings.kafka_partitions,
         )
         await relay.start()
+        workers = [asyncio.create_task(work(pool, settings)) for work in service.workers]
         app.state.ready = True
         log.info("%s started", service.name)
         try:
             yield
         finally:
             app.state.ready = False
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             await relay.stop()
             if broker is not None:
                 await broker.stop()
@@ -79,7 +88,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.broker = _broker(service, settings, pool_of=lambda: app.state.pool)
-    app.include_router(_operations_router(service.name))
+    app.include_router(_operations_router(service))
     for router in service.routers:
         app.include_router(router)
     app.middleware("http")(_http_metrics(service.name))
@@ -98,7 +107,8 @@ def _broker(service: Service, settings: Settings, pool_of: Callable[[], asyncpg.
     return broker
 
 
-def _operations_router(schema: str) -> APIRouter:
+def _operations_router(service: Service) -> APIRouter:
+    schema = service.name
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -123,6 +133,8 @@ def _operations_router(schema: str) -> APIRouter:
             waiting, age = await backlog(request.app.state.pool, schema)
             OUTBOX_BACKLOG.labels(schema).set(waiting)
             OUTBOX_OLDEST_AGE.labels(schema).set(age)
+            if service.refresh_metrics is not None:
+                await service.refresh_metrics(request.app.state.pool)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

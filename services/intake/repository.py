@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import asyncpg
 
-from shared.events import CASE_EVENT, Envelope
+from shared.events import ANY_EVENT, Envelope
 from shared.lifecycle import Case, fold
 from shared.outbox import enqueue, enqueue_many
 
@@ -44,7 +45,7 @@ async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, impor
         event.event_id, event.case_id, event.event_type, event.local_authority,
         event.received_at, event.recorded_at, imported, event.model_dump(mode="json"),
     )
-    await enqueue(conn, SCHEMA, event, "intake")
+    await enqueue(conn, SCHEMA, event, "intake", imported=imported)
 
 
 async def now(conn: asyncpg.Connection):
@@ -77,11 +78,15 @@ async def replay(pool: asyncpg.Pool, chunk: int = 1000) -> int:
     while True:
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"SELECT position, envelope FROM {SCHEMA}.events WHERE position > $1 ORDER BY position LIMIT $2",
+                f"SELECT position, imported, envelope FROM {SCHEMA}.events WHERE position > $1"
+                " ORDER BY position LIMIT $2",
                 after, chunk,
             )
             if not rows:
                 return replayed
-            await enqueue_many(conn, SCHEMA, [CASE_EVENT.validate_python(r["envelope"]) for r in rows], "intake")
+            # Keep live and imported events apart: the imported mark travels in a header.
+            for imported, group in itertools.groupby(rows, key=lambda r: r["imported"]):
+                events = [ANY_EVENT.validate_python(r["envelope"]) for r in group]
+                await enqueue_many(conn, SCHEMA, events, "intake", imported=imported)
         replayed += len(rows)
         after = rows[-1]["position"]

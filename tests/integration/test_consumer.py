@@ -42,7 +42,7 @@ def _applier(pool, handler) -> IdempotentApplier:
     return IdempotentApplier(pool, "consumertest", "test", handler, max_attempts=3, retry_base_seconds=0.01)
 
 
-async def _write_effect(conn, event):
+async def _write_effect(conn, event, delivery):
     await conn.execute("INSERT INTO consumertest.effects VALUES ($1)", event.event_id)
 
 
@@ -59,8 +59,8 @@ async def test_a_handler_that_fails_then_succeeds_is_retried_in_place(pool):
     before = await _effects(pool)
     failures = []
 
-    async def flaky(conn, event):
-        await _write_effect(conn, event)
+    async def flaky(conn, event, delivery):
+        await _write_effect(conn, event, delivery)
         if len(failures) < 2:
             failures.append(1)
             raise RuntimeError("transient")
@@ -73,11 +73,11 @@ async def test_a_poison_event_goes_to_dead_letters_and_the_rest_of_the_batch_goe
     before = await _effects(pool)
     poison, good = _event(), _event()
 
-    async def refuses_poison(conn, event):
+    async def refuses_poison(conn, event, delivery):
         if str(event.event_id) == json.loads(poison)["event_id"]:
-            await _write_effect(conn, event)
+            await _write_effect(conn, event, delivery)
             raise ValueError("cannot apply")
-        await _write_effect(conn, event)
+        await _write_effect(conn, event, delivery)
 
     dead = await _applier(pool, refuses_poison).apply_batch([_record(poison, 0), _record(b"{", 1), _record(good, 2)])
     assert [(record.offset, error.split(":")[0]) for record, error in dead] == [
