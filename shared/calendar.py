@@ -52,13 +52,40 @@ def add_working_days(start: dt.date, days: int) -> dt.date:
     return day
 
 
-def working_days_between(start: dt.date, end: dt.date) -> int:
-    """Working days after `start` up to and including `end` (0 when end <= start)."""
-    day, counted = start, 0
-    while day < end:
-        day += dt.timedelta(days=1)
+@functools.lru_cache(maxsize=65536)
+def subtract_working_days(end: dt.date, days: int) -> dt.date:
+    """The `days`-th working day before `end` (end itself never counts)."""
+    if days < 0:
+        raise ValueError("days must be zero or more")
+    day, counted = end, 0
+    while counted < days:
+        day -= dt.timedelta(days=1)
         counted += is_working_day(day)
-    return counted
+    return day
+
+
+@functools.cache
+def _running_count(year: int) -> tuple[int, ...]:
+    """Working days of `year` up to and including each of its days (index: day of year - 1)."""
+    counts, count, day = [], 0, dt.date(year, 1, 1)
+    while day.year == year:
+        count += is_working_day(day)
+        counts.append(count)
+        day += dt.timedelta(days=1)
+    return tuple(counts)
+
+
+def _working_days_so_far(day: dt.date) -> int:
+    return _running_count(day.year)[day.timetuple().tm_yday - 1]
+
+
+def working_days_between(start: dt.date, end: dt.date) -> int:
+    """Working days after `start` up to and including `end` (0 when end <= start).
+    From a count per day of each year, so the reports' rebuild pays no loop per event."""
+    if end <= start:
+        return 0
+    whole_years = sum(_running_count(year)[-1] for year in range(start.year, end.year))
+    return whole_years + _working_days_so_far(end) - _working_days_so_far(start)
 
 
 def add_months(day: dt.date, months: int) -> dt.date:

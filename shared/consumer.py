@@ -14,18 +14,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import TypeAdapter, ValidationError
 
 from shared.events import ANY_EVENT, Envelope
+from shared.logs import event_context
 from shared.messaging import IMPORTED_HEADER, dead_letter_topic
-from shared.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_DUPLICATE, HANDLER_SECONDS
+from shared.metrics import (
+    CONSUMER_APPLIED_OFFSET,
+    CONSUMER_DELAY_SECONDS,
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+    EVENTS_DUPLICATE,
+    HANDLER_SECONDS,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,7 +99,8 @@ class IdempotentApplier:
                 dead.append((record, f"not a valid event: {_summary(error)}"))
         async with self.pool.acquire() as conn, conn.transaction():
             for record, event in events:
-                error = await self._apply_one(conn, record, event)
+                with event_context(event_id=event.event_id, case_id=event.case_id):
+                    error = await self._apply_one(conn, record, event)
                 if error:
                     dead.append((record, error))
         return dead
@@ -131,26 +141,29 @@ def subscribe_idempotent(
     pool_of: Callable[[], asyncpg.Pool],
     schema: str,
     group_id: str,
-    topic: str,
-    handler: Handler,
+    handlers: dict[str, Handler],
     adapter: TypeAdapter = ANY_EVENT,
     max_records: int = 500,
 ) -> None:
-    """Subscribe `handler` to `topic` through an `IdempotentApplier`.
+    """Subscribe each topic's handler through an `IdempotentApplier`, all of them in one
+    Kafka consumer: one group member per process, whatever the number of topics. (Several
+    members of one group, each on its own topic, make every restart a rebalance of all of
+    them, and Tansu can leave such a group rejoining for ever.)
 
     Subscribers are registered when the app is built (so the broker can describe them)
     and `pool_of` is called at the first message, once the service has started.
     """
-    consumer = f"{group_id}:{topic}"
+    consumers = {topic: f"{group_id}:{topic}" for topic in handlers}
 
     @functools.cache
-    def applier() -> IdempotentApplier:
-        return IdempotentApplier(pool_of(), schema, consumer, handler, adapter, settings.max_attempts)
+    def applier(topic: str) -> IdempotentApplier:
+        return IdempotentApplier(pool_of(), schema, consumers[topic], handlers[topic], adapter, settings.max_attempts)
 
+    offsets = _AppliedOffsets(consumers)
     # MANUAL: offsets are committed by `ack` only after the transaction (the default,
     # ACK_FIRST, commits before the handler runs and can lose a message).
-    @broker.subscriber(
-        topic,
+    subscriber = broker.subscriber(
+        *handlers,
         group_id=group_id,
         batch=True,
         max_records=max_records,
@@ -160,20 +173,73 @@ def subscribe_idempotent(
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         decoder=_undecoded,
-        title=f"{group_id}/{topic}",
+        title=group_id,
+        listener=offsets,
     )
+    offsets.kafka_consumer = lambda: subscriber.consumer
+
+    @subscriber
     async def on_batch(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        by_topic: dict[str, list[ConsumerRecord]] = {}
+        for record in records:
+            by_topic.setdefault(record.topic, []).append(record)
         try:
-            dead = await applier().apply_batch(records)
-            for record, error in dead:
-                await _send_to_dead_letters(broker, consumer, record, error)
+            for topic, batch in by_topic.items():
+                for record, error in await applier(topic).apply_batch(batch):
+                    await _send_to_dead_letters(broker, consumers[topic], record, error)
         except Exception as error:
-            log.error("%s: batch failed, it will come again: %r", consumer, error)
+            log.error("%s: batch failed, it will come again: %r", group_id, error)
             await asyncio.sleep(1.0)  # a nack re-seeks at once; don't spin
             await msg.nack()
             return
         await msg.ack()
+        for topic, batch in by_topic.items():
+            _observe_applied(consumers[topic], batch)
+
+
+class _AppliedOffsets(ConsumerRebalanceListener):
+    """Keeps `sir_consumer_applied_offset` to the partitions this process owns: a revoked
+    partition's series goes (its new owner reports it), and an assigned one starts at the
+    group's committed offset, so its lag shows before the first batch is applied."""
+
+    def __init__(self, consumers: dict[str, str]):
+        self.consumers = consumers  # topic -> consumer label
+        self.kafka_consumer: Callable[[], AIOKafkaConsumer | None] = lambda: None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            try:
+                CONSUMER_APPLIED_OFFSET.remove(self.consumers[tp.topic], tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        kafka = self.kafka_consumer()
+        for tp in assigned if kafka is not None else ():
+            try:
+                async with asyncio.timeout(5.0):
+                    committed = await kafka.committed(tp)
+            except Exception as error:  # only a metric: the next batch sets it
+                log.debug("%s: committed offset of %s unknown: %r", self.consumers[tp.topic], tp, error)
+                continue
+            # Nothing committed yet: the group starts at the beginning (offset 0).
+            CONSUMER_APPLIED_OFFSET.labels(self.consumers[tp.topic], tp.topic, str(tp.partition)).set(
+                -1 if committed is None else committed - 1
+            )
+
+
+def _observe_applied(consumer: str, records: Sequence[ConsumerRecord]) -> None:
+    """The consumers' side of the lag (docs/operations.md): offsets committed, and how old
+    each record was (its producer timestamp) when its batch was done."""
+    now = time.time()
+    highest: dict[tuple[str, int], int] = {}
+    delay = CONSUMER_DELAY_SECONDS.labels(consumer)
+    for record in records:
+        delay.observe(max(0.0, now - record.timestamp / 1000))
+        highest[record.topic, record.partition] = max(record.offset, highest.get((record.topic, record.partition), -1))
+    for (topic, partition), offset in highest.items():
+        CONSUMER_APPLIED_OFFSET.labels(consumer, topic, str(partition)).set(offset)
 
 
 async def _send_to_dead_letters(broker: KafkaBroker, consumer: str, record: ConsumerRecord, error: str) -> None:

@@ -11,8 +11,11 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 
 from shared.events import Envelope
+from shared.reference import MAPPA_REGIONS
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +34,20 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def outbound_topic(recipient: str) -> str:
+    """Where routing's `topic` channel forwards a recipient's notifications (SPEC §5):
+    `scottish-government` → sir.outbound.scottish-government.v1, `sog:<region>` →
+    sir.outbound.sog.<region>.v1 (a Kafka topic name holds no colon)."""
+    return f"sir.outbound.{recipient.replace(':', '.')}.v1"
+
+
+# One outbound topic per recipient: the Scottish Government and each region's SOG.
+OUTBOUND_TOPICS = tuple(outbound_topic(r) for r in ("scottish-government", *(f"sog:{g}" for g in MAPPA_REGIONS)))
+
+
 def all_topics() -> tuple[str, ...]:
-    """The platform's topics and their dead-letter topics."""
-    return PLATFORM_TOPICS + tuple(dead_letter_topic(t) for t in PLATFORM_TOPICS)
+    """The platform's topics, their dead-letter topics and the outbound topics."""
+    return PLATFORM_TOPICS + tuple(dead_letter_topic(t) for t in PLATFORM_TOPICS) + OUTBOUND_TOPICS
 
 
 def topic_of(event_type: str) -> str:
@@ -78,7 +92,12 @@ def new_broker(bootstrap: str, service: str) -> KafkaBroker:
     return KafkaBroker(
         bootstrap,
         client_id=f"sir-{service}",
+        # faststream_* metrics of each subscriber's batches and of the dead-letter sends,
+        # in the registry /metrics serves.
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service)],
         log_level=logging.DEBUG,
+        # A plain logger, so its lines go through the root handler (JSON, shared/logs.py).
+        logger=logging.getLogger(f"sir.broker.{service}"),
         enable_idempotence=False,
         request_timeout_ms=10_000,
     )

@@ -24,8 +24,28 @@ HANDLER_SECONDS = Histogram(
 )
 OUTBOX_PUBLISHED = Counter(
     "sir_outbox_published_total",
-    "Events the outbox relay published, by schema and topic",
-    ["schema", "topic"],
+    "Events the outbox relay published, by schema, topic and event type",
+    ["schema", "topic", "event_type"],
+)
+# Consumer lag is the distance between these two, per topic and partition (see
+# docs/operations.md): the producers' side from the offsets the broker assigned to the
+# records it acknowledged, the consumers' side from the records applied. Neither asks the
+# broker for its end offsets, which Tansu gets wrong.
+OUTBOX_PUBLISHED_OFFSET = Gauge(
+    "sir_outbox_published_offset",
+    "Highest offset the broker assigned to a record this relay published, by schema, topic and partition",
+    ["schema", "topic", "partition"],
+)
+CONSUMER_APPLIED_OFFSET = Gauge(
+    "sir_consumer_applied_offset",
+    "Highest offset a consumer applied (or skipped as a duplicate or dead letter) and committed, by consumer, topic and partition",
+    ["consumer", "topic", "partition"],
+)
+CONSUMER_DELAY_SECONDS = Histogram(
+    "sir_consumer_delay_seconds",
+    "Seconds from a record's timestamp (set when it was published) to the end of the batch that applied it, by consumer",
+    ["consumer"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
 OUTBOX_BACKLOG = Gauge(
     "sir_outbox_backlog",
@@ -46,6 +66,11 @@ HTTP_REQUESTS = Counter(
     "sir_http_requests_total",
     "HTTP requests, by service, route template, method and status",
     ["service", "route", "method", "status"],
+)
+SERVICE_READY = Gauge(
+    "sir_service_ready",
+    "1 when the service's readiness checks pass (as /readyz), set at each scrape, by service",
+    ["service"],
 )
 HTTP_SECONDS = Histogram(
     "sir_http_request_duration_seconds",

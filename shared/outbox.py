@@ -16,29 +16,33 @@ import logging
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from shared.events import Envelope
 from shared.messaging import all_topics, cloudevent_headers, encode_headers, ensure_topics, new_producer, topic_of
-from shared.metrics import OUTBOX_PUBLISHED
+from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_PUBLISHED_OFFSET
 
 log = logging.getLogger(__name__)
 
 
 async def enqueue(
-    conn: asyncpg.Connection, schema: str, event: Envelope, service: str, *, imported: bool = False
+    conn: asyncpg.Connection, schema: str, event: Envelope, service: str, *, imported: bool = False,
+    topic: str | None = None,
 ) -> None:
-    """Add `event` to the outbox inside the caller's transaction."""
-    await enqueue_many(conn, schema, [event], service, imported=imported)
+    """Add `event` to the outbox inside the caller's transaction; `topic` overrides the
+    event type's own topic (routing forwards notifications to outbound topics)."""
+    await enqueue_many(conn, schema, [event], service, imported=imported, topic=topic)
 
 
 async def enqueue_many(
-    conn: asyncpg.Connection, schema: str, events: list[Envelope], service: str, *, imported: bool = False
+    conn: asyncpg.Connection, schema: str, events: list[Envelope], service: str, *, imported: bool = False,
+    topic: str | None = None,
 ) -> None:
     await conn.executemany(
         f"INSERT INTO {schema}.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
         [
             (
-                topic_of(event.event_type),
+                topic or topic_of(event.event_type),
                 str(event.case_id).encode(),
                 event.model_dump_json().encode(),
                 cloudevent_headers(event, service, imported),
@@ -55,6 +59,15 @@ async def backlog(pool: asyncpg.Pool, schema: str) -> tuple[int, float]:
         f" FROM {schema}.outbox"
     )
     return row["n"], float(row["age"])
+
+
+def _count_published(schema: str, rows: list[asyncpg.Record], acknowledged: list[RecordMetadata]) -> None:
+    highest: dict[tuple[str, int], int] = {}
+    for row, ack in zip(rows, acknowledged, strict=True):
+        OUTBOX_PUBLISHED.labels(schema, row["topic"], row["headers"].get("ce_type", "unknown")).inc()
+        highest[ack.topic, ack.partition] = max(ack.offset, highest.get((ack.topic, ack.partition), -1))
+    for (topic, partition), offset in highest.items():
+        OUTBOX_PUBLISHED_OFFSET.labels(schema, topic, str(partition)).set(offset)
 
 
 class OutboxRelay:
@@ -135,12 +148,11 @@ class OutboxRelay:
                 )
                 for row in rows
             ]
-            await asyncio.gather(*pending)
+            acknowledged = await asyncio.gather(*pending)
             await conn.execute(
                 f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
             )
-        for row in rows:
-            OUTBOX_PUBLISHED.labels(self.schema, row["topic"]).inc()
+        _count_published(self.schema, rows, acknowledged)
         return len(rows)
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -149,6 +161,10 @@ class OutboxRelay:
             while (await backlog(self.pool, self.schema))[0]:
                 if not await self.publish_batch():
                     await asyncio.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

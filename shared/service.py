@@ -21,11 +21,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
-from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, SERVICE_READY
 from shared.outbox import OutboxRelay, backlog
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Worker = Callable[[asyncpg.Pool, Settings], Awaitable[None]]
+
 
 @dataclass
 class Service:
@@ -39,7 +42,7 @@ class Service:
     refresh_metrics: Callable[[asyncpg.Pool], Awaitable[None]] | None = None
     # Long-running tasks (a scheduler, a delivery loop) started after the subscribers,
     # each given the pool and the settings, cancelled at shutdown.
-    workers: list[Callable[[asyncpg.Pool, Settings], Awaitable[None]]] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
 
     @property
     def group_id(self) -> str:
@@ -49,15 +52,14 @@ class Service:
 def create_app(service: Service, settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ready = False
         pool = await create_pool(settings.database_url)
         app.state.pool = pool
         await migrate_auth(pool)
         await migrate(pool, service.name, COMMON, service.migrations)
+        app.state.migrated = True
         broker = app.state.broker
-        if broker is not None:
-            await _wait_for_broker(settings)
-            await broker.start()
+        await _wait_for_broker(settings)
+        await broker.start()
         relay = OutboxRelay(
             pool,
             service.name,
@@ -66,19 +68,19 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             partitions=settings.kafka_partitions,
         )
         await relay.start()
-        workers = [asyncio.create_task(work(pool, settings)) for work in service.workers]
-        app.state.ready = True
+        app.state.relay = relay
+        app.state.workers = [_start_worker(service.name, work, pool, settings) for work in service.workers]
+        app.state.started = True
         log.info("%s started", service.name)
         try:
             yield
         finally:
-            app.state.ready = False
-            for task in workers:
+            app.state.started = False
+            for task in app.state.workers:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*app.state.workers, return_exceptions=True)
             await relay.stop()
-            if broker is not None:
-                await broker.stop()
+            await broker.stop()
             await pool.close()
 
     app = FastAPI(
@@ -87,6 +89,8 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
     )
+    app.state.started = False
+    app.state.migrated = False
     app.state.broker = _broker(service, settings, pool_of=lambda: app.state.pool)
     app.include_router(_operations_router(service))
     for router in service.routers:
@@ -95,16 +99,47 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     return app
 
 
-def _broker(service: Service, settings: Settings, pool_of: Callable[[], asyncpg.Pool]) -> KafkaBroker | None:
-    if not service.consumes:
-        return None
+def _broker(service: Service, settings: Settings, pool_of: Callable[[], asyncpg.Pool]) -> KafkaBroker:
+    # Every service has one, subscribers or not: it is also how /readyz asks whether
+    # the broker answers.
     broker = new_broker(settings.kafka_bootstrap, service.name)
-    for topic, handler in service.consumes.items():
+    if service.consumes:
         subscribe_idempotent(
             broker, settings, pool_of=pool_of, schema=service.name,
-            group_id=service.group_id, topic=topic, handler=handler,
+            group_id=service.group_id, handlers=service.consumes,
         )
     return broker
+
+
+def _start_worker(service: str, work: Worker, pool: asyncpg.Pool, settings: Settings) -> asyncio.Task:
+    task = asyncio.create_task(work(pool, settings), name=f"{service}-{work.__name__}")
+
+    def report(done: asyncio.Task) -> None:
+        # A worker that ends takes the service out of readiness (see _readiness); say why.
+        if not done.cancelled():
+            log.error("%s: worker %s stopped: %r", service, work.__name__, done.exception())
+
+    task.add_done_callback(report)
+    return task
+
+
+async def _readiness(app: FastAPI) -> dict[str, bool]:
+    """Ready once migrations ran and while the database and the broker answer and the
+    service's own tasks (outbox relay, workers) are running."""
+    state = app.state
+    if not state.started:
+        return {"migrations": state.migrated, "started": False}
+    database, broker = await asyncio.gather(
+        _answers(state.pool.fetchval("SELECT 1")),
+        _answers(state.broker.ping(timeout=2.0)),
+    )
+    return {
+        "migrations": state.migrated,
+        "database": database,
+        "broker": broker,
+        "outbox_relay": state.relay.running,
+        "workers": all(not task.done() for task in state.workers),
+    }
 
 
 def _operations_router(service: Service) -> APIRouter:
@@ -117,24 +152,25 @@ def _operations_router(service: Service) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(request: Request, response: Response) -> dict:
-        checks = {"started": request.app.state.ready}
-        if checks["started"]:
-            checks["database"] = await _answers(request.app.state.pool.fetchval("SELECT 1"))
-            broker = request.app.state.broker
-            if broker is not None:
-                checks["broker"] = await _answers(broker.ping(timeout=2.0))
+        checks = await _readiness(request.app)
         ready = all(checks.values())
         response.status_code = 200 if ready else 503
         return {"ready": ready, "checks": checks}
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
-        if getattr(request.app.state, "ready", False):
-            waiting, age = await backlog(request.app.state.pool, schema)
-            OUTBOX_BACKLOG.labels(schema).set(waiting)
-            OUTBOX_OLDEST_AGE.labels(schema).set(age)
-            if service.refresh_metrics is not None:
-                await service.refresh_metrics(request.app.state.pool)
+        checks = await _readiness(request.app)
+        SERVICE_READY.labels(service.name).set(all(checks.values()))
+        if checks.get("database"):
+            try:
+                waiting, age = await backlog(request.app.state.pool, schema)
+                OUTBOX_BACKLOG.labels(schema).set(waiting)
+                OUTBOX_OLDEST_AGE.labels(schema).set(age)
+                if service.refresh_metrics is not None:
+                    await service.refresh_metrics(request.app.state.pool)
+            except Exception as error:
+                # Serve the rest: a failed scrape would read as the service being down.
+                log.warning("%s: refreshing gauges failed: %r", service.name, error)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

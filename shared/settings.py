@@ -1,6 +1,7 @@
 """Settings from the environment: the same names locally, in CI and in docker-compose."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,14 @@ class Settings(BaseSettings):
     # Longest wait of the outbox relay between polls when no notification arrives.
     outbox_poll_seconds: float = Field(1.0, validation_alias="SIR_OUTBOX_POLL_SECONDS")
     log_level: str = Field("INFO", validation_alias="SIR_LOG_LEVEL")
+    # Routing (docs/routing.md): the recipients file that seeds each recipient's channel
+    # (unset: services/routing/recipients.toml), whether webhooks may use plain http to a
+    # host other than localhost, and the longest wait of the delivery loop between polls.
+    routing_recipients_file: str | None = Field(None, validation_alias="SIR_ROUTING_RECIPIENTS")
+    routing_allow_http: bool = Field(False, validation_alias="SIR_ROUTING_ALLOW_HTTP")
+    routing_poll_seconds: float = Field(1.0, validation_alias="SIR_ROUTING_POLL_SECONDS")
+    # `json` (one object per line, for collectors) or `text` (for reading by eye).
+    log_format: Literal["json", "text"] = Field("json", validation_alias="SIR_LOG_FORMAT")
 
     def port_of(self, service: str) -> int:
         return getattr(self, f"{service}_port")

@@ -22,7 +22,7 @@ import pytest
 
 from shared import devstack
 from shared.db import create_pool
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -141,6 +141,16 @@ async def tokens(platform) -> dict[str, str]:
         "sog_tayside": await issue_token(pool, "sog", region="tayside"),
         "admin": await issue_token(pool, "admin"),
     }
+
+
+@pytest.fixture
+def cli_environment(infra, monkeypatch):
+    """A fresh database and the session's broker, in the environment `sir` commands read."""
+    monkeypatch.setenv("DATABASE_URL", infra.new_database())
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", infra.bootstrap)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -101,6 +101,13 @@ def test_counting_the_working_days_to_the_due_date_gives_the_limit_back(start, d
     assert working_days_between(start, add_working_days(start, days)) == days
 
 
+@given(working_dates, st.integers(-30, 800))
+def test_working_days_between_is_a_count_of_the_days_after_start_up_to_end(start, days):
+    end = start + dt.timedelta(days=days)
+    counted = sum(is_working_day(start + dt.timedelta(days=n)) for n in range(1, days + 1))
+    assert working_days_between(start, end) == counted
+
+
 @given(working_dates, st.integers(1, 30), st.integers(0, 60))
 def test_a_later_start_never_gives_an_earlier_due_date(start, shift, days):
     assert add_working_days(start + dt.timedelta(days=shift), days) >= add_working_days(start, days)
