@@ -1,23 +1,39 @@
-"""Deadlines' wiring: watches every timescale of the guidance."""
+"""Deadlines' wiring: watches every timescale of the guidance (rules.toml)."""
 
+from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
 from fastapi import FastAPI
 
-from services.deadlines import handlers
+from services.deadlines import handlers, repository
 from services.deadlines.api import router
-from shared.messaging import CASE_EVENTS
+from services.deadlines.domain import RULE_NAMES
+from services.deadlines.scheduler import Clock, Scheduler
+from shared.messaging import CASE_EVENTS, ROUTING_EVENTS
+from shared.metrics import DEADLINES_OPEN
 from shared.service import Service, create_app
 from shared.settings import Settings, get_settings
+
+
+async def refresh_metrics(pool: asyncpg.Pool) -> None:
+    counts = await repository.open_by_rule(pool)
+    for rule in RULE_NAMES:
+        DEADLINES_OPEN.labels(rule).set(counts.get(rule, 0))
+
 
 SERVICE = Service(
     name="deadlines",
     migrations=Path(__file__).parent / "migrations",
     description="Deadlines of the serious incident review process: what is due, met and breached.",
     routers=[router],
-    consumes={CASE_EVENTS: handlers.on_case_event},
+    consumes={CASE_EVENTS: handlers.on_event, ROUTING_EVENTS: handlers.on_event},
+    refresh_metrics=refresh_metrics,
+    workers=[Scheduler().run],
 )
 
 
-def build(settings: Settings | None = None) -> FastAPI:
-    return create_app(SERVICE, settings or get_settings())
+def build(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The app; `clock` replaces the database clock of the scheduler (tests)."""
+    service = SERVICE if clock is None else replace(SERVICE, workers=[Scheduler(clock, max_sleep_seconds=0.1).run])
+    return create_app(service, settings or get_settings())

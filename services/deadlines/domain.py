@@ -1,21 +1,326 @@
-"""Deadline rules, pure. For now only `review_submission`: 3 calendar months from receipt."""
+"""Deadline rules, pure: the rules file (`rules.toml`), which events start, meet and
+cancel which deadlines, due and warning times, lateness, and the deadline events.
+
+Everything here is a function of its arguments; the handlers and the scheduler do the I/O.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import tomllib
+import types
+import typing
+import uuid
 from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Mapping
 
-from shared.calendar import due_after_months
+from pydantic import AwareDatetime, BaseModel
 
-REVIEW_SUBMISSION_MONTHS = 3
+from shared.calendar import (
+    LONDON,
+    due_after_months,
+    due_after_working_days,
+    end_of_day,
+    local_date,
+    subtract_working_days,
+    working_days_between,
+)
+from shared.events import (
+    CASE_EVENT_TYPES,
+    DEADLINE_EVENT_TYPES,
+    ROUTING_EVENT_TYPES,
+    Actor,
+    DeadlineData,
+    DeadlineRule,
+    Envelope,
+    event_type_of,
+)
+from shared.messaging import topic_of
+
+OWNERS = ("council", "inspectorate")
+SOURCES = ("guidance", "assumed")
+KINDS = ("opened", "warning", "met", "breached", "cancelled")
+# Deadline events name their rule; the event schema knows the rule names.
+RULE_NAMES: tuple[str, ...] = typing.get_args(DeadlineRule)
+EVENT_MODELS: dict[str, type[Envelope]] = {
+    event_type_of(model): model for model in CASE_EVENT_TYPES + ROUTING_EVENT_TYPES
+}
+DEADLINE_MODELS: dict[str, type[Envelope]] = {event_type_of(m).split(".", 1)[1]: m for m in DEADLINE_EVENT_TYPES}
+ACTOR = Actor(role="service", id="deadlines")
+# Deadline events' ids are uuid5 of (case, rule, sequence, kind) in this namespace, so
+# the same fact always has the same id and a duplicate is recognisable downstream.
+EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:sir:deadlines")
+
+
+class RulesError(ValueError):
+    """The rules file is not valid; the message names the rule and the field."""
+
+
+# --- matching events ------------------------------------------------------------------
+
+
+def _value_at(event: Any, path: str) -> Any:
+    value = event
+    for name in path.split("."):
+        value = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+        if value is None:
+            return None
+    return value
+
+
+def _satisfies(value: Any, expected: Any) -> bool:
+    if isinstance(expected, str):
+        return isinstance(value, str) and fnmatch.fnmatchcase(value, expected)
+    # bool is an int in Python: compare types too, so `true` never equals 1.
+    return type(value) is type(expected) and value == expected
+
+
+def as_moment(value: dt.datetime | dt.date) -> dt.datetime:
+    """A timestamp, or a date taken as the start of that day in Scotland."""
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value, dt.time(), LONDON).astimezone(dt.timezone.utc)
 
 
 @dataclass(frozen=True)
-class Deadline:
-    rule: str
-    started_at: dt.datetime
-    due_at: dt.datetime
+class Trigger:
+    """An event type, conditions on the event, and the field giving its moment."""
+
+    event: str
+    when: tuple[tuple[str, Any], ...] = ()
+    at: str = "received_at"
+
+    def matches(self, event: Envelope) -> bool:
+        return event.event_type == self.event and all(
+            _satisfies(_value_at(event, path), expected) for path, expected in self.when
+        )
+
+    def moment(self, event: Envelope) -> dt.datetime:
+        return as_moment(_value_at(event, self.at))
 
 
-def review_submission(received_at: dt.datetime) -> Deadline:
-    return Deadline("review_submission", received_at, due_after_months(received_at, REVIEW_SUBMISSION_MONTHS))
+# --- rules ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    owner: str
+    source: str  # "guidance" or "assumed"
+    working_days: int | None
+    months: int | None
+    warning_working_days: int
+    start: Trigger
+    stop: Trigger
+
+    @property
+    def limit(self) -> str:
+        return f"{self.working_days} working days" if self.working_days else f"{self.months} calendar months"
+
+    def due_at(self, started_at: dt.datetime) -> dt.datetime:
+        if self.working_days is not None:
+            return due_after_working_days(started_at, self.working_days)
+        return due_after_months(started_at, self.months)
+
+    def warn_at(self, due_at: dt.datetime) -> dt.datetime | None:
+        """The end of the working day `warning_working_days` before the due date."""
+        if not self.warning_working_days:
+            return None
+        return end_of_day(subtract_working_days(due_date(due_at), self.warning_working_days))
+
+    @property
+    def stop_may_come_first(self) -> bool:
+        """Start and stop travel on different topics, whose order is not kept: a stop
+        may arrive before the start it settles and must then be kept for it."""
+        return topic_of(self.stop.event) != topic_of(self.start.event)
+
+    @property
+    def settles_at_once(self) -> bool:
+        """The start event is also the stop (`notification`: judged on arrival)."""
+        return self.start.event == self.stop.event
+
+
+@dataclass(frozen=True)
+class Rules:
+    rules: tuple[Rule, ...]
+    cancel: tuple[Trigger, ...]
+
+    def __getitem__(self, name: str) -> Rule:
+        return next(rule for rule in self.rules if rule.name == name)
+
+    def stopped_by(self, event: Envelope) -> list[Rule]:
+        return [rule for rule in self.rules if rule.stop.matches(event) and not rule.settles_at_once]
+
+    def started_by(self, event: Envelope) -> list[Rule]:
+        return [rule for rule in self.rules if rule.start.matches(event)]
+
+    def cancels(self, event: Envelope) -> bool:
+        return any(trigger.matches(event) for trigger in self.cancel)
+
+
+def due_date(due_at: dt.datetime) -> dt.date:
+    """The last day of a deadline that falls due at the end of it."""
+    return local_date(due_at - dt.timedelta(microseconds=1))
+
+
+def working_days_late(due_at: dt.datetime, met_at: dt.datetime) -> int:
+    """0 when met by the due time; else the working days after the due date up to the
+    day it was met, and at least 1 (met on a weekend after a Friday deadline is late)."""
+    if met_at <= due_at:
+        return 0
+    return max(1, working_days_between(due_date(due_at), local_date(met_at)))
+
+
+def is_watched(due_at: dt.datetime, opened_by: Envelope, imported: bool) -> bool:
+    """Whether the scheduler warns and breaches this deadline. History is not watched:
+    an imported event's deadlines, and any whose due time had passed when the opening
+    event was recorded, are settled only by their stop events' timestamps."""
+    return not imported and due_at > opened_by.recorded_at
+
+
+def first_fire_at(due_at: dt.datetime, warn_at: dt.datetime | None, recorded_at: dt.datetime) -> dt.datetime:
+    """When the scheduler first looks at a watched deadline: its warning, unless that
+    moment had already passed when the deadline opened; else its due time."""
+    return warn_at if warn_at is not None and warn_at > recorded_at else due_at
+
+
+# --- the deadline events --------------------------------------------------------------
+
+
+def event_id(case_id: uuid.UUID, rule: str, sequence: int, kind: str) -> uuid.UUID:
+    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{case_id}/{rule}/{sequence}/{kind}")
+
+
+def deadline_event(
+    kind: str,
+    *,
+    case_id: uuid.UUID,
+    local_authority: str,
+    rule: str,
+    sequence: int,
+    started_at: dt.datetime,
+    due_at: dt.datetime,
+    received_at: dt.datetime,
+    recorded_at: dt.datetime,
+    met_at: dt.datetime | None = None,
+    breached_at: dt.datetime | None = None,
+    working_days_late: int | None = None,
+) -> Envelope:
+    """`deadline.<kind>`; received_at is the moment that caused it (the start, the stop,
+    the warning or due time, the closing)."""
+    return DEADLINE_MODELS[kind](
+        event_id=event_id(case_id, rule, sequence, kind),
+        event_type=f"deadline.{kind}",
+        case_id=case_id,
+        local_authority=local_authority,
+        received_at=received_at,
+        recorded_at=recorded_at,
+        actor=ACTOR,
+        data=DeadlineData(
+            rule=rule, started_at=started_at, due_at=due_at, met_at=met_at,
+            breached_at=breached_at, working_days_late=working_days_late,
+        ),
+    )
+
+
+# --- reading and checking the rules file ----------------------------------------------
+
+
+def _base_types(annotation: Any) -> list[Any]:
+    """The types an annotation allows, through Optional, unions and Annotated."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _base_types(typing.get_args(annotation)[0])
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return [t for arg in typing.get_args(annotation) for t in _base_types(arg)]
+    return [annotation]
+
+
+def _field_type(model: type[BaseModel], path: str) -> list[Any]:
+    """The types at a dotted path of an event model, or RulesError."""
+    allowed: list[Any] = [model]
+    for name in path.split("."):
+        model_of = next((t for t in allowed if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if model_of is None or name not in model_of.model_fields:
+            raise RulesError(f"{model.__name__} has no field {path!r}")
+        allowed = _base_types(model_of.model_fields[name].annotation)
+    return allowed
+
+
+def _trigger(where: str, table: Any) -> Trigger:
+    if not isinstance(table, Mapping) or set(table) - {"event", "when", "at"} or "event" not in table:
+        raise RulesError(f"{where}: expected {{event = TYPE, when = {{...}}, at = FIELD}}, got {table!r}")
+    model = EVENT_MODELS.get(table["event"])
+    if model is None:
+        raise RulesError(f"{where}: unknown event type {table['event']!r}")
+    when = table.get("when", {})
+    if not isinstance(when, Mapping):
+        raise RulesError(f"{where}.when: expected a table of conditions")
+    try:
+        for path in when:
+            _field_type(model, path)
+        at = table.get("at", "received_at")
+        at_types = _field_type(model, at)
+    except RulesError as error:
+        raise RulesError(f"{where}: {error}") from None
+    if not any(isinstance(t, type) and issubclass(t, (dt.date, AwareDatetime)) for t in at_types):
+        raise RulesError(f"{where}.at: {at!r} is not a date or a timestamp")
+    return Trigger(table["event"], tuple(when.items()), at)
+
+
+def _positive(where: str, value: Any, zero_ok: bool = False) -> int:
+    if type(value) is not int or value < (0 if zero_ok else 1):
+        raise RulesError(f"{where}: expected a {'non-negative' if zero_ok else 'positive'} whole number, got {value!r}")
+    return value
+
+
+def _rule(name: str, table: Mapping, defaults: Mapping) -> Rule:
+    where = f"rules.{name}"
+    known = {"owner", "source", "limit", "warning_working_days", "start", "stop"}
+    if unknown := set(table) - known:
+        raise RulesError(f"{where}: unknown fields {sorted(unknown)}")
+    if missing := {"owner", "source", "limit", "start", "stop"} - set(table):
+        raise RulesError(f"{where}: missing {sorted(missing)}")
+    if table["owner"] not in OWNERS:
+        raise RulesError(f"{where}.owner: expected one of {OWNERS}, got {table['owner']!r}")
+    if table["source"] not in SOURCES:
+        raise RulesError(f"{where}.source: expected one of {SOURCES}, got {table['source']!r}")
+    limit = table["limit"]
+    if not isinstance(limit, Mapping) or len(limit) != 1 or set(limit) - {"working_days", "months"}:
+        raise RulesError(f"{where}.limit: expected {{working_days = N}} or {{months = N}}, got {limit!r}")
+    (unit, amount), = limit.items()
+    amount = _positive(f"{where}.limit.{unit}", amount)
+    warning = table.get("warning_working_days", defaults.get("warning_working_days", 1))
+    return Rule(
+        name=name,
+        owner=table["owner"],
+        source=table["source"],
+        working_days=amount if unit == "working_days" else None,
+        months=amount if unit == "months" else None,
+        warning_working_days=_positive(f"{where}.warning_working_days", warning, zero_ok=True),
+        start=_trigger(f"{where}.start", table["start"]),
+        stop=_trigger(f"{where}.stop", table["stop"]),
+    )
+
+
+def parse_rules(text: str) -> Rules:
+    """Read and check a rules file (TOML); every rule of the event schema must be there."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RulesError(f"rules file is not valid TOML: {error}") from None
+    if unknown := set(document) - {"defaults", "rules", "cancel"}:
+        raise RulesError(f"unknown sections {sorted(unknown)}")
+    tables = document.get("rules", {})
+    if missing := set(RULE_NAMES) - set(tables):
+        raise RulesError(f"rules missing: {sorted(missing)}")
+    if unknown := set(tables) - set(RULE_NAMES):
+        raise RulesError(f"unknown rules {sorted(unknown)} (deadline events know {', '.join(RULE_NAMES)})")
+    defaults = document.get("defaults", {})
+    rules = tuple(_rule(name, tables[name], defaults) for name in RULE_NAMES)
+    cancel = tuple(_trigger(f"cancel[{i}]", table) for i, table in enumerate(document.get("cancel", [])))
+    return Rules(rules, cancel)
+
+
+RULES = parse_rules((files("services.deadlines") / "rules.toml").read_text(encoding="utf-8"))
