@@ -1,15 +1,212 @@
-"""Routing's pure rules: who must receive a notification (SPEC §5)."""
+"""Routing's pure rules (SPEC §5): who must receive a notification, each recipient's
+channel, the webhook signature, and when an attempt is tried again or given up."""
 
 from __future__ import annotations
 
-from typing import Mapping
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import random
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Callable, Literal, Mapping
+from urllib.parse import urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.events import (
+    Actor,
+    NotificationForwarded,
+    NotificationForwardedData,
+    NotificationForwardFailed,
+    NotificationForwardFailedData,
+)
 from shared.lifecycle import sog_region_of
+from shared.reference import MAPPA_REGIONS
 
 SCOTTISH_GOVERNMENT = "scottish-government"
+ALL_RECIPIENTS = (SCOTTISH_GOVERNMENT, *(f"sog:{region}" for region in MAPPA_REGIONS))
+ACTOR = Actor(role="service", id="routing")
+# The records' event ids are derived from the delivery, so that a record written twice
+# (it never is: see repository) would be recognised by every consumer.
+_RECORD_IDS = uuid.UUID("5b0c3f0e-8f5e-4d2b-9a57-3c1f6c1f1a04")
+# How old a signature timestamp a receiver should accept (documented; receivers choose).
+SIGNATURE_TOLERANCE_SECONDS = 300
 
 
 def recipients(local_authority: str, notification: Mapping) -> list[str]:
     """The Scottish Government always; the SOG of the region too where MAPPA applies."""
     region = sog_region_of(local_authority, notification)
     return [SCOTTISH_GOVERNMENT] + ([f"sog:{region}"] if region else [])
+
+
+# --- channels ----------------------------------------------------------------------------
+
+
+class RecipientConfig(BaseModel):
+    """One recipient's channel and, for a webhook, where and how it is called."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: Literal["topic", "webhook"] = "topic"
+    url: Annotated[str, Field(max_length=2000)] | None = None
+    # Name of the environment variable that holds the HMAC secret (the secret itself is
+    # never stored nor shown).
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=100)] | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # Attempts at a delivery the receiver refuses with a 4xx other than 408 and 429.
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    # How long retryable failures (5xx, 408, 429, timeouts, no connection) are retried.
+    horizon_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] = 2 * 86400.0
+    backoff_base_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    backoff_max_seconds: Annotated[float, Field(gt=0, le=86400)] = 600.0
+
+    @model_validator(mode="after")
+    def _webhook_needs_url_and_secret(self) -> RecipientConfig:
+        if self.channel == "webhook":
+            if not self.url:
+                raise ValueError("a webhook needs a url")
+            if not self.secret_env:
+                raise ValueError("a webhook needs secret_env, the environment variable holding its secret")
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ValueError("url must be an absolute https URL")
+        return self
+
+    def check_transport(self, allow_http: bool) -> None:
+        """Refuse plain http except to this machine, unless `allow_http` (a setting)."""
+        if self.channel != "webhook":
+            return
+        parts = urlsplit(self.url or "")
+        if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname or ""):
+            raise ValueError("url must use https (plain http only to localhost, or with SIR_ROUTING_ALLOW_HTTP)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- the webhook signature ------------------------------------------------------------------
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """`X-SIR-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def signature_valid(
+    secret: str, header: str, body: bytes, now: float, tolerance: float = SIGNATURE_TOLERANCE_SECONDS
+) -> bool:
+    """What a receiver checks: a well-formed header, a fresh timestamp, a matching digest."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(fields["t"])
+        given = fields["v1"]
+    except (ValueError, KeyError):
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = signature(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, given)
+
+
+# --- attempts and their outcomes -------------------------------------------------------------
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"  # the receiver or the way to it failed: try again until the horizon
+    REFUSED = "refused"  # the receiver refused the request: try again up to max_attempts
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: Outcome
+    error: str | None = None  # short, for the record and the operator; never the body
+
+
+def outcome_of_status(status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome.DELIVERED
+    if status in (408, 429) or status >= 500:
+        return Outcome.RETRY
+    return Outcome.REFUSED  # other 4xx, and 1xx/3xx that a webhook must not answer
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Delay after the `attempt`-th failed attempt: exponential, capped, with jitter (a
+    random half of it) so that receivers coming back are not hit by every sender at once."""
+    ceiling = min(cap, base * 2 ** min(attempt - 1, 60))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+@dataclass(frozen=True)
+class Next:
+    """What follows a failed attempt: try again at `retry_at`, or give up (`retry_at` None)."""
+
+    retry_at: dt.datetime | None
+
+
+def after_failure(
+    attempt: Attempt,
+    config: RecipientConfig,
+    round_attempts: int,
+    round_started_at: dt.datetime,
+    now: dt.datetime,
+    rand: Callable[[], float] = random.random,
+) -> Next:
+    """`round_attempts` counts this attempt. Refusals stop after max_attempts; any failure
+    stops once the next try would fall beyond the horizon."""
+    if attempt.outcome is Outcome.REFUSED and round_attempts >= config.max_attempts:
+        return Next(None)
+    retry_at = now + dt.timedelta(
+        seconds=backoff_seconds(round_attempts, config.backoff_base_seconds, config.backoff_max_seconds, rand)
+    )
+    if retry_at > round_started_at + dt.timedelta(seconds=config.horizon_seconds):
+        return Next(None)
+    return Next(retry_at)
+
+
+# --- the records on sir.routing.v1 --------------------------------------------------------------
+
+
+def forwarded(
+    case_id: uuid.UUID, local_authority: str, recipient: str, channel: str, attempts: int, delivered_at: dt.datetime,
+    recorded_at: dt.datetime,
+) -> NotificationForwarded:
+    return NotificationForwarded(
+        event_id=uuid.uuid5(_RECORD_IDS, f"{case_id}/{recipient}/forwarded"),
+        event_type="notification.forwarded",
+        case_id=case_id,
+        local_authority=local_authority,
+        received_at=delivered_at,
+        recorded_at=recorded_at,
+        actor=ACTOR,
+        data=NotificationForwardedData(
+            recipient=recipient, channel=channel, attempts=attempts, delivered_at=delivered_at
+        ),
+    )
+
+
+def forward_failed(
+    case_id: uuid.UUID, local_authority: str, recipient: str, attempts: int, error: str, failed_at: dt.datetime,
+) -> NotificationForwardFailed:
+    return NotificationForwardFailed(
+        # One per failed round: an operator's retry that fails again is a new record.
+        event_id=uuid.uuid5(_RECORD_IDS, f"{case_id}/{recipient}/forward_failed/{attempts}"),
+        event_type="notification.forward_failed",
+        case_id=case_id,
+        local_authority=local_authority,
+        received_at=failed_at,
+        recorded_at=failed_at,
+        actor=ACTOR,
+        data=NotificationForwardFailedData(recipient=recipient, attempts=attempts, error=(error or "failed")[:200]),
+    )

@@ -1,18 +1,31 @@
-"""Routing's subscribers: each notification makes deliveries owed to its recipients."""
+"""Routing's subscribers: each live notification is owed to its recipients, once."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from services.routing import repository
+from services.routing.delivery import deliver_by_topic
 from services.routing.domain import recipients
 from shared.consumer import Delivery
 from shared.events import Envelope
 
 
 async def on_case_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
-    if event.event_type != "incident.notified":
+    # Imported history was forwarded when it happened (its notification.forwarded
+    # records come with it): nothing is owed.
+    if event.event_type != "incident.notified" or delivery.imported:
         return
+    wake = False
     for recipient in recipients(event.local_authority, event.data.model_dump(mode="json")):
-        await repository.owe(conn, event.case_id, recipient, event.local_authority, event.received_at)
-
+        row = await repository.owe(conn, event, recipient)
+        if row is None:
+            continue  # owed already: the same notification again
+        config = await repository.recipient_config(conn, recipient)
+        if config is not None and config.channel == "topic":
+            # Delivered in this very transaction: the outbox publishes it.
+            await deliver_by_topic(conn, row)
+        else:
+            wake = True  # the delivery loop POSTs it (or seeds the recipient first)
+    if wake:
+        await repository.wake_delivery_loop(conn)

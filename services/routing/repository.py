@@ -1,29 +1,189 @@
-"""Routing's SQL."""
+"""Routing's SQL: the recipients' channels and the deliveries with their retry schedule.
+
+Times stored here come from the database clock (`clock_timestamp()`, the moment of the
+statement, so a delivery's latency does not include the wait of its transaction)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-
 import asyncpg
 
+from services.routing.domain import RecipientConfig
+from shared.events import IncidentNotified
+
 SCHEMA = "routing"
+# LISTEN/NOTIFY channel that wakes the delivery loop when a delivery falls due at once.
+WAKE_CHANNEL = "routing_deliveries"
+STATUSES = ("pending", "delivered", "failed")
+_CONFIG_FIELDS = tuple(RecipientConfig.model_fields)
+# What the operator API shows of a delivery (never the notification body).
+_DELIVERY_COLUMNS = (
+    "id, case_id, recipient, local_authority, received_at, status, channel, attempts,"
+    " next_attempt_at, last_error, delivered_at, failed_at, created_at"
+)
 
 
-async def owe(
-    conn: asyncpg.Connection, case_id: uuid.UUID, recipient: str, local_authority: str, received_at: dt.datetime
-) -> None:
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.deliveries (case_id, recipient, local_authority, received_at)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        case_id, recipient, local_authority, received_at,
+# --- recipients -------------------------------------------------------------------------
+
+
+async def seed_recipients(conn: asyncpg.Connection | asyncpg.Pool, configs: dict[str, RecipientConfig], source: str) -> None:
+    """Give each recipient not yet in the table its configuration from the file."""
+    columns = ", ".join(_CONFIG_FIELDS)
+    placeholders = ", ".join(f"${i}" for i in range(2, len(_CONFIG_FIELDS) + 2))
+    await conn.executemany(
+        f"INSERT INTO {SCHEMA}.recipients (recipient, {columns}, updated_by)"
+        f" VALUES ($1, {placeholders}, ${len(_CONFIG_FIELDS) + 2}) ON CONFLICT DO NOTHING",
+        [(recipient, *config.model_dump().values(), source) for recipient, config in configs.items()],
     )
 
 
-async def deliveries(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID | None, status: str | None):
+async def set_recipient(conn: asyncpg.Connection | asyncpg.Pool, recipient: str, config: RecipientConfig, by: str) -> asyncpg.Record:
+    columns = ", ".join(_CONFIG_FIELDS)
+    placeholders = ", ".join(f"${i}" for i in range(2, len(_CONFIG_FIELDS) + 2))
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _CONFIG_FIELDS)
+    return await conn.fetchrow(
+        f"INSERT INTO {SCHEMA}.recipients (recipient, {columns}, updated_by)"
+        f" VALUES ($1, {placeholders}, ${len(_CONFIG_FIELDS) + 2})"
+        f" ON CONFLICT (recipient) DO UPDATE SET {updates}, updated_by = EXCLUDED.updated_by, updated_at = now()"
+        " RETURNING *",
+        recipient, *config.model_dump().values(), by,
+    )
+
+
+async def recipients(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT * FROM {SCHEMA}.recipients ORDER BY recipient")
+
+
+def config_of(row: asyncpg.Record) -> RecipientConfig:
+    return RecipientConfig(**{name: row[name] for name in _CONFIG_FIELDS})
+
+
+async def recipient_config(conn: asyncpg.Connection, recipient: str) -> RecipientConfig | None:
+    row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.recipients WHERE recipient = $1", recipient)
+    return config_of(row) if row else None
+
+
+async def configs(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, RecipientConfig]:
+    return {row["recipient"]: config_of(row) for row in await recipients(conn)}
+
+
+# --- deliveries ---------------------------------------------------------------------------
+
+
+async def owe(conn: asyncpg.Connection, event: IncidentNotified, recipient: str) -> asyncpg.Record | None:
+    """A pending delivery of the notification to `recipient`, due now; None if the case
+    owes that recipient one already (the same notification delivered again)."""
+    return await conn.fetchrow(
+        f"INSERT INTO {SCHEMA}.deliveries (case_id, recipient, local_authority, received_at, notification,"
+        " status, next_attempt_at) VALUES ($1, $2, $3, $4, $5, 'pending', clock_timestamp())"
+        " ON CONFLICT DO NOTHING RETURNING *",
+        event.case_id, recipient, event.local_authority, event.received_at, event.model_dump_json(),
+    )
+
+
+async def wake_delivery_loop(conn: asyncpg.Connection) -> None:
+    """Sent when the transaction commits."""
+    await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+
+
+async def claim_due(pool: asyncpg.Pool, lease: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    """Take up to `limit` pending deliveries that are due and not leased by another loop.
+    The lease lasts twice the recipient's timeout and a margin, so a loop that died
+    leaves its rows to the others soon after."""
+    return await pool.fetch(
+        f"WITH due AS ("
+        f"  SELECT d.case_id, d.recipient, coalesce(r.timeout_seconds, 10) * 2 + 10 AS lease_seconds"
+        f"    FROM {SCHEMA}.deliveries d LEFT JOIN {SCHEMA}.recipients r USING (recipient)"
+        "    WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()"
+        "      AND (d.leased_until IS NULL OR d.leased_until < clock_timestamp())"
+        "    ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED)"
+        f" UPDATE {SCHEMA}.deliveries d"
+        "    SET lease = $2, leased_until = clock_timestamp() + make_interval(secs => due.lease_seconds)"
+        "   FROM due WHERE d.case_id = due.case_id AND d.recipient = due.recipient"
+        " RETURNING d.*",
+        limit, lease,
+    )
+
+
+async def release(pool: asyncpg.Pool, lease: uuid.UUID) -> None:
+    await pool.execute(
+        f"UPDATE {SCHEMA}.deliveries SET lease = NULL, leased_until = NULL WHERE lease = $1 AND status = 'pending'", lease
+    )
+
+
+async def seconds_until_due(pool: asyncpg.Pool) -> float | None:
+    """How long until the next pending delivery falls due (or its lease runs out)."""
+    return await pool.fetchval(
+        "SELECT extract(epoch FROM min(greatest(next_attempt_at, coalesce(leased_until, next_attempt_at)))"
+        f" - clock_timestamp())::float8 FROM {SCHEMA}.deliveries WHERE status = 'pending'"
+    )
+
+
+async def mark_delivered(
+    conn: asyncpg.Connection, delivery_id: uuid.UUID, channel: str, lease: uuid.UUID | None
+) -> asyncpg.Record | None:
+    """Delivered, if still pending (and still held under `lease` when one is given)."""
+    return await conn.fetchrow(
+        f"UPDATE {SCHEMA}.deliveries SET status = 'delivered', channel = $2, attempts = attempts + 1,"
+        " round_attempts = round_attempts + 1, delivered_at = clock_timestamp(), last_error = NULL,"
+        " next_attempt_at = NULL, lease = NULL, leased_until = NULL"
+        " WHERE id = $1 AND status = 'pending' AND lease IS NOT DISTINCT FROM $3 RETURNING *",
+        delivery_id, channel, lease,
+    )
+
+
+async def schedule_retry(
+    conn: asyncpg.Connection, delivery_id: uuid.UUID, channel: str, lease: uuid.UUID, retry_at: dt.datetime, error: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"UPDATE {SCHEMA}.deliveries SET channel = $2, attempts = attempts + 1, round_attempts = round_attempts + 1,"
+        " next_attempt_at = $4, last_error = $5, lease = NULL, leased_until = NULL"
+        " WHERE id = $1 AND status = 'pending' AND lease = $3 RETURNING *",
+        delivery_id, channel, lease, retry_at, error,
+    )
+
+
+async def mark_failed(
+    conn: asyncpg.Connection, delivery_id: uuid.UUID, channel: str, lease: uuid.UUID, error: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"UPDATE {SCHEMA}.deliveries SET status = 'failed', channel = $2, attempts = attempts + 1,"
+        " round_attempts = round_attempts + 1, failed_at = clock_timestamp(), last_error = $4,"
+        " next_attempt_at = NULL, lease = NULL, leased_until = NULL"
+        " WHERE id = $1 AND status = 'pending' AND lease = $3 RETURNING *",
+        delivery_id, channel, lease, error,
+    )
+
+
+async def retry(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    """An operator's retry of a pending or failed delivery: due now, with a new retry budget."""
+    return await conn.fetchrow(
+        f"UPDATE {SCHEMA}.deliveries SET status = 'pending', next_attempt_at = clock_timestamp(),"
+        " round_attempts = 0, round_started_at = clock_timestamp(), failed_at = NULL"
+        " WHERE id = $1 AND status IN ('pending', 'failed') AND notification IS NOT NULL"
+        f" RETURNING {_DELIVERY_COLUMNS}",
+        delivery_id,
+    )
+
+
+async def delivery(conn: asyncpg.Connection | asyncpg.Pool, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_DELIVERY_COLUMNS} FROM {SCHEMA}.deliveries WHERE id = $1", delivery_id)
+
+
+async def deliveries(
+    conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID | None, status: str | None, limit: int = 1000
+) -> list[asyncpg.Record]:
     return await conn.fetch(
-        f"SELECT case_id, recipient, local_authority, received_at, status FROM {SCHEMA}.deliveries"
+        f"SELECT {_DELIVERY_COLUMNS} FROM {SCHEMA}.deliveries"
         " WHERE ($1::uuid IS NULL OR case_id = $1) AND ($2::text IS NULL OR status = $2)"
-        " ORDER BY received_at, recipient LIMIT 1000",
-        case_id, status,
+        " ORDER BY received_at, recipient LIMIT $3",
+        case_id, status, limit,
     )
+
+
+async def pending_by_recipient(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch(
+        f"SELECT recipient, count(*) AS n FROM {SCHEMA}.deliveries WHERE status = 'pending' GROUP BY recipient"
+    )
+    return {row["recipient"]: row["n"] for row in rows}
