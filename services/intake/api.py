@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import uuid
 from typing import Annotated, Literal, Union
 
@@ -11,13 +13,15 @@ import asyncpg
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from services.intake import repository
-from services.intake.domain import Forbidden, check_may_post, may_read, new_event
+from services.intake import history, repository
+from services.intake.domain import Forbidden, check_may_post, may_read, new_event, next_case
 from shared.auth import Principal, current_principal, require_role
-from shared.events import CASE_EVENT_MODELS, IncidentNotifiedData
-from shared.lifecycle import Refused, apply
+from shared.events import CASE_EVENT_MODELS, Envelope, IncidentNotifiedData
+from shared.lifecycle import Refused
+from shared.logs import event_fields
 from shared.metrics import EVENTS_RECORDED
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["cases"])
 
 IdempotencyKey = Annotated[
@@ -117,6 +121,55 @@ async def get_case(
     }
 
 
+class ImportLineError(BaseModel):
+    line: int
+    case_id: uuid.UUID | None
+    reason: str
+
+
+class ImportReport(BaseModel):
+    imported: int = Field(description="events stored now")
+    skipped: int = Field(description="events stored already (same event_id and content): an import is idempotent")
+    rejected: int = Field(description="lines not stored: bad lines and every line of a case with a bad line")
+    errors: list[ImportLineError] = Field(description="each bad line, with its number (from 1) and the reason")
+
+
+NDJSON = "application/x-ndjson"
+
+
+@router.post(
+    "/import",
+    response_model=ImportReport,
+    tags=["operations"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": f"History: one SPEC §3 event per line, at most {history.MAX_BODY_BYTES} bytes"
+            " (bigger files: `sir import FILE`).",
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def post_import(
+    request: Request, _: Annotated[Principal, Depends(require_role("admin"))]
+) -> dict:
+    """Import history (admin): each case whole or not at all; see docs/import.md."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != NDJSON:
+        raise HTTPException(415, f"send the history as {NDJSON}, one event per line")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > history.MAX_BODY_BYTES:
+        raise HTTPException(413, f"at most {history.MAX_BODY_BYTES} bytes; use `sir import FILE` for more")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > history.MAX_BODY_BYTES:
+            raise HTTPException(413, f"at most {history.MAX_BODY_BYTES} bytes; use `sir import FILE` for more")
+    # Validating a large body takes a while: off the event loop.
+    parsed = await asyncio.to_thread(history.parse, bytes(body).splitlines())
+    report = await history.import_history(request.app.state.pool, parsed)
+    return report.as_dict()
+
+
 async def _record(
     pool: asyncpg.Pool,
     principal: Principal,
@@ -138,12 +191,13 @@ async def _record(
                         if prior["request_sha256"] != fingerprint:
                             raise HTTPException(409, "this Idempotency-Key was used for another request")
                         return prior["response"]
-                answer = await _append(conn, principal, event_type, case_id, data)
+                event, answer = await _append(conn, principal, event_type, case_id, data)
                 if idempotency_key is not None:
                     await repository.remember_answer(
                         conn, principal.token_id, idempotency_key, fingerprint, answer
                     )
             EVENTS_RECORDED.labels(event_type).inc()
+            log.info("accepted %s", event_type, extra=event_fields(event))
             return answer
         except asyncpg.UniqueViolationError:
             if idempotency_key is None:
@@ -153,7 +207,7 @@ async def _record(
 
 async def _append(
     conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel
-) -> dict:
+) -> tuple[Envelope, dict]:
     if case_id is None:
         case_id, case, local_authority = uuid.uuid4(), None, principal.local_authority
     else:
@@ -163,20 +217,21 @@ async def _append(
         local_authority = case.local_authority
     try:
         check_may_post(principal, event_type, case, local_authority)
-        next_case = apply(case, event_type, local_authority, data.model_dump(mode="json"))
     except Forbidden as refusal:
         raise HTTPException(403, str(refusal)) from None
-    except Refused as refusal:
-        raise HTTPException(409, str(refusal)) from None
     event = new_event(
         event_type, case_id=case_id, local_authority=local_authority,
         principal=principal, data=data, now=await repository.now(conn),
     )
-    await repository.append(conn, event, next_case)
-    return {
+    try:
+        case = next_case(case, event)
+    except Refused as refusal:
+        raise HTTPException(409, str(refusal)) from None
+    await repository.append(conn, event, case)
+    return event, {
         "case_id": str(case_id),
         "event_id": str(event.event_id),
         "event_type": event_type,
-        "state": next_case.state.value,
+        "state": case.state.value,
         "recorded_at": event.recorded_at.isoformat(),
     }

@@ -9,7 +9,10 @@ from pydantic import BaseModel
 
 from shared.auth import Principal
 from shared.events import CASE_EVENT_MODELS, Actor, Envelope
-from shared.lifecycle import POSTED_BY, Case
+from shared.lifecycle import POSTED_BY, Case, Refused, apply
+
+# Not a case event, but history may carry it: the forwarding that already happened.
+FORWARDED = "notification.forwarded"
 
 
 class Forbidden(Exception):
@@ -59,3 +62,15 @@ def new_event(
         actor=Actor(role=principal.role, id=principal.token_id),
         data=data,
     )
+
+
+def next_case(case: Case | None, event: Envelope) -> Case:
+    """The case after `event`, or `Refused` with the reason: the lifecycle's state machine
+    for case events; a forwarding record (imported history) needs its case and changes nothing."""
+    if case is not None and event.local_authority != case.local_authority:
+        raise Refused(f"the case belongs to {case.local_authority}, not {event.local_authority}")
+    if event.event_type == FORWARDED:
+        if case is None:
+            raise Refused(f"no case {event.case_id}: a forwarding record follows its case's notification")
+        return case
+    return apply(case, event.event_type, event.local_authority, event.data.model_dump(mode="json"))

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from shared.events import ANY_EVENT, Envelope
+from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.lifecycle import Case, fold
 from shared.outbox import enqueue, enqueue_many
 
@@ -29,7 +29,17 @@ async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID)
     if not rows:
         return None
     envelopes = [r["envelope"] for r in rows]
-    return fold((e["event_type"], e["local_authority"], e["data"]) for e in envelopes), envelopes
+    # Imported forwarding records are stored with their case but are not case events.
+    case_events = (e for e in envelopes if e["event_type"] in CASE_EVENT_MODELS)
+    return fold((e["event_type"], e["local_authority"], e["data"]) for e in case_events), envelopes
+
+
+async def stored_envelopes(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
+    """The stored envelopes of those of `event_ids` that are in the store."""
+    rows = await conn.fetch(
+        f"SELECT event_id, envelope FROM {SCHEMA}.events WHERE event_id = ANY($1::uuid[])", event_ids
+    )
+    return {r["event_id"]: r["envelope"] for r in rows}
 
 
 async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, imported: bool = False) -> None:

@@ -1,16 +1,111 @@
-"""Reporting's HTTP API."""
+"""Reporting's HTTP API: the national report for any period, the quarterly report, as
+JSON, CSV or HTML (docs/reports.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import contextlib
+import datetime as dt
+import re
+from typing import Annotated, AsyncIterator, Literal
 
-from fastapi import APIRouter, Depends, Request
+import asyncpg
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
 from services.reporting import repository
-from services.reporting.domain import counts_by_authority
+from services.reporting.domain import national_report, quarter_period, quarterly_report
+from services.reporting.render import filename, render
 from shared.auth import Principal, current_principal
+from shared.reference import LOCAL_AUTHORITIES
 
 router = APIRouter(prefix="/v1", tags=["reports"])
+
+Format = Literal["json", "csv", "html"]
+
+
+@contextlib.asynccontextmanager
+async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[list[asyncpg.Connection]]:
+    """Connections reading the same snapshot (the first one's, exported to the others),
+    so a report's queries run side by side and still see one state of the projections."""
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
+        await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
+        snapshot = await held[0].fetchval("SELECT pg_export_snapshot()")
+        for conn in held[1:]:
+            await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        yield held
+
+
+async def compute_national(pool: asyncpg.Pool, period_from: dt.date, period_to: dt.date) -> dict:
+    """The national report over the projections, read in one snapshot."""
+    async with _one_snapshot(pool, 2) as (first, second):
+        notifications, reviews = await asyncio.gather(
+            repository.notification_counts(first, period_from, period_to),
+            repository.review_counts(second, period_from, period_to),
+        )
+        return national_report(period_from, period_to, await repository.database_now(first), notifications, reviews)
+
+
+async def compute_quarterly(pool: asyncpg.Pool, year: int, quarter: int) -> dict:
+    period_from, period_to = quarter_period(year, quarter)
+    async with _one_snapshot(pool, 3) as (first, second, third):
+        notifications, reviews, quarter_counts = await asyncio.gather(
+            repository.notification_counts(first, period_from, period_to),
+            repository.review_counts(second, period_from, period_to),
+            repository.quarter_counts(third, period_from, period_to),
+        )
+        return quarterly_report(
+            year, quarter, await repository.database_now(first), notifications, reviews, quarter_counts
+        )
+
+
+def _respond(report: dict, fmt: Format) -> Response:
+    body, media_type = render(report, fmt)
+    headers = {} if fmt == "json" else {"Content-Disposition": f'inline; filename="{filename(report, fmt)}"'}
+    return Response(body, media_type=media_type, headers=headers)
+
+
+_REPORT_RESPONSES = {
+    200: {
+        "description": "The report: JSON (docs/report.schema.json), CSV or a self-contained HTML page",
+        "content": {"application/json": {}, "text/csv": {}, "text/html": {}},
+    }
+}
+
+
+@router.get("/reports/national", response_class=Response, responses=_REPORT_RESPONSES)
+async def national(
+    request: Request,
+    _: Annotated[Principal, Depends(current_principal)],
+    period_from: Annotated[dt.date, Query(alias="from", description="First day of the period (received on or after)")],
+    period_to: Annotated[dt.date, Query(alias="to", description="Last day of the period (received on or before)")],
+    format: Annotated[Format, Query(description="json, csv or html")] = "json",
+) -> Response:
+    """Every figure of SPEC §6 over the notifications, reviews and responses received in
+    the period (dates in Scotland, both ends included)."""
+    if period_to < period_from:
+        raise HTTPException(
+            422, [{"loc": ["query", "to"], "msg": "the period ends before it starts", "type": "value_error"}]
+        )
+    return _respond(await compute_national(request.app.state.pool, period_from, period_to), format)
+
+
+_QUARTER = re.compile(r"^Q([1-4])$")
+
+
+@router.get("/reports/quarterly/{year}/{quarter}", response_class=Response, responses=_REPORT_RESPONSES)
+async def quarterly(
+    request: Request,
+    _: Annotated[Principal, Depends(current_principal)],
+    year: Annotated[int, Path(ge=2000, le=2100)],
+    quarter: Annotated[str, Path(pattern=r"^Q[1-4]$", description="Q1 (January to March) to Q4")],
+    format: Annotated[Format, Query(description="json, csv or html")] = "json",
+) -> Response:
+    """The national figures for the quarter, plus open cases and overdue items at its end
+    and deadlines breached within it, by local authority."""
+    number = int(_QUARTER.match(quarter).group(1))  # type: ignore[union-attr]
+    return _respond(await compute_quarterly(request.app.state.pool, year, number), format)
 
 
 @router.get("/reports/notifications-by-authority")
@@ -18,9 +113,16 @@ async def notifications_by_authority(
     request: Request, _: Annotated[Principal, Depends(current_principal)]
 ) -> dict:
     """Notifications received so far, by local authority (all 32, zeros included)."""
-    rows = counts_by_authority(await repository.notification_counts(request.app.state.pool))
+    rows = await request.app.state.pool.fetch(
+        f"SELECT local_authority, notifications FROM {repository.SCHEMA}.notifications_by_authority"
+    )
+    counted = {r["local_authority"]: r["notifications"] for r in rows}
+    listed = [
+        {"local_authority": slug, "name": la.name, "notifications": counted.get(slug, 0)}
+        for slug, la in LOCAL_AUTHORITIES.items()
+    ]
     return {
-        "total": sum(r["notifications"] for r in rows),
-        "authorities_notifying": sum(1 for r in rows if r["notifications"]),
-        "by_local_authority": rows,
+        "total": sum(r["notifications"] for r in listed),
+        "authorities_notifying": sum(1 for r in listed if r["notifications"]),
+        "by_local_authority": listed,
     }

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.reporting import handlers
+from services.reporting import casework, handlers
 from services.reporting.api import router
-from shared.messaging import CASE_EVENTS
+from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS
 from shared.service import Service, create_app
 from shared.settings import Settings, get_settings
 
@@ -14,8 +14,12 @@ SERVICE = Service(
     name="reporting",
     migrations=Path(__file__).parent / "migrations",
     description="National and quarterly figures of the serious incident review process, from the events.",
-    routers=[router],
-    consumes={CASE_EVENTS: handlers.on_case_event},
+    routers=[router, casework.router],
+    consumes={
+        CASE_EVENTS: handlers.on_case_event,
+        ROUTING_EVENTS: handlers.on_routing_event,
+        DEADLINE_EVENTS: handlers.on_deadline_event,
+    },
 )
 
 

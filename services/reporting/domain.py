@@ -1,15 +1,580 @@
-"""Reporting's pure arithmetic."""
+"""Reporting's pure rules: how events become projection rows, and how counts over those
+rows become the report's figures (docs/reports.md states every rule written here).
+
+Projection: `apply_case_event` folds one case event into the case's rows (its
+notification and its reviews), `forward_of`/`first_forward` and `apply_deadline_event` do the same for
+routing and deadline events. The live handlers load the rows, call these and write them
+back; `sir report rebuild` calls the same functions over every event in memory, so the
+two cannot disagree.
+
+Report: the repository aggregates the rows of a period in SQL (counts only, grouped);
+`national_report` and `quarterly_report` turn those counts into the report's JSON shape.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+import datetime as dt
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
 
-from shared.reference import LOCAL_AUTHORITIES
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.calendar import add_months, add_working_days, is_working_day, local_date, working_days_between
+from shared.events import Envelope
+from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES
+
+# The timescales the national report measures (SPEC §4). Not configuration: the report
+# reproduces the guidance's own figures.
+NOTIFICATION_WORKING_DAYS = 5
+SG_FORWARD_WORKING_DAYS = 2
+REVIEW_MONTHS = 3
+RESPONSE_MONTHS = 1
+SCOTTISH_GOVERNMENT = "scottish-government"
+# "signed off by an appropriate criminal justice service manager or senior manager"
+NOTIFICATION_SIGN_OFF_SENIOR = frozenset(
+    {"service_manager", "senior_manager", "head_of_justice_social_work", "chief_social_work_officer"}
+)
+# "signed off by the head of criminal justice social work services or chief social work officers"
+REVIEW_SIGN_OFF_SENIOR = frozenset({"head_of_justice_social_work", "chief_social_work_officer"})
 
 
-def counts_by_authority(counted: Mapping[str, int]) -> list[dict]:
-    """Every one of the 32 authorities, zeros included, in reference order."""
-    return [
-        {"local_authority": slug, "name": la.name, "notifications": counted.get(slug, 0)}
-        for slug, la in LOCAL_AUTHORITIES.items()
+# --- projection rows ------------------------------------------------------------------
+
+
+def replace(row, **changes):
+    """`dataclasses.replace` for these frozen rows, without re-running __init__ (the
+    rebuild folds a million events through here)."""
+    new = object.__new__(type(row))
+    new.__dict__.update(row.__dict__, **changes)
+    return new
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A row of `reporting.notifications` (fields in column order)."""
+
+    case_id: uuid.UUID
+    local_authority: str
+    received_at: dt.datetime
+    received_on: dt.date
+    incident_date: dt.date
+    working_days_taken: int
+    criterion: str
+    incident_type: str
+    order_type: str
+    subject_role: str
+    mappa_applies: bool
+    mappa_category: int | None
+    mappa_level: int | None
+    domestic_abuse_aggravated: bool
+    historical: bool
+    signed_off_by: str
+    sg_forward_due_on: dt.date
+    meets_criteria: bool | None = None
+    review_owed_since: dt.date | None = None
+    closed_on: dt.date | None = None
+    closed_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    """A row of `reporting.reviews` (fields in column order)."""
+
+    review_id: uuid.UUID
+    case_id: uuid.UUID
+    local_authority: str
+    received_at: dt.datetime
+    received_on: dt.date
+    review_type: str
+    signed_off_by: str
+    reviewer_independent: bool
+    risk_assessment_completed: bool
+    risk_assessment_up_to_date: bool
+    risk_tools: tuple[str, ...]
+    risk_management_plan_in_place: bool
+    risk_management_plan_informed: bool
+    order_reviews_referenced: bool
+    good_practice_identified: bool
+    findings: tuple[str, ...]
+    submission_due_on: dt.date
+    response_due_on: dt.date
+    info_requests: int = 0
+    responded_at: dt.datetime | None = None
+    responded_on: dt.date | None = None
+    outcome: str | None = None
+    iar_decision_appropriate: bool | None = None
+    high_quality: bool | None = None
+
+
+@dataclass(frozen=True)
+class CaseRows:
+    notification: Notification
+    reviews: tuple[Review, ...] = ()  # in the order received
+
+
+@dataclass(frozen=True)
+class Forward:
+    case_id: uuid.UUID
+    recipient: str
+    local_authority: str
+    delivered_at: dt.datetime
+    delivered_on: dt.date
+
+
+@dataclass(frozen=True)
+class Deadline:
+    case_id: uuid.UUID
+    rule: str
+    started_at: dt.datetime
+    local_authority: str
+    due_at: dt.datetime
+    met_at: dt.datetime | None = None
+    breached_at: dt.datetime | None = None
+    cancelled_at: dt.datetime | None = None
+
+
+def notification_of(event: Envelope) -> Notification:
+    data = event.data
+    received_on = local_date(event.received_at)
+    return Notification(
+        case_id=event.case_id,
+        local_authority=event.local_authority,
+        received_at=event.received_at,
+        received_on=received_on,
+        incident_date=data.incident_date,
+        working_days_taken=working_days_between(data.incident_date, received_on),
+        criterion=data.criterion,
+        incident_type=data.incident_type,
+        order_type=data.order_type,
+        subject_role=data.subject_role,
+        mappa_applies=data.mappa.applies,
+        mappa_category=data.mappa.category,
+        mappa_level=data.mappa.level,
+        domestic_abuse_aggravated=data.domestic_abuse_aggravated,
+        historical=data.historical,
+        signed_off_by=data.signed_off_by,
+        sg_forward_due_on=add_working_days(received_on, SG_FORWARD_WORKING_DAYS),
+        review_owed_since=received_on,
+    )
+
+
+def _review_of(event: Envelope, owed_since: dt.date) -> Review:
+    data = event.data
+    received_on = local_date(event.received_at)
+    return Review(
+        review_id=event.event_id,
+        case_id=event.case_id,
+        local_authority=event.local_authority,
+        received_at=event.received_at,
+        received_on=received_on,
+        review_type=data.review_type,
+        signed_off_by=data.signed_off_by,
+        reviewer_independent=data.reviewer_independent,
+        risk_assessment_completed=data.risk_assessment.completed,
+        risk_assessment_up_to_date=data.risk_assessment.up_to_date,
+        risk_tools=tuple(dict.fromkeys(data.risk_assessment.tools)),  # each once
+        risk_management_plan_in_place=data.risk_management_plan.in_place,
+        risk_management_plan_informed=data.risk_management_plan.informed_by_assessment,
+        order_reviews_referenced=data.order_reviews_referenced,
+        good_practice_identified=data.good_practice_identified,
+        findings=tuple(dict.fromkeys(data.findings)),
+        submission_due_on=add_months(owed_since, REVIEW_MONTHS),
+        response_due_on=add_months(received_on, RESPONSE_MONTHS),
+    )
+
+
+def _closed(n: Notification, on: dt.date, reason: str) -> Notification:
+    return n if n.closed_on is not None else replace(n, closed_on=on, closed_reason=reason)
+
+
+def _with_open_review(case: CaseRows, change) -> CaseRows:
+    """The case with `change` applied to its latest review still awaiting a response."""
+    for index in range(len(case.reviews) - 1, -1, -1):
+        if case.reviews[index].responded_on is None:
+            reviews = list(case.reviews)
+            reviews[index] = change(reviews[index])
+            return replace(case, reviews=tuple(reviews))
+    return case
+
+
+def apply_case_event(case: CaseRows | None, event: Envelope) -> CaseRows | None:
+    """The case's rows after one case event (None: no notification seen, nothing to count).
+
+    Intake's state machine has accepted every event already, so this only records; an
+    event that finds nothing to attach to (a response with no open review) changes nothing.
+    """
+    kind = event.event_type
+    if kind == "incident.notified":
+        return case if case is not None else CaseRows(notification_of(event))
+    if case is None:
+        return None
+    n, on = case.notification, local_date(event.received_at)
+    data = event.data
+    if kind == "notification.criteria_assessed":
+        n = replace(n, meets_criteria=data.meets_criteria)
+        return replace(case, notification=n if data.meets_criteria else _closed(n, on, "criteria_not_met"))
+    if kind == "sog.decision_recorded":
+        return replace(case, notification=_closed(n, on, "superseded_by_mappa_scr")) if data.scr_under_mappa else case
+    if kind == "review.submitted":
+        return replace(case, reviews=case.reviews + (_review_of(event, n.review_owed_since or n.received_on),))
+    if kind == "review.additional_info_requested":
+        return _with_open_review(case, lambda r: replace(r, info_requests=r.info_requests + 1))
+    if kind == "review.responded":
+        answered = _with_open_review(case, lambda r: replace(
+            r, responded_at=event.received_at, responded_on=on, outcome=data.outcome,
+            iar_decision_appropriate=data.iar_decision_appropriate, high_quality=data.high_quality,
+        ))
+        if answered is not case and data.outcome == "comprehensive_review_required":
+            answered = replace(answered, notification=replace(n, review_owed_since=on))
+        return answered
+    if kind == "case.closed":
+        return replace(case, notification=_closed(n, on, data.reason))
+    return case  # review.additional_info_provided: nothing the report counts
+
+
+def forward_of(event: Envelope) -> Forward | None:
+    """A delivery of a notification; None for anything else on the routing topic."""
+    if event.event_type != "notification.forwarded":
+        return None
+    delivered_at = event.data.delivered_at
+    return Forward(event.case_id, event.data.recipient, event.local_authority, delivered_at, local_date(delivered_at))
+
+
+def first_forward(current: Forward | None, new: Forward) -> Forward:
+    """The first delivery to a recipient is the one that counts."""
+    return new if current is None or new.delivered_at < current.delivered_at else current
+
+
+def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline | None:
+    kind, data = event.event_type, event.data
+    if not kind.startswith("deadline."):
+        return None
+    row = current or Deadline(event.case_id, data.rule, data.started_at, event.local_authority, data.due_at)
+    return replace(
+        row,
+        due_at=data.due_at,
+        met_at=data.met_at or row.met_at,
+        breached_at=data.breached_at or row.breached_at,
+        cancelled_at=(row.cancelled_at or event.received_at) if kind == "deadline.cancelled" else row.cancelled_at,
+    )
+
+
+# --- the report's arithmetic ----------------------------------------------------------
+
+
+def ratio(count: int, base: int) -> dict:
+    """A share of a base; percent to one decimal place, None when the base is empty."""
+    return {"count": count, "base": base, "percent": round(100 * count / base, 1) if base else None}
+
+
+def statistics(histogram: Mapping[int, int]) -> dict | None:
+    """min, max, median and mean of the values a histogram {value: how many} counts;
+    the median of an even count is the mean of the middle two; mean to one decimal."""
+    values = sorted((v, n) for v, n in histogram.items() if n)
+    total = sum(n for _, n in values)
+    if not total:
+        return {"min": None, "max": None, "median": None, "mean": None}
+
+    def nth(index: int) -> int:
+        for value, n in values:
+            if index < n:
+                return value
+            index -= n
+        raise IndexError(index)
+
+    middle = (nth((total - 1) // 2) + nth(total // 2)) / 2
+    return {
+        "min": values[0][0],
+        "max": values[-1][0],
+        "median": int(middle) if middle == int(middle) else middle,
+        "mean": round(sum(v * n for v, n in values) / total, 1),
+    }
+
+
+@dataclass
+class NotificationCounts:
+    total: int = 0
+    by_authority: Counter = field(default_factory=Counter)
+    by_incident_type: Counter = field(default_factory=Counter)
+    by_criterion: Counter = field(default_factory=Counter)
+    by_sign_off: Counter = field(default_factory=Counter)
+    by_order_type: Counter = field(default_factory=Counter)
+    by_mappa: Counter = field(default_factory=Counter)  # (category, level) where MAPPA applies
+    working_days: Counter = field(default_factory=Counter)  # working days taken -> notifications
+    domestic_abuse_aggravated: int = 0
+    historical: int = 0
+    meets_criteria: int = 0
+    criteria_not_met: int = 0
+    sg_forwarded: int = 0
+    sg_forwarded_in_time: int = 0
+
+
+# The sums kept for each review type, over the reviews received in the period.
+REVIEW_SUMS = (
+    "reviews", "signed_off_senior", "reviewer_independent", "risk_assessment_completed",
+    "risk_assessment_up_to_date", "risk_management_plan_in_place", "risk_management_plan_informed",
+    "order_reviews_referenced", "good_practice_identified", "in_time", "with_info_requests", "info_requests",
+)
+# ... and over the responses given in the period, by the type of review answered.
+RESPONSE_SUMS = (
+    "responses", "in_time", "concluded", "comprehensive_required", "iar_judged", "iar_appropriate",
+    "quality_judged", "high_quality",
+)
+
+
+@dataclass
+class ReviewCounts:
+    by_type: dict[str, Counter] = field(default_factory=dict)  # review type -> REVIEW_SUMS
+    responses_by_type: dict[str, Counter] = field(default_factory=dict)  # review type -> RESPONSE_SUMS
+    findings: Counter = field(default_factory=Counter)
+    risk_tools: Counter = field(default_factory=Counter)
+
+    def total(self, name: str) -> int:
+        return sum(c[name] for c in self.by_type.values())
+
+    def of(self, review_type: str, name: str) -> int:
+        return self.by_type.get(review_type, Counter())[name]
+
+    def response_total(self, name: str) -> int:
+        return sum(c[name] for c in self.responses_by_type.values())
+
+    def response_of(self, review_type: str, name: str) -> int:
+        return self.responses_by_type.get(review_type, Counter())[name]
+
+
+@dataclass
+class QuarterCounts:
+    """The quarterly report's additions, by local authority."""
+
+    open_cases: Counter = field(default_factory=Counter)
+    overdue_items: Counter = field(default_factory=Counter)
+    breaches: Counter = field(default_factory=Counter)
+    breaches_by_rule: Counter = field(default_factory=Counter)
+
+
+def _label(value: str) -> str:
+    return value.replace("_", " ").capitalize()
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> dict:
+    return {"title": title, "columns": columns, "rows": rows}
+
+
+def _share_rows(counts: Mapping[str, int], keys, total: int, label=_label) -> list[list]:
+    return [[label(k), counts.get(k, 0), ratio(counts.get(k, 0), total)["percent"]] for k in keys]
+
+
+def notification_figures(n: NotificationCounts) -> dict[str, Any]:
+    late = {days: count for days, count in n.working_days.items() if days > NOTIFICATION_WORKING_DAYS}
+    in_time = n.total - sum(late.values())
+    return {
+        "notifications": n.total,
+        "authorities_notifying": sum(1 for count in n.by_authority.values() if count),
+        "notifications_meeting_criteria": ratio(n.meets_criteria, n.total),
+        "notifications_not_meeting_criteria": ratio(n.criteria_not_met, n.total),
+        "notified_within_5_working_days": ratio(in_time, n.total),
+        "notified_late": ratio(n.total - in_time, n.total),
+        "late_notification_working_days": statistics(late),
+        "forwarded_to_sg_within_2_working_days": ratio(n.sg_forwarded_in_time, n.total),
+        "forwarded_to_sg": ratio(n.sg_forwarded, n.total),
+        "notifications_signed_off_by_service_manager_or_above": ratio(
+            sum(n.by_sign_off[r] for r in NOTIFICATION_SIGN_OFF_SENIOR), n.total
+        ),
+        "notifications_domestic_abuse_aggravated": ratio(n.domestic_abuse_aggravated, n.total),
+        "notifications_mappa": ratio(sum(n.by_mappa.values()), n.total),
+        "notifications_historical": ratio(n.historical, n.total),
+    }
+
+
+def review_figures(r: ReviewCounts) -> dict[str, Any]:
+    reviews = r.total("reviews")
+    plans = r.total("risk_management_plan_in_place")
+    iar, comprehensive = "initial_analysis", "comprehensive"
+    figures: dict[str, Any] = {"reviews": reviews}
+    for review_type in VOCABULARIES["review_type"]:
+        figures[f"{review_type}_reviews"] = ratio(r.of(review_type, "reviews"), reviews)
+    figures |= {
+        "reviews_within_3_months": ratio(r.total("in_time"), reviews),
+        "reviews_signed_off_by_head_of_service_or_cswo": ratio(r.total("signed_off_senior"), reviews),
+        "reviews_risk_assessment_completed": ratio(r.total("risk_assessment_completed"), reviews),
+        "reviews_risk_assessment_up_to_date": ratio(r.total("risk_assessment_up_to_date"), reviews),
+        "reviews_risk_management_plan_in_place": ratio(plans, reviews),
+        "reviews_risk_management_plan_not_referenced": ratio(reviews - plans, reviews),
+        "risk_management_plans_informed_by_assessment": ratio(r.total("risk_management_plan_informed"), plans),
+        "reviews_order_reviews_referenced": ratio(r.total("order_reviews_referenced"), reviews),
+        "reviews_reviewer_independent": ratio(r.total("reviewer_independent"), reviews),
+        "reviews_good_practice_identified": ratio(r.total("good_practice_identified"), reviews),
+        "additional_info_requests": r.total("info_requests"),
+        "reviews_with_additional_info_requested": ratio(r.total("with_info_requests"), reviews),
+        "initial_analysis_reviews_with_additional_info_requested": ratio(
+            r.of(iar, "with_info_requests"), r.of(iar, "reviews")
+        ),
+        "comprehensive_reviews_with_additional_info_requested": ratio(
+            r.of(comprehensive, "with_info_requests"), r.of(comprehensive, "reviews")
+        ),
+        "inspectorate_responses": r.response_total("responses"),
+        "inspectorate_responses_within_1_month": ratio(r.response_total("in_time"), r.response_total("responses")),
+        "initial_analysis_decisions_appropriate": ratio(
+            r.response_of(iar, "iar_appropriate"), r.response_of(iar, "iar_judged")
+        ),
+        "initial_analysis_comprehensive_review_required": ratio(
+            r.response_of(iar, "comprehensive_required"), r.response_of(iar, "responses")
+        ),
+        "comprehensive_reviews_high_quality": ratio(
+            r.response_of(comprehensive, "high_quality"), r.response_of(comprehensive, "quality_judged")
+        ),
+    }
+    return figures
+
+
+def national_report(
+    period_from: dt.date, period_to: dt.date, generated_at: dt.datetime,
+    n: NotificationCounts, r: ReviewCounts, kind: str = "national",
+) -> dict:
+    """The report's JSON shape (docs/reports.md, docs/report.schema.json)."""
+    figures = notification_figures(n) | review_figures(r)
+    authorities = sorted(LOCAL_AUTHORITIES.items(), key=lambda item: (-n.by_authority[item[0]], item[1].name))
+    timeliness = [
+        ("Notified within 5 working days", figures["notified_within_5_working_days"]),
+        ("Forwarded to the Scottish Government within 2 working days", figures["forwarded_to_sg_within_2_working_days"]),
+        ("Inspectorate responses within 1 month", figures["inspectorate_responses_within_1_month"]),
+        ("Reviews within 3 months", figures["reviews_within_3_months"]),
     ]
+    reviews = figures["reviews"]
+    tables = {
+        "notifications_by_authority": _table(
+            "Notifications by local authority",
+            ["local authority", "notifications", "percent"],
+            [[la.name, n.by_authority[slug], ratio(n.by_authority[slug], n.total)["percent"]] for slug, la in authorities],
+        ),
+        "notifications_by_incident_type": _table(
+            "Notifications by incident type", ["incident type", "notifications", "percent"],
+            _share_rows(n.by_incident_type, VOCABULARIES["incident_type"], n.total),
+        ),
+        "timeliness": _table(
+            "Timeliness", ["measure", "count", "base", "percent"],
+            [[name, f["count"], f["base"], f["percent"]] for name, f in timeliness],
+        ),
+        "notifications_by_criterion": _table(
+            "Notifications by criterion", ["criterion", "notifications", "percent"],
+            _share_rows(n.by_criterion, VOCABULARIES["criterion"], n.total),
+        ),
+        "notifications_by_order_type": _table(
+            "Notifications by order or licence", ["order type", "notifications", "percent"],
+            _share_rows(n.by_order_type, VOCABULARIES["order_type"], n.total),
+        ),
+        "notifications_by_sign_off": _table(
+            "Notifications by who signed them off", ["signed off by", "notifications", "percent"],
+            _share_rows(n.by_sign_off, VOCABULARIES["sign_off_role"], n.total),
+        ),
+        "notifications_by_mappa": _table(
+            "Notifications where MAPPA applies, by category and level", ["category", "level", "notifications"],
+            [[category, level, count] for (category, level), count in sorted(n.by_mappa.items())],
+        ),
+        "reviews_by_type": _table(
+            "Reviews received by type", ["review type", "reviews", "percent"],
+            _share_rows({t: r.of(t, "reviews") for t in VOCABULARIES["review_type"]}, VOCABULARIES["review_type"], reviews),
+        ),
+        "review_findings": _table(
+            "Learning themes the reviews identify", ["finding", "reviews", "percent"],
+            _share_rows(r.findings, VOCABULARIES["finding"], reviews),
+        ),
+        "risk_tools": _table(
+            "Risk assessment tools the reviews refer to", ["tool", "reviews", "percent"],
+            _share_rows(r.risk_tools, VOCABULARIES["risk_tool"], reviews, label=str.upper),
+        ),
+    }
+    return {
+        "report": kind,
+        "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
+        "generated_at": generated_at.isoformat(),
+        "figures": figures,
+        "tables": tables,
+    }
+
+
+def quarter_period(year: int, quarter: int) -> tuple[dt.date, dt.date]:
+    """First and last day of quarter 1-4 of `year`."""
+    if not 1 <= quarter <= 4:
+        raise ValueError("the quarter is 1, 2, 3 or 4")
+    first = dt.date(year, 3 * quarter - 2, 1)
+    return first, add_months(first, 3) - dt.timedelta(days=1)
+
+
+def quarterly_report(
+    year: int, quarter: int, generated_at: dt.datetime,
+    n: NotificationCounts, r: ReviewCounts, q: QuarterCounts,
+) -> dict:
+    period_from, period_to = quarter_period(year, quarter)
+    report = national_report(period_from, period_to, generated_at, n, r, kind="quarterly")
+    report["figures"] |= {
+        "open_cases_at_quarter_end": sum(q.open_cases.values()),
+        "overdue_items_at_quarter_end": sum(q.overdue_items.values()),
+        "deadlines_breached": sum(q.breaches.values()),
+    }
+    report["tables"]["by_authority"] = _table(
+        "Notifications, open cases, overdue items and breaches by local authority",
+        ["local authority", "notifications", "open cases", "overdue items", "breaches"],
+        [
+            [la.name, n.by_authority[slug], q.open_cases[slug], q.overdue_items[slug], q.breaches[slug]]
+            for slug, la in LOCAL_AUTHORITIES.items()
+        ],
+    )
+    report["tables"]["breaches_by_rule"] = _table(
+        "Deadlines breached in the quarter, by rule", ["rule", "breaches"],
+        [[rule, count] for rule, count in sorted(q.breaches_by_rule.items())],
+    )
+    return report
+
+
+# --- the report's JSON shape (published as docs/report.schema.json) -------------------
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Ratio(_Shape):
+    """A share: `count` of `base`, `percent` = 100 × count / base to one decimal (None when base is 0)."""
+
+    count: int
+    base: int
+    percent: float | None
+
+
+class Statistics(_Shape):
+    """Of a list of whole numbers (e.g. working days taken): None when the list is empty."""
+
+    min: int | None
+    max: int | None
+    median: float | None
+    mean: float | None
+
+
+class Table(_Shape):
+    title: str
+    columns: list[str]
+    rows: list[list[str | int | float | None]]
+
+
+class Period(_Shape):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: dt.date = Field(alias="from", description="First day (Scottish date), included")
+    to: dt.date = Field(description="Last day (Scottish date), included")
+
+
+class Report(_Shape):
+    """A national or quarterly report (docs/reports.md names every figure and its rule)."""
+
+    report: Literal["national", "quarterly"]
+    period: Period
+    generated_at: dt.datetime = Field(description="The database clock when the figures were read")
+    figures: dict[str, int | Ratio | Statistics]
+    tables: dict[str, Table]
+
+
+def report_schema() -> dict:
+    return Report.model_json_schema(by_alias=True)

@@ -1,0 +1,195 @@
+"""Benchmark: rebuilding reporting's projections against raw consumption, and the
+latency of a national report.
+
+Starts its own Tansu and a fresh database on the local server, generates N events
+(cases of 8 events each: notified, criteria assessed, review submitted, responded,
+closed on the case topic; forwarded on the routing topic; a deadline opened and met on
+the deadlines topic) spread over 2010-2025, and publishes them. Then, in the same run:
+
+(a) raw aiokafka consumption of all N from the broker (no group, `getmany` batches);
+(b) `sir report rebuild` (services/reporting/commands.py) from the same topics: read,
+    fold, swap into PostgreSQL;
+(c) the national report over the whole span, several times.
+
+It prints events/s for (a) and (b) and their ratio (target: the rebuild at least half
+the raw rate), and the report's latency (target: under 1 s). The rebuild finds each
+topic's end by `idle_polls` empty fetches; that idle tail (idle_polls x poll_ms, once
+per read phase) is subtracted from its time, and printed.
+
+    .venv/bin/python bench/reporting.py --events 1000000
+    .venv/bin/python bench/reporting.py --events 50000     # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.reporting import commands
+from services.reporting.api import compute_national
+from services.reporting.app import SERVICE
+from shared import devstack
+from shared.db import COMMON, create_pool, migrate
+from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, PLATFORM_TOPICS, ROUTING_EVENTS, ensure_topics
+from shared.reference import LOCAL_AUTHORITY_SLUGS, VOCABULARIES
+from shared.settings import Settings
+
+SERVER = os.environ.get("BENCH_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")
+EVENTS_PER_CASE = 8
+START = dt.datetime(2010, 1, 4, 10, tzinfo=dt.timezone.utc)
+SPAN_DAYS = 16 * 365
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def case_events(rng: random.Random, number: int) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) of one case's 8 events."""
+    case_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    la = rng.choice(LOCAL_AUTHORITY_SLUGS)
+    received = START + dt.timedelta(days=rng.randrange(SPAN_DAYS), minutes=rng.randrange(480))
+    incident = (received - dt.timedelta(days=rng.choice([1, 2, 3, 5, 8, 13, 40, 200]))).date()
+
+    def envelope(event_type: str, at: dt.datetime, data: dict, role: str) -> bytes:
+        return json.dumps({
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "event_type": event_type,
+            "schema_version": 1, "case_id": case_id, "local_authority": la, "received_at": iso(at),
+            "recorded_at": iso(at), "actor": {"role": role, "id": "bench"}, "data": data,
+        }).encode()
+
+    reviewed = received + dt.timedelta(days=rng.randint(20, 120))
+    responded = reviewed + dt.timedelta(days=rng.randint(5, 45))
+    forwarded = received + dt.timedelta(hours=rng.choice([2, 20, 30, 60, 100]))
+    due = received + dt.timedelta(days=91)
+    deadline = {"rule": "review_submission", "started_at": iso(received), "due_at": iso(due)}
+    key = case_id.encode()
+    return [
+        (CASE_EVENTS, key, envelope("incident.notified", received, {
+            "council_reference": f"B-{number}", "incident_date": incident.isoformat(),
+            "criterion": "charged_with_serious_offence", "incident_type": rng.choice(VOCABULARIES["incident_type"]),
+            "order_type": rng.choice(VOCABULARIES["order_type"]), "subject_role": "perpetrator",
+            "mappa": {"applies": False}, "domestic_abuse_aggravated": rng.random() < 0.2,
+            "historical": False, "signed_off_by": rng.choice(VOCABULARIES["sign_off_role"]),
+        }, "council")),
+        (ROUTING_EVENTS, key, envelope("notification.forwarded", forwarded, {
+            "recipient": "scottish-government", "channel": "topic", "attempts": 1, "delivered_at": iso(forwarded),
+        }, "service")),
+        (DEADLINE_EVENTS, key, envelope("deadline.opened", received, deadline, "service")),
+        (CASE_EVENTS, key, envelope("notification.criteria_assessed", received + dt.timedelta(days=1),
+                                    {"meets_criteria": True}, "inspectorate")),
+        (CASE_EVENTS, key, envelope("review.submitted", reviewed, {
+            "review_type": rng.choice(["initial_analysis", "comprehensive"]),
+            "signed_off_by": rng.choice(VOCABULARIES["sign_off_role"]), "reviewer_independent": True,
+            "risk_assessment": {"completed": True, "up_to_date": rng.random() < 0.6, "tools": ["lscmi"]},
+            "risk_management_plan": {"in_place": rng.random() < 0.6, "informed_by_assessment": rng.random() < 0.5},
+            "order_reviews_referenced": rng.random() < 0.4, "good_practice_identified": False,
+            "findings": rng.sample(VOCABULARIES["finding"], 2),
+        }, "council")),
+        (DEADLINE_EVENTS, key, envelope("deadline.met", reviewed, deadline | {"met_at": iso(reviewed)}, "service")),
+        (CASE_EVENTS, key, envelope("review.responded", responded, {"outcome": "concluded"}, "inspectorate")),
+        (CASE_EVENTS, key, envelope("case.closed", responded + dt.timedelta(days=1), {"reason": "concluded"}, "inspectorate")),
+    ]
+
+
+async def publish(bootstrap: str, events: int, seed: int) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, enable_idempotence=False,
+                                linger_ms=50, max_batch_size=1_048_576, max_request_size=8_388_608)
+    await producer.start()
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    try:
+        pending = []
+        for number in range(events // EVENTS_PER_CASE):
+            for topic, key, value in case_events(rng, number):
+                pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def raw_consumption(settings: Settings, expected: int) -> tuple[int, float]:
+    """Read every record of the three topics; the time until the last one arrived."""
+    consumer = commands.new_reader(settings)
+    await consumer.start()
+    try:
+        await commands.assign_from_start(consumer)
+        started = time.perf_counter()
+        count, idle = 0, 0
+        while count < expected and idle < 10:
+            batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            idle = 0 if batches else idle + 1
+            count += sum(len(records) for records in batches.values())
+        return count, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    events = args.events // EVENTS_PER_CASE * EVENTS_PER_CASE
+    database_url = SERVER.rsplit("/", 1)[0] + f"/sir_bench_{uuid.uuid4().hex[:8]}"
+    devstack.ensure_database(database_url)
+    with devstack.Tansu() as broker:
+        settings = Settings(database_url=database_url, kafka_bootstrap=broker.bootstrap,
+                            kafka_partitions=args.partitions)
+        await ensure_topics(broker.bootstrap, PLATFORM_TOPICS, args.partitions)
+        publishing = await publish(broker.bootstrap, events, args.seed)
+        print(f"published {events:,} events in {publishing:.1f}s ({events / publishing:,.0f}/s)")
+
+        raw_count, raw_seconds = await raw_consumption(settings, events)
+        raw_rate = raw_count / raw_seconds
+        print(f"(a) raw aiokafka consumption: {raw_count:,} records in {raw_seconds:.2f}s = {raw_rate:,.0f} events/s")
+
+        pool = await create_pool(database_url, max_size=4)
+        try:
+            await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
+            result = await commands.rebuild(pool, settings, idle_polls=args.idle_polls, poll_ms=args.poll_ms)
+            idle = 2 * args.idle_polls * args.poll_ms / 1000
+            busy = result.seconds - idle
+            rebuild_rate = result.records / busy
+            print(f"(b) rebuild: {result.events:,} events applied ({result.records:,} records) in"
+                  f" {result.seconds:.2f}s, less {idle:.1f}s of end-of-topic polls = {busy:.2f}s"
+                  f" = {rebuild_rate:,.0f} events/s (read and fold {result.read_seconds:.2f}s)")
+            print("    steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+            print(f"    rebuild / raw = {rebuild_rate / raw_rate:.2f} (target >= 0.5)")
+
+            latencies = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                report = await compute_national(pool, dt.date(2010, 1, 1), dt.date(2025, 12, 31))
+                latencies.append(time.perf_counter() - started)
+            print(f"(c) national report over {report['figures']['notifications']:,} notifications and"
+                  f" {report['figures']['reviews']:,} reviews: median {statistics.median(latencies) * 1000:.0f} ms,"
+                  f" max {max(latencies) * 1000:.0f} ms over {args.repeat} runs (target < 1000 ms)")
+        finally:
+            await pool.close()
+            server = await asyncpg.connect(SERVER)
+            try:
+                await server.execute(f"DROP DATABASE IF EXISTS {database_url.rsplit('/', 1)[1]}")
+            finally:
+                await server.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--idle-polls", type=int, default=2)
+    parser.add_argument("--poll-ms", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    asyncio.run(main(parser.parse_args()))

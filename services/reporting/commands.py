@@ -1,0 +1,321 @@
+"""`sir report ...`: the national and quarterly reports from the command line, and the
+rebuild of reporting's projections from the topics (docs/reports.md).
+
+Rebuild: every event on `sir.case-events.v1`, `sir.routing.v1` and `sir.deadlines.v1` is
+read from the start with a plain aiokafka consumer (no group, big `getmany` batches)
+and folded in memory through the same pure functions the live handlers use
+(services/reporting/domain.py, and the casework view's). Tansu's end offsets are not to
+be trusted, so the end of a topic is where `idle_polls` fetches in a row bring nothing.
+Then, in one transaction: reporting's `processed_events` is locked against the live
+consumers (they wait), the topics are read again to their end, and every projection
+table and the reporting consumers' `processed_events` rows are replaced by the rebuilt
+ones (TRUNCATE and COPY). The live consumers then carry on from their committed offsets
+and skip what the rebuild applied, so nothing is applied twice or lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from services.reporting import casework, repository
+from services.reporting.domain import (
+    CaseRows,
+    Deadline,
+    Forward,
+    apply_case_event,
+    apply_deadline_event,
+    first_forward,
+    forward_of,
+    report_schema,
+)
+from services.reporting.render import render
+from shared.events import ANY_EVENT, Envelope
+from shared.lifecycle import POSTED_BY, Case, Refused, State, apply
+from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
+GROUP_ID = "sir-reporting"  # services.reporting.app.SERVICE.group_id
+CASEWORK_CASES = ("case_id", "local_authority", "state", "sog_region", "responded", "closed_reason", "notified_at")
+CASEWORK_DEADLINES = ("case_id", "rule", "started_at", "due_at", "status", "met_at", "breached_at", "working_days_late")
+SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "report.schema.json"
+PROCESSED = ("consumer", "event_id", "topic", "partition", "offset")
+
+
+def consumer_name(topic: str) -> str:
+    """The name shared.consumer records processed events under, for this service and topic."""
+    return f"{GROUP_ID}:{topic}"
+
+
+@dataclass
+class Projection:
+    """Reporting's projections, in memory, fed one record at a time."""
+
+    cases: dict[uuid.UUID, CaseRows] = field(default_factory=dict)
+    forwards: dict[tuple, Forward] = field(default_factory=dict)
+    deadlines: dict[tuple, Deadline] = field(default_factory=dict)
+    casework_cases: dict[uuid.UUID, tuple[Case, object]] = field(default_factory=dict)
+    casework_deadlines: dict[tuple, dict] = field(default_factory=dict)
+    processed: list[tuple] = field(default_factory=list)
+    seen: dict[str, set[uuid.UUID]] = field(default_factory=lambda: {t: set() for t in TOPICS})
+    skipped: int = 0  # invalid or failing events: the live consumers send them to the dead letters
+
+    def add(self, record: ConsumerRecord) -> None:
+        try:
+            event = ANY_EVENT.validate_json(record.value)
+        except ValidationError:
+            self.skipped += 1
+            return
+        seen = self.seen[record.topic]
+        if event.event_id in seen:
+            return
+        try:
+            self._apply(record.topic, event)
+        except Exception as error:  # as the live handler would fail on it
+            log.warning("rebuild: event %s not applied: %r", event.event_id, error)
+            self.skipped += 1
+            return
+        seen.add(event.event_id)
+        self.processed.append((consumer_name(record.topic), event.event_id, record.topic, record.partition, record.offset))
+
+    def _apply(self, topic: str, event: Envelope) -> None:
+        if topic == CASE_EVENTS:
+            rows = apply_case_event(self.cases.get(event.case_id), event)
+            if rows is not None:
+                self.cases[event.case_id] = rows
+            self._casework_case(event)
+        elif topic == ROUTING_EVENTS:
+            forward = forward_of(event)
+            if forward is not None:
+                key = (forward.case_id, forward.recipient)
+                self.forwards[key] = first_forward(self.forwards.get(key), forward)
+        elif topic == DEADLINE_EVENTS and event.event_type in casework.DEADLINE_STATUS:
+            key = (event.case_id, event.data.rule, event.data.started_at)
+            self.deadlines[key] = apply_deadline_event(self.deadlines.get(key), event)
+            self._casework_deadline(key, event)
+
+    # The casework view's rows, as services/reporting/casework.py writes them.
+    def _casework_case(self, event: Envelope) -> None:
+        if event.event_type not in POSTED_BY:
+            return
+        current = self.casework_cases.get(event.case_id)
+        # The live handler passes model_dump(mode="json"); past the notification the
+        # lifecycle reads only flat fields, which the model's own dict gives as cheaply.
+        data = event.data.model_dump(mode="json") if event.event_type == "incident.notified" else event.data.__dict__
+        try:
+            case = apply(current and current[0], event.event_type, event.local_authority, data)
+        except Refused:
+            return
+        self.casework_cases[event.case_id] = (case, current[1] if current else event.received_at)
+
+    def _casework_deadline(self, key: tuple, event: Envelope) -> None:
+        current = self.casework_deadlines.get(key)
+        data = event.data
+        status = casework.next_status(current and current["status"], event.event_type)
+        old = current or {}
+        self.casework_deadlines[key] = {
+            "case_id": event.case_id, "rule": data.rule, "started_at": data.started_at, "due_at": data.due_at,
+            "status": status, "met_at": data.met_at or old.get("met_at"),
+            "breached_at": data.breached_at or old.get("breached_at"),
+            "working_days_late": data.working_days_late if data.working_days_late is not None
+            else old.get("working_days_late"),
+        }
+
+    def tables(self) -> dict[str, list]:
+        return {
+            "notifications": [c.notification for c in self.cases.values()],
+            "reviews": [r for c in self.cases.values() for r in c.reviews],
+            "forwards": list(self.forwards.values()),
+            "deadlines": list(self.deadlines.values()),
+        }
+
+    def casework_tables(self) -> dict[str, list[tuple]]:
+        return {
+            "casework_cases": [
+                (case_id, c.local_authority, State(c.state).value, c.sog_region, c.responded, c.closed_reason, notified)
+                for case_id, (c, notified) in self.casework_cases.items()
+            ],
+            "casework_deadlines": [tuple(d[c] for c in CASEWORK_DEADLINES) for d in self.casework_deadlines.values()],
+        }
+
+
+@dataclass
+class RebuildResult:
+    events: int  # events applied (each once)
+    records: int  # records read, duplicates and dead letters included
+    seconds: float
+    read_seconds: float
+    skipped: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds by step
+
+
+async def read_topics(consumer: AIOKafkaConsumer, projection: Projection, idle_polls: int, poll_ms: int,
+                      max_records: int = 20_000) -> int:
+    """Feed the projection from where the consumer is until `idle_polls` fetches in a row
+    bring nothing; returns the number of records read."""
+    read = idle = 0
+    while idle < idle_polls:
+        batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+        if not batches:
+            idle += 1
+            continue
+        idle = 0
+        for records in batches.values():
+            for record in records:
+                projection.add(record)
+            read += len(records)
+    return read
+
+
+def new_reader(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+
+
+async def assign_from_start(consumer: AIOKafkaConsumer, topics=TOPICS) -> None:
+    await consumer.topics()  # loads the cluster's metadata
+    partitions = [
+        TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+
+
+async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, poll_ms: int = 300) -> RebuildResult:
+    """Drop reporting's projections and rebuild them from the topics (module docstring)."""
+    started = time.perf_counter()
+    projection = Projection()
+    consumer = new_reader(settings)
+    # Millions of small long-lived objects and no cycles among them: the cyclic
+    # collector would rescan them again and again (it doubles the time at a million).
+    collecting = gc.isenabled()
+    gc.disable()
+    await consumer.start()
+    try:
+        await assign_from_start(consumer)
+        records = await read_topics(consumer, projection, idle_polls, poll_ms)
+        read_seconds = time.perf_counter() - started
+        schema = repository.SCHEMA
+        timings = {"read_and_fold": read_seconds}
+        async with pool.acquire() as conn, conn.transaction():
+            # The live consumers write processed_events first in each transaction: once
+            # this lock is held none is half-way, and the next waits for the swap.
+            await conn.execute(f"LOCK TABLE {schema}.processed_events IN EXCLUSIVE MODE")
+            with _timed(timings, "catch_up"):
+                records += await read_topics(consumer, projection, idle_polls, poll_ms)
+            with _timed(timings, "write_projections"):
+                await repository.replace_all(conn, projection.tables())
+            with _timed(timings, "write_casework"):
+                for table, rows in projection.casework_tables().items():
+                    await conn.execute(f"TRUNCATE {schema}.{table}")
+                    columns = CASEWORK_CASES if table == "casework_cases" else CASEWORK_DEADLINES
+                    await conn.copy_records_to_table(table, records=rows, columns=columns, schema_name=schema)
+            with _timed(timings, "write_processed_events"):
+                await conn.execute(
+                    f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])",
+                    [consumer_name(t) for t in TOPICS],
+                )
+                await conn.copy_records_to_table(
+                    "processed_events", records=projection.processed, columns=PROCESSED, schema_name=schema
+                )
+            with _timed(timings, "commit"):
+                pass
+        log.info("rebuild: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    finally:
+        await consumer.stop()
+        if collecting:
+            gc.enable()
+    return RebuildResult(
+        len(projection.processed), records, time.perf_counter() - started, read_seconds, projection.skipped, timings
+    )
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = time.perf_counter() - started
+
+
+# --- the CLI's side of `sir report` ---------------------------------------------------------
+
+
+def write_report(report: dict, fmt: str, output: Path | None) -> None:
+    body, _ = render(report, fmt)  # type: ignore[arg-type]
+    if output is None:
+        import sys
+
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(body)
+        print(f"wrote {output}")
+
+
+async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output: Path | None) -> int:
+    from services.reporting.api import compute_national
+
+    if period_to < period_from:
+        print("sir report national: --to is before --from")
+        return 2
+    write_report(await compute_national(pool, period_from, period_to), fmt, output)
+    return 0
+
+
+async def quarterly(pool: asyncpg.Pool, year: int, quarter: str, fmt: str, output: Path | None) -> int:
+    from services.reporting.api import compute_quarterly
+
+    number = quarter.upper().removeprefix("Q")
+    if number not in ("1", "2", "3", "4"):
+        print(f"sir report quarterly: quarter {quarter!r} is not Q1, Q2, Q3 or Q4")
+        return 2
+    write_report(await compute_quarterly(pool, year, int(number)), fmt, output)
+    return 0
+
+
+async def run(args, settings: Settings) -> int:
+    """`sir report national|quarterly|rebuild` (services/cli.py parses the arguments)."""
+    from services.reporting.app import SERVICE
+    from shared.db import COMMON, create_pool, migrate
+
+    if args.report == "schema":
+        SCHEMA_FILE.write_text(json.dumps(report_schema(), indent=2) + "\n")
+        print(f"wrote {SCHEMA_FILE}")
+        return 0
+    pool = await create_pool(settings.database_url, max_size=4)  # a quarterly report reads on 3 connections
+    try:
+        await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
+        if args.report == "national":
+            return await national(pool, args.period_from, args.period_to, args.format, args.output)
+        if args.report == "quarterly":
+            return await quarterly(pool, args.year, args.quarter, args.format, args.output)
+        result = await rebuild(pool, settings, idle_polls=args.idle_polls)
+        print(
+            f"rebuilt reporting's projections from {result.events} events ({result.records} records read,"
+            f" {result.skipped} not applied) in {result.seconds:.1f}s"
+        )
+        return 0
+    finally:
+        await pool.close()

@@ -1,0 +1,180 @@
+"""History import (`POST /v1/import`, `sir import FILE`) against real PostgreSQL and Tansu."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from services import cli
+from shared.messaging import CASE_EVENTS, IMPORTED_HEADER, ROUTING_EVENTS
+from tests.factories import envelope, mappa_notification, notification, review
+from tests.integration.conftest import bearer
+from tests.integration.helpers import eventually, find_records, header
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def _event(event_type, data, case_id, received_at, *, role="council", local_authority="glasgow-city") -> dict:
+    event = envelope(event_type, data, case_id=case_id, local_authority=local_authority, role=role)
+    return event | {"received_at": received_at, "recorded_at": received_at}
+
+
+def _concluded_case(case_id, notified=None) -> list[dict]:
+    """A whole case of 2024, with the forwarding that happened then."""
+    return [
+        _event("incident.notified", notified or notification(incident_date="2024-03-01"), case_id, "2024-03-05T10:00:00Z"),
+        _event("notification.forwarded",
+               {"recipient": "scottish-government", "channel": "email", "attempts": 1,
+                "delivered_at": "2024-03-06T09:00:00Z"},
+               case_id, "2024-03-05T10:00:00Z", role="service"),
+        _event("notification.criteria_assessed", {"meets_criteria": True}, case_id, "2024-03-07T10:00:00Z", role="inspectorate"),
+        _event("review.submitted", review(), case_id, "2024-05-20T10:00:00Z"),
+        _event("review.responded", {"outcome": "concluded"}, case_id, "2024-06-10T10:00:00Z", role="inspectorate"),
+        _event("case.closed", {"reason": "concluded"}, case_id, "2024-06-11T10:00:00Z", role="inspectorate"),
+    ]
+
+
+def _ndjson(*lines) -> bytes:
+    return "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines).encode()
+
+
+async def _import(platform, tokens, body: bytes, token="admin"):
+    return await platform.clients["intake"].post(
+        "/v1/import", content=body, headers={**bearer(tokens[token]), **NDJSON}
+    )
+
+
+async def _stored(platform, case_id) -> list:
+    return await platform.pool.fetch(
+        "SELECT event_id, event_type, received_at, recorded_at, imported FROM intake.events"
+        " WHERE case_id = $1 ORDER BY position", case_id,
+    )
+
+
+async def test_importing_a_file_twice_changes_nothing(platform, tokens):
+    case_id = uuid.uuid4()
+    body = _ndjson(*_concluded_case(case_id))
+
+    first = await _import(platform, tokens, body)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"imported": 6, "skipped": 0, "rejected": 0, "errors": []}
+    stored = await _stored(platform, case_id)
+    # Case events in order of received_at; the forwarding record after them.
+    assert [r["event_type"] for r in stored][-2:] == ["case.closed", "notification.forwarded"]
+    assert all(r["imported"] for r in stored)
+    # received_at stays historical; recorded_at is the time of the import.
+    assert stored[0]["received_at"].year == 2024 and stored[0]["recorded_at"].year > 2024
+
+    second = await _import(platform, tokens, body)
+    assert second.json() == {"imported": 0, "skipped": 6, "rejected": 0, "errors": []}
+    assert await _stored(platform, case_id) == stored
+
+    case = await platform.clients["intake"].get(f"/v1/cases/{case_id}", headers=bearer(tokens["inspectorate"]))
+    assert case.json()["state"] == "closed" and len(case.json()["events"]) == 6
+
+
+async def test_a_bad_line_refuses_its_case_and_the_others_go_in(platform, tokens):
+    good, bad = uuid.uuid4(), uuid.uuid4()
+    body = _ndjson(
+        _event("incident.notified", notification(incident_date="2024-01-02"), good, "2024-01-04T09:00:00Z"),
+        _event("incident.notified", notification(incident_date="2024-01-02"), bad, "2024-01-04T09:00:00Z"),
+        "{not json",
+        _event("review.submitted", review(review_type="thorough"), bad, "2024-02-04T09:00:00Z"),
+        _event("review.submitted", review(), good, "2024-02-04T09:00:00Z"),
+    )
+    answer = (await _import(platform, tokens, body)).json()
+    assert answer["imported"] == 2 and answer["rejected"] == 3
+    errors = {e["line"]: e for e in answer["errors"]}
+    assert set(errors) == {3, 4}
+    assert errors[3]["case_id"] is None and "not JSON" in errors[3]["reason"]
+    assert errors[4]["case_id"] == str(bad) and "review_type" in errors[4]["reason"]
+    assert len(await _stored(platform, good)) == 2
+    assert await _stored(platform, bad) == []
+
+
+async def test_a_case_that_breaks_the_state_machine_is_refused_whole(platform, tokens):
+    broken, reordered = uuid.uuid4(), uuid.uuid4()
+    body = _ndjson(
+        _event("incident.notified", notification(incident_date="2024-01-02"), broken, "2024-01-04T09:00:00Z"),
+        _event("notification.criteria_assessed", {"meets_criteria": True}, broken, "2024-01-05T09:00:00Z", role="inspectorate"),
+        _event("review.responded", {"outcome": "concluded"}, broken, "2024-01-06T09:00:00Z", role="inspectorate"),
+        # Out of file order, but in order of received_at: fine.
+        _event("review.submitted", review(), reordered, "2024-02-04T09:00:00Z"),
+        _event("incident.notified", notification(incident_date="2024-01-02"), reordered, "2024-01-04T09:00:00Z"),
+    )
+    answer = (await _import(platform, tokens, body)).json()
+    assert answer["imported"] == 2 and answer["rejected"] == 3
+    [error] = answer["errors"]
+    assert error["line"] == 3 and error["case_id"] == str(broken)
+    assert "review.responded" in error["reason"] and "no review to respond to" in error["reason"]
+    assert await _stored(platform, broken) == []
+    assert [r["event_type"] for r in await _stored(platform, reordered)] == ["incident.notified", "review.submitted"]
+
+
+async def test_an_event_id_stored_with_other_content_refuses_its_case(platform, tokens):
+    case_id = uuid.uuid4()
+    events = _concluded_case(case_id)[:3]
+    assert (await _import(platform, tokens, _ndjson(*events))).json()["imported"] == 3
+    changed = events[2] | {"data": {"meets_criteria": True, "reason": "changed"}}
+    later = _event("review.submitted", review(), case_id, "2024-05-20T10:00:00Z")
+    answer = (await _import(platform, tokens, _ndjson(events[0], changed, later))).json()
+    assert answer["imported"] == 0 and answer["rejected"] == 3
+    assert "stored already with other content" in answer["errors"][0]["reason"]
+    assert len(await _stored(platform, case_id)) == 3
+
+
+async def test_a_forwarding_record_needs_its_case(platform, tokens):
+    orphan = _concluded_case(uuid.uuid4())[1]
+    answer = (await _import(platform, tokens, _ndjson(orphan))).json()
+    assert answer["rejected"] == 1 and "follows its case's notification" in answer["errors"][0]["reason"]
+
+
+async def test_import_is_for_admins_and_takes_ndjson(platform, tokens):
+    body = _ndjson(*_concluded_case(uuid.uuid4()))
+    assert (await _import(platform, tokens, body, token="inspectorate")).status_code == 403
+    wrong_type = await platform.clients["intake"].post(
+        "/v1/import", content=body, headers={**bearer(tokens["admin"]), "Content-Type": "application/json"}
+    )
+    assert wrong_type.status_code == 415
+
+
+async def test_imported_events_are_marked_on_the_topics_and_not_routed(platform, tokens):
+    case_id = uuid.uuid4()
+    events = _concluded_case(case_id, notified=mappa_notification(incident_date="2024-03-01"))
+    assert (await _import(platform, tokens, _ndjson(*events))).json()["imported"] == 6
+    notified, forwarded = events[0], events[1]
+
+    [record] = await find_records(
+        platform.settings.kafka_bootstrap, CASE_EVENTS, lambda r: header(r, "ce_id") == notified["event_id"]
+    )
+    assert header(record, IMPORTED_HEADER) == "true" and header(record, "ce_type") == "incident.notified"
+    [record] = await find_records(
+        platform.settings.kafka_bootstrap, ROUTING_EVENTS, lambda r: header(r, "ce_id") == forwarded["event_id"]
+    )
+    assert header(record, IMPORTED_HEADER) == "true"
+    assert json.loads(record.value)["data"]["recipient"] == "scottish-government"
+
+    # Routing has seen the imported notification and owes nobody a delivery for it.
+    await eventually(
+        lambda: platform.pool.fetchval(
+            "SELECT count(*) FROM routing.processed_events WHERE event_id = $1", uuid.UUID(notified["event_id"])
+        ),
+        what="routing to consume the imported notification",
+    )
+    assert await platform.pool.fetchval("SELECT count(*) FROM routing.deliveries WHERE case_id = $1", case_id) == 0
+
+
+def test_sir_import_reads_a_file_and_is_idempotent(cli_environment, tmp_path, capsys):
+    case_id = uuid.uuid4()
+    path = tmp_path / "history.ndjson"
+    path.write_bytes(_ndjson(*_concluded_case(case_id), '{"event_type": "deadline.opened"}'))
+
+    assert cli.main(["import", str(path)]) == 1  # one line refused
+    out = capsys.readouterr().out
+    assert "imported 6, skipped 0 (already present), rejected 1" in out
+    assert "line 7 (case ?): event_type 'deadline.opened' is not imported" in out
+
+    assert cli.main(["import", str(path)]) == 1
+    assert "imported 0, skipped 6 (already present), rejected 1" in capsys.readouterr().out
