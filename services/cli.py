@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import logging
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared.logs import configure_logging
 from shared.settings import SERVICES, Settings, get_settings
 
 # The default database for `sir up` on the machine's own server.
@@ -23,7 +23,8 @@ STATE_DIR = Path(".sir")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, service=getattr(args, "service", None) or "sir")
     return args.run(args) or 0
 
 
@@ -44,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="re-publish the event store to the topics")
     replay.set_defaults(run=lambda _: asyncio.run(_replay(get_settings())))
 
+    history = commands.add_parser("import", help="import history: NDJSON of events (docs/import.md)")
+    history.add_argument("file", type=Path, help="one SPEC §3 event per line, with historical received_at")
+    history.set_defaults(run=lambda a: asyncio.run(_import(a.file, get_settings())))
+
+    _add_report_commands(commands)
+
+    docs = commands.add_parser("docs", help="write the AsyncAPI and OpenAPI documents under docs/")
+    docs.add_argument("--check", action="store_true", help="only say whether the committed documents are current")
+    docs.set_defaults(run=_docs)
+
     token = commands.add_parser("token", help="issue, list and revoke bearer tokens")
     token_commands = token.add_subparsers(required=True, metavar="ACTION")
     issue = token_commands.add_parser("issue", help="issue a token and print it (only this once)")
@@ -60,12 +71,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_report_commands(commands) -> None:
+    """`sir report national|quarterly|rebuild` (docs/reports.md)."""
+    import datetime as dt
+
+    report = commands.add_parser("report", help="national and quarterly reports; rebuild reporting's projections")
+    kinds = report.add_subparsers(required=True, metavar="REPORT", dest="report")
+    national = kinds.add_parser("national", help="the national report for a period (dates in Scotland, both included)")
+    national.add_argument("--from", dest="period_from", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    national.add_argument("--to", dest="period_to", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    quarterly = kinds.add_parser("quarterly", help="the quarterly report, e.g. `sir report quarterly 2014 Q3`")
+    quarterly.add_argument("year", type=int)
+    quarterly.add_argument("quarter", help="Q1 to Q4")
+    for parser in (national, quarterly):
+        parser.add_argument("--format", choices=("json", "csv", "html"), default="json")
+        parser.add_argument("--output", type=Path, help="write to this file (default: standard output)")
+    rebuild = kinds.add_parser("rebuild", help="drop reporting's projections and rebuild them from the topics")
+    rebuild.add_argument("--idle-polls", type=int, default=3, help="empty fetches in a row that mark a topic's end")
+    kinds.add_parser("schema", help="write the JSON Schema of a report to docs/report.schema.json")
+    report.set_defaults(run=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from services.reporting import commands as reporting
+
+    return asyncio.run(reporting.run(args, get_settings()))
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = get_settings()
     app = importlib.import_module(f"services.{args.service}.app").build(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port_of(args.service), log_level="warning")
+    # log_config=None: uvicorn's lines go through the root handler (JSON by default).
+    uvicorn.run(app, host=settings.host, port=settings.port_of(args.service), log_level="warning", log_config=None)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -83,21 +122,61 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _replay(settings: Settings) -> None:
-    from services.intake.repository import SCHEMA, replay
-    from shared.outbox import OutboxRelay
+    from services.intake.repository import replay
 
     async def run(pool):
         count = await replay(pool)
-        # Publish here too: intake may not be running. A running intake's relay shares
-        # the work; an advisory lock keeps their batches apart.
-        relay = OutboxRelay(pool, SCHEMA, settings.kafka_bootstrap, partitions=settings.kafka_partitions)
-        try:
-            await relay.drain(timeout=3600)
-        finally:
-            await relay.stop()
+        await _publish_intake_outbox(pool, settings)
         return count
 
     print(f"re-published {await _with_pool(run)} events")
+
+
+async def _publish_intake_outbox(pool, settings: Settings) -> None:
+    """Publish intake's outbox here: intake may not be running. A running intake's relay
+    shares the work; an advisory lock keeps their batches apart."""
+    from services.intake.repository import SCHEMA
+    from shared.outbox import OutboxRelay
+
+    relay = OutboxRelay(pool, SCHEMA, settings.kafka_bootstrap, partitions=settings.kafka_partitions)
+    try:
+        await relay.drain(timeout=3600)
+    finally:
+        await relay.stop()
+
+
+async def _import(path: Path, settings: Settings) -> int:
+    from services.intake import history
+    from services.intake.app import SERVICE
+    from shared.db import COMMON, migrate
+
+    try:
+        with path.open("rb") as lines:  # read line by line: history files can be large
+            parsed = history.parse(lines)
+    except OSError as error:
+        print(f"sir import: {error}", file=sys.stderr)
+        return 2
+
+    async def run(pool):
+        await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
+        report = await history.import_history(pool, parsed)
+        await _publish_intake_outbox(pool, settings)
+        return report
+
+    report = await _with_pool(run)
+    print(f"imported {report.imported}, skipped {report.skipped} (already present), rejected {report.rejected}")
+    for error in report.as_dict()["errors"]:
+        print(f"line {error['line']} (case {error['case_id'] or '?'}): {error['reason']}")
+    return 1 if report.rejected else 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from services import contracts
+
+    stale = contracts.check() if args.check else contracts.write()
+    for path in stale:
+        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+    return 1 if args.check and stale else 0
 
 
 async def _with_pool(work):

@@ -1,10 +1,12 @@
 """docker-compose.yml cannot run here; these checks keep it in step with the code."""
 
+import json
 from pathlib import Path
 
 import yaml
 
 from shared.settings import SERVICES, Settings
+from tests.deploy_queries import dashboard_queries, scraped_names
 
 ROOT = Path(__file__).parents[2]
 
@@ -40,3 +42,38 @@ def test_prometheus_scrapes_every_service():
     targets = {t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
     defaults = Settings()
     assert targets == {f"{name}:{defaults.port_of(name)}" for name in SERVICES}
+
+
+def test_compose_gives_prometheus_its_rules_and_grafana_its_provisioning():
+    services = _compose()["services"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    for pattern in config["rule_files"]:
+        assert list((ROOT / "deploy/prometheus").glob(pattern)), pattern
+    grafana = services["grafana"]
+    assert grafana["image"].startswith("grafana/grafana-oss:") and not grafana["image"].endswith(":latest")
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    [provider] = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/sir.yml").read_text())["providers"]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_dashboard_panels_use_the_provisioned_datasource():
+    [datasource] = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and "prometheus" in _compose()["services"]
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/sir.json").read_text())
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}
+            assert panel["targets"], panel["title"]
+
+
+def test_dashboard_shows_flow_lag_backlog_deadlines_and_deliveries():
+    read = scraped_names(dashboard_queries())
+    assert {"sir_outbox_published_total", "sir_events_consumed_total", "sir_outbox_published_offset",
+            "sir_consumer_applied_offset", "sir_outbox_backlog", "sir_outbox_oldest_age_seconds",
+            "sir_deadlines_open", "sir_deadline_warnings_total", "sir_deadline_breaches_total",
+            "sir_deliveries_total"} <= read
+    assert any("sum by (rule, local_authority)" in expr for _, expr in dashboard_queries())
