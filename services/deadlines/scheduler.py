@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter
 from typing import Protocol
 
 import asyncpg
@@ -91,12 +92,12 @@ def _fire_time(row) -> dt.datetime:
 
 
 def _observe(rows: list[asyncpg.Record], now: dt.datetime) -> None:
+    fired = Counter((row["status"] == "breached", row["rule"], row["local_authority"]) for row in rows)
+    for (breached, rule, local_authority), count in fired.items():
+        (DEADLINE_BREACHES if breached else DEADLINE_WARNINGS).labels(rule, local_authority).inc(count)
+    lag = {True: SCHEDULER_LAG.labels("breach"), False: SCHEDULER_LAG.labels("warning")}
     for row in rows:
-        breached = row["status"] == "breached"
-        (DEADLINE_BREACHES if breached else DEADLINE_WARNINGS).labels(row["rule"], row["local_authority"]).inc()
-        SCHEDULER_LAG.labels("breach" if breached else "warning").observe(
-            max(0.0, (now - _fire_time(row)).total_seconds())
-        )
+        lag[row["status"] == "breached"].observe(max(0.0, (now - _fire_time(row)).total_seconds()))
 
 
 class Scheduler:
