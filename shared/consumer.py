@@ -1,11 +1,11 @@
 """The idempotent consumer: each event's effects applied exactly once.
 
-Each event is applied in a savepoint together with a row in the service's
-`processed_events` table, so a redelivered event is recognised and skipped. A batch of
-messages is written in one transaction and its offsets are committed only after that
-transaction. A handler that fails is retried in place with backoff; after
-`max_attempts` the message goes to `<topic>.dlq` with the error, and so does a message
-that is not a valid event. If the database itself fails, the batch is rewound and
+Each event is applied together with a row in the service's `processed_events` table, so
+a redelivered event is recognised and skipped. A batch of messages is written in one
+transaction and its offsets are committed only after that transaction. If a handler
+fails, the batch is applied again event by event, each in a savepoint, and the failing
+one is retried in place with backoff; after `max_attempts` the message goes to
+`<topic>.dlq` with the error, and so does a message that is not a valid event. If the database itself fails, the batch is rewound and
 comes again.
 """
 
@@ -87,9 +87,19 @@ class IdempotentApplier:
             f"INSERT INTO {schema}.processed_events (consumer, event_id, topic, partition, \"offset\")"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true"
         )
+        self._mark_all_processed = (
+            f"WITH marked AS (INSERT INTO {schema}.processed_events (consumer, event_id, topic, partition, \"offset\")"
+            " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::integer[], $5::bigint[])"
+            " ON CONFLICT DO NOTHING RETURNING event_id) SELECT array_agg(event_id) FROM marked"
+        )
 
     async def apply_batch(self, records: Sequence[ConsumerRecord]) -> list[DeadLetter]:
-        """Apply the records in one transaction; returns the ones for the dead-letter topic."""
+        """Apply the records in one transaction; returns the ones for the dead-letter topic.
+
+        First all at once: one statement marks the whole batch processed and the handler
+        runs for each new event, with no savepoints. Only if a handler fails is that
+        transaction rolled back and the batch applied again one event at a time, each in
+        its own savepoint with retries, so a poison event fails alone."""
         dead: list[DeadLetter] = []
         events = []
         for record in records:
@@ -97,13 +107,57 @@ class IdempotentApplier:
                 events.append((record, self.adapter.validate_json(record.value)))
             except ValidationError as error:
                 dead.append((record, f"not a valid event: {_summary(error)}"))
-        async with self.pool.acquire() as conn, conn.transaction():
-            for record, event in events:
-                with event_context(event_id=event.event_id, case_id=event.case_id):
-                    error = await self._apply_one(conn, record, event)
-                if error:
-                    dead.append((record, error))
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    applied = await self._apply_all(conn, events)
+            except _INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as error:
+                log.info("%s: a handler failed in the batch (%r); applying it event by event", self.consumer, error)
+            else:
+                self._count(applied, len(events) - len(applied))
+                return dead
+            async with conn.transaction():
+                for record, event in events:
+                    with event_context(event_id=event.event_id, case_id=event.case_id):
+                        error = await self._apply_one(conn, record, event)
+                    if error:
+                        dead.append((record, error))
         return dead
+
+    async def _apply_all(self, conn: asyncpg.Connection, events: list[tuple[ConsumerRecord, Envelope]]) -> list:
+        """Mark every event processed in one statement, then apply the ones that are new
+        (once each: a batch may hold the same event twice). Returns those applied."""
+        if not events:
+            return []
+        new = set(
+            await conn.fetchval(
+                self._mark_all_processed,
+                self.consumer,
+                [event.event_id for _, event in events],
+                [record.topic for record, _ in events],
+                [record.partition for record, _ in events],
+                [record.offset for record, _ in events],
+            )
+            or ()
+        )
+        applied = []
+        for record, event in events:
+            if event.event_id not in new:
+                continue
+            new.discard(event.event_id)
+            with event_context(event_id=event.event_id, case_id=event.case_id), \
+                    HANDLER_SECONDS.labels(self.consumer).time():
+                await self.handler(conn, event, Delivery.of(record))
+            applied.append((record, event))
+        return applied
+
+    def _count(self, applied: list, duplicates: int) -> None:
+        for record, event in applied:
+            EVENTS_CONSUMED.labels(self.consumer, record.topic, event.event_type).inc()
+        if duplicates:
+            EVENTS_DUPLICATE.labels(self.consumer).inc(duplicates)
 
     async def _apply_one(self, conn: asyncpg.Connection, record: ConsumerRecord, event: Envelope) -> str | None:
         last_error: Exception | None = None
