@@ -139,7 +139,11 @@ async def test_a_council_sees_its_own_cases_only(platform, tokens, scenario):
     assert {c["local_authority"] for c in answer.json()} == {"glasgow-city"}
     assert {c["case_id"] for c in answer.json()} & scenario.all == {scenario.glasgow, scenario.glasgow_mappa}
     own = await _cases(platform, tokens["glasgow"], local_authority="glasgow-city", limit=500)
-    assert own.status_code == 200 and own.json() == answer.json()
+    # The same scope, named: the same cases (their deadlines may move on meanwhile, as
+    # the session's platform is still applying other tests' events).
+    assert own.status_code == 200
+    assert {c["case_id"] for c in own.json()} & scenario.all == {scenario.glasgow, scenario.glasgow_mappa}
+    assert {c["local_authority"] for c in own.json()} == {"glasgow-city"}
     # Routed to inverclyde's SOG region, but a glasgow case: not inverclyde council's.
     assert [c["case_id"] for c in await _mine(platform, tokens["inverclyde"], scenario)] == [scenario.inverclyde]
 
