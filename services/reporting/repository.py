@@ -26,7 +26,7 @@ from services.reporting.domain import (
     Review,
     ReviewCounts,
 )
-from shared.calendar import LONDON
+from shared.calendar import end_of_day
 
 SCHEMA = "reporting"
 
@@ -226,14 +226,12 @@ async def review_counts(conn, period_from: dt.date, period_to: dt.date) -> Revie
     return counts
 
 
-def start_of_day(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), LONDON)
-
-
 async def quarter_counts(conn, period_from: dt.date, period_to: dt.date) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
     within it, by local authority."""
-    start, end = start_of_day(period_from), start_of_day(period_to + dt.timedelta(days=1))
+    # Deadlines fall due at the end of their last day: one whose last day is in the
+    # period has its due time in (end of the day before, end of the period's last day].
+    start, end = end_of_day(period_from - dt.timedelta(days=1)), end_of_day(period_to)
     counts = QuarterCounts()
     for row in await conn.fetch(
         f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.notifications"
@@ -253,7 +251,7 @@ async def quarter_counts(conn, period_from: dt.date, period_to: dt.date) -> Quar
     # the days late, so the due time decides, not a `deadline.breached` event.
     for row in await conn.fetch(
         f"SELECT local_authority, rule, count(*) AS n FROM {SCHEMA}.deadlines"
-        " WHERE due_at >= $1 AND due_at < $2 AND (met_at IS NULL OR met_at > due_at)"
+        " WHERE due_at > $1 AND due_at <= $2 AND (met_at IS NULL OR met_at > due_at)"
         " AND (cancelled_at IS NULL OR cancelled_at > due_at) GROUP BY 1, 2",
         start, end,
     ):
