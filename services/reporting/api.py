@@ -23,12 +23,18 @@ router = APIRouter(prefix="/v1", tags=["reports"])
 Format = Literal["json", "csv", "html"]
 
 
+_acquiring = asyncio.Lock()
+
+
 @contextlib.asynccontextmanager
 async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[list[asyncpg.Connection]]:
     """Connections reading the same snapshot (the first one's, exported to the others),
     so a report's queries run side by side and still see one state of the projections."""
     async with contextlib.AsyncExitStack() as stack:
-        held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
+        # One report at a time takes its connections: several each holding some and
+        # waiting for the rest would empty the pool for good (the consumers' too).
+        async with _acquiring:
+            held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
         await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
         snapshot = await held[0].fetchval("SELECT pg_export_snapshot()")
         for conn in held[1:]:
