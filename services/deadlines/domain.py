@@ -41,7 +41,6 @@ from shared.messaging import topic_of
 
 OWNERS = ("council", "inspectorate")
 SOURCES = ("guidance", "assumed")
-KINDS = ("opened", "warning", "met", "breached", "cancelled")
 # Deadline events name their rule; the event schema knows the rule names.
 RULE_NAMES: tuple[str, ...] = typing.get_args(DeadlineRule)
 EVENT_MODELS: dict[str, type[Envelope]] = {
@@ -195,31 +194,27 @@ def event_id(case_id: uuid.UUID, rule: str, sequence: int, kind: str) -> uuid.UU
 
 def deadline_event(
     kind: str,
+    row: Mapping[str, Any],
     *,
-    case_id: uuid.UUID,
-    local_authority: str,
-    rule: str,
-    sequence: int,
-    started_at: dt.datetime,
-    due_at: dt.datetime,
     received_at: dt.datetime,
     recorded_at: dt.datetime,
     met_at: dt.datetime | None = None,
     breached_at: dt.datetime | None = None,
     working_days_late: int | None = None,
 ) -> Envelope:
-    """`deadline.<kind>`; received_at is the moment that caused it (the start, the stop,
-    the warning or due time, the closing)."""
+    """`deadline.<kind>` of a deadline (a row, or a mapping with its keys: case_id,
+    local_authority, rule, sequence, started_at, due_at); received_at is the moment that
+    caused it (the start, the stop, the warning or due time, the closing)."""
     return DEADLINE_MODELS[kind](
-        event_id=event_id(case_id, rule, sequence, kind),
+        event_id=event_id(row["case_id"], row["rule"], row["sequence"], kind),
         event_type=f"deadline.{kind}",
-        case_id=case_id,
-        local_authority=local_authority,
+        case_id=row["case_id"],
+        local_authority=row["local_authority"],
         received_at=received_at,
         recorded_at=recorded_at,
         actor=ACTOR,
         data=DeadlineData(
-            rule=rule, started_at=started_at, due_at=due_at, met_at=met_at,
+            rule=row["rule"], started_at=row["started_at"], due_at=row["due_at"], met_at=met_at,
             breached_at=breached_at, working_days_late=working_days_late,
         ),
     )

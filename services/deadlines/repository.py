@@ -19,6 +19,16 @@ Executor = asyncpg.Connection | asyncpg.Pool
 # --- cases ------------------------------------------------------------------------------
 
 
+async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> dt.datetime:
+    """Hold the case until the transaction ends and return the database's time. A case's
+    start and stop may come on two topics, applied by two processes at once: without the
+    lock neither would see the other's row (a stop kept early and a start that finds no
+    early stop), and the deadline would be breached though it was met."""
+    return await conn.fetchval(
+        "SELECT now() FROM pg_advisory_xact_lock(hashtextextended($1::text, 0))", str(case_id)
+    )
+
+
 async def remember_case(conn: asyncpg.Connection, case_id: uuid.UUID, local_authority: str, sog_region: str | None) -> None:
     await conn.execute(
         f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) VALUES ($1, $2, $3)"

@@ -22,10 +22,11 @@ from typing import Protocol
 import asyncpg
 
 from services.deadlines import repository
-from services.deadlines.domain import deadline_event
+from services.deadlines.domain import RULE_NAMES, deadline_event
 from services.deadlines.repository import SCHEMA
 from shared.metrics import DEADLINE_BREACHES, DEADLINE_WARNINGS, SCHEDULER_LAG
 from shared.outbox import enqueue_many
+from shared.reference import LOCAL_AUTHORITY_SLUGS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,7 @@ async def fire(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[a
     recorded_at = await conn.fetchval("SELECT now()")
     events = [
         deadline_event(
-            "breached" if row["status"] == "breached" else "warning",
-            case_id=row["case_id"], local_authority=row["local_authority"], rule=row["rule"],
-            sequence=row["sequence"], started_at=row["started_at"], due_at=row["due_at"],
+            "breached" if row["status"] == "breached" else "warning", row,
             received_at=_fire_time(row), recorded_at=recorded_at,
             breached_at=row["due_at"] if row["status"] == "breached" else None,
         )
@@ -133,6 +132,12 @@ class Scheduler:
     async def run(self, pool: asyncpg.Pool, settings: Settings | None = None) -> None:
         """The service's worker: fire what is due, then sleep until the next fire time
         (at most `max_sleep_seconds`, so new deadlines and clock changes are seen)."""
+        # Every series at 0 from the start: a counter first seen at its first breach
+        # would read as no increase in a dashboard's range.
+        for rule in RULE_NAMES:
+            for local_authority in LOCAL_AUTHORITY_SLUGS:
+                DEADLINE_BREACHES.labels(rule, local_authority)
+                DEADLINE_WARNINGS.labels(rule, local_authority)
         backoff = 0.1
         while True:
             try:

@@ -116,6 +116,21 @@ async def test_forwardings_meet_sg_and_sog_forward_even_when_they_come_first(poo
     assert await pool.fetchval("SELECT count(*) FROM deadlines.early_stops WHERE case_id = $1", case) == 0
 
 
+async def test_a_forwarding_and_its_notification_applied_at_once_by_two_processes(pool):
+    """Two deadlines processes, one reading the routing topic's partition and the other
+    the case events': the forwarding's transaction is still open when the notification
+    is applied. The second waits for the first, sees its early stop, and meets sg_forward."""
+    case = uuid.uuid4()
+    async with pool.acquire() as first, first.transaction():
+        await on_event(first, _forwarded(case, "scottish-government", MONDAY + dt.timedelta(hours=1)),
+                       Delivery("test", 0, 0))
+        second = asyncio.create_task(_apply(pool, _event("incident.notified", notification(), case, MONDAY)))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # held until the forwarding commits
+    await second
+    assert (await _deadlines(pool, case))["sg_forward", 1]["status"] == "met"
+
+
 async def test_the_review_cycle_opens_and_meets_each_rule_in_turn(pool):
     case, day = uuid.uuid4(), MONDAY
     steps = [

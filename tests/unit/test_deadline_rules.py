@@ -182,9 +182,8 @@ def test_deadline_events_have_ids_that_name_the_fact():
     assert event_id(case, "sg_forward", 1, "breached") == event_id(case, "sg_forward", 1, "breached")
     assert len({event_id(case, "sg_forward", s, k) for s in (1, 2) for k in ("opened", "breached")}) == 4
     moment = dt.datetime(2026, 11, 2, tzinfo=UTC)
-    event = deadline_event(
-        "met", case_id=case, local_authority="fife", rule="sg_forward", sequence=1, started_at=moment,
-        due_at=moment, received_at=moment, recorded_at=moment, met_at=moment, working_days_late=0,
-    )
+    deadline = {"case_id": case, "local_authority": "fife", "rule": "sg_forward", "sequence": 1,
+                "started_at": moment, "due_at": moment}
+    event = deadline_event("met", deadline, received_at=moment, recorded_at=moment, met_at=moment, working_days_late=0)
     assert event.event_type == "deadline.met" and event.event_id == event_id(case, "sg_forward", 1, "met")
     assert ANY_EVENT.validate_json(event.model_dump_json()) == event
