@@ -188,6 +188,11 @@ class IdempotentApplier:
         return f"failed {self.max_attempts} attempts: {type(last_error).__name__}: {last_error}"[:1000]
 
 
+def consumer_name(group_id: str, topic: str) -> str:
+    """The name a consumer's processed events and metrics go under: one per group and topic."""
+    return f"{group_id}:{topic}"
+
+
 def subscribe_idempotent(
     broker: KafkaBroker,
     settings: Settings,
@@ -207,12 +212,14 @@ def subscribe_idempotent(
     Subscribers are registered when the app is built (so the broker can describe them)
     and `pool_of` is called at the first message, once the service has started.
     """
-    consumers = {topic: f"{group_id}:{topic}" for topic in handlers}
+    consumers = {topic: consumer_name(group_id, topic) for topic in handlers}
 
     @functools.cache
     def applier(topic: str) -> IdempotentApplier:
         return IdempotentApplier(pool_of(), schema, consumers[topic], handlers[topic], adapter, settings.max_attempts)
 
+    for topic, consumer in consumers.items():
+        DEAD_LETTERS.labels(consumer, topic)  # at 0 from the start, so increase() sees the first
     offsets = _AppliedOffsets(consumers)
     # MANUAL: offsets are committed by `ack` only after the transaction (the default,
     # ACK_FIRST, commits before the handler runs and can lose a message).

@@ -18,7 +18,7 @@ import binascii
 import datetime as dt
 import logging
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -89,27 +89,38 @@ async def on_case_event(conn: asyncpg.Connection, event: Envelope) -> None:
         )
 
 
+DEADLINE_COLUMNS = ("case_id", "rule", "started_at", "due_at", "status", "met_at", "breached_at", "working_days_late")
+
+
+def deadline_row(current: Mapping[str, Any] | None, event: Envelope) -> dict[str, Any]:
+    """The `casework_deadlines` row after a deadline event, given the row so far (None:
+    unseen); `sir report rebuild` folds the same function."""
+    data, old = event.data, current or {}
+    return {
+        "case_id": event.case_id, "rule": data.rule, "started_at": data.started_at, "due_at": data.due_at,
+        "status": next_status(old.get("status"), event.event_type),
+        "met_at": data.met_at or old.get("met_at"),
+        "breached_at": data.breached_at or old.get("breached_at"),
+        "working_days_late": data.working_days_late if data.working_days_late is not None
+        else old.get("working_days_late"),
+    }
+
+
 async def on_deadline_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """Record one deadline event against the deadline it names (case, rule, started_at)."""
     if event.event_type not in DEADLINE_STATUS:
         return
-    data = event.data
-    current = await conn.fetchval(
-        f"SELECT status FROM {SCHEMA}.casework_deadlines"
-        " WHERE case_id = $1 AND rule = $2 AND started_at = $3 FOR UPDATE",
-        event.case_id, data.rule, data.started_at,
+    current = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.casework_deadlines WHERE case_id = $1 AND rule = $2 AND started_at = $3 FOR UPDATE",
+        event.case_id, event.data.rule, event.data.started_at,
     )
+    row = deadline_row(current, event)
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.casework_deadlines AS d"
-        " (case_id, rule, started_at, due_at, status, met_at, breached_at, working_days_late)"
+        f"INSERT INTO {SCHEMA}.casework_deadlines ({', '.join(DEADLINE_COLUMNS)})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        " ON CONFLICT (case_id, rule, started_at) DO UPDATE SET"
-        "  due_at = EXCLUDED.due_at, status = EXCLUDED.status,"
-        "  met_at = coalesce(EXCLUDED.met_at, d.met_at),"
-        "  breached_at = coalesce(EXCLUDED.breached_at, d.breached_at),"
-        "  working_days_late = coalesce(EXCLUDED.working_days_late, d.working_days_late)",
-        event.case_id, data.rule, data.started_at, data.due_at, next_status(current, event.event_type),
-        data.met_at, data.breached_at, data.working_days_late,
+        " ON CONFLICT (case_id, rule, started_at) DO UPDATE SET due_at = EXCLUDED.due_at, status = EXCLUDED.status,"
+        " met_at = EXCLUDED.met_at, breached_at = EXCLUDED.breached_at, working_days_late = EXCLUDED.working_days_late",
+        *(row[column] for column in DEADLINE_COLUMNS),
     )
 
 

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from services.reporting import casework, repository
+from services.reporting.app import SERVICE
 from services.reporting.domain import (
     CaseRows,
     Deadline,
@@ -40,6 +41,7 @@ from services.reporting.domain import (
     report_schema,
 )
 from services.reporting.render import render
+from shared.consumer import consumer_name as shared_consumer_name
 from shared.events import ANY_EVENT, Envelope
 from shared.lifecycle import POSTED_BY, Case, Refused, State, apply
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS
@@ -48,16 +50,15 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
-GROUP_ID = "sir-reporting"  # services.reporting.app.SERVICE.group_id
+GROUP_ID = SERVICE.group_id
 CASEWORK_CASES = ("case_id", "local_authority", "state", "sog_region", "responded", "closed_reason", "notified_at")
-CASEWORK_DEADLINES = ("case_id", "rule", "started_at", "due_at", "status", "met_at", "breached_at", "working_days_late")
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "report.schema.json"
 PROCESSED = ("consumer", "event_id", "topic", "partition", "offset")
 
 
 def consumer_name(topic: str) -> str:
-    """The name shared.consumer records processed events under, for this service and topic."""
-    return f"{GROUP_ID}:{topic}"
+    """The name shared.consumer records reporting's processed events under, for `topic`."""
+    return shared_consumer_name(GROUP_ID, topic)
 
 
 @dataclass
@@ -122,17 +123,7 @@ class Projection:
         self.casework_cases[event.case_id] = (case, current[1] if current else event.received_at)
 
     def _casework_deadline(self, key: tuple, event: Envelope) -> None:
-        current = self.casework_deadlines.get(key)
-        data = event.data
-        status = casework.next_status(current and current["status"], event.event_type)
-        old = current or {}
-        self.casework_deadlines[key] = {
-            "case_id": event.case_id, "rule": data.rule, "started_at": data.started_at, "due_at": data.due_at,
-            "status": status, "met_at": data.met_at or old.get("met_at"),
-            "breached_at": data.breached_at or old.get("breached_at"),
-            "working_days_late": data.working_days_late if data.working_days_late is not None
-            else old.get("working_days_late"),
-        }
+        self.casework_deadlines[key] = casework.deadline_row(self.casework_deadlines.get(key), event)
 
     def tables(self) -> dict[str, list]:
         return {
@@ -148,7 +139,7 @@ class Projection:
                 (case_id, c.local_authority, State(c.state).value, c.sog_region, c.responded, c.closed_reason, notified)
                 for case_id, (c, notified) in self.casework_cases.items()
             ],
-            "casework_deadlines": [tuple(d[c] for c in CASEWORK_DEADLINES) for d in self.casework_deadlines.values()],
+            "casework_deadlines": [tuple(d[c] for c in casework.DEADLINE_COLUMNS) for d in self.casework_deadlines.values()],
         }
 
 
@@ -228,7 +219,7 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
             with _timed(timings, "write_casework"):
                 for table, rows in projection.casework_tables().items():
                     await conn.execute(f"TRUNCATE {schema}.{table}")
-                    columns = CASEWORK_CASES if table == "casework_cases" else CASEWORK_DEADLINES
+                    columns = CASEWORK_CASES if table == "casework_cases" else casework.DEADLINE_COLUMNS
                     await conn.copy_records_to_table(table, records=rows, columns=columns, schema_name=schema)
             with _timed(timings, "write_processed_events"):
                 await conn.execute(

@@ -21,7 +21,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.calendar import add_months, add_working_days, is_working_day, local_date, working_days_between
+from shared.calendar import add_months, add_working_days, local_date, working_days_between
 from shared.events import Envelope
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES
 

@@ -181,6 +181,10 @@ async def delivery_loop(pool: asyncpg.Pool, settings: Settings) -> None:
     due, woken by NOTIFY when one is due at once, else by the earliest due time."""
     configs = recipients_config.load(recipients_config.recipients_file(settings), settings.routing_allow_http)
     await repository.seed_recipients(pool, configs, source="recipients.toml")
+    for recipient in domain.ALL_RECIPIENTS:  # every series at 0, so increase() sees the first
+        for channel, outcome in (("topic", "delivered"), ("webhook", "delivered"), ("webhook", "retried"),
+                                 ("topic", "failed"), ("webhook", "failed")):
+            DELIVERIES.labels(recipient, channel, outcome)
     wake = asyncio.Event()
 
     def on_notify(*_: object) -> None:

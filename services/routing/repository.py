@@ -15,7 +15,6 @@ from shared.events import IncidentNotified
 SCHEMA = "routing"
 # LISTEN/NOTIFY channel that wakes the delivery loop when a delivery falls due at once.
 WAKE_CHANNEL = "routing_deliveries"
-STATUSES = ("pending", "delivered", "failed")
 _CONFIG_FIELDS = tuple(RecipientConfig.model_fields)
 # What the operator API shows of a delivery (never the notification body).
 _DELIVERY_COLUMNS = (
