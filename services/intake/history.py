@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Iterable, Iterator
@@ -62,8 +63,9 @@ class History:
     errors: list[LineError] = field(default_factory=list)
     # Cases with a bad line: none of their lines goes in.
     refused: set[uuid.UUID] = field(default_factory=set)
-    # Lines that repeat an earlier line of the file (same event_id and content).
-    repeated: int = 0
+    # Lines that repeat an earlier line of the file (same event_id and content), by case:
+    # skipped, or rejected with the rest of a refused case.
+    repeated: Counter[uuid.UUID] = field(default_factory=Counter)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def parse(lines: Iterable[bytes | str]) -> History:
                 history.refused.add(case_id)
             continue
         if earlier is not None:
-            history.repeated += 1
+            history.repeated[event.case_id] += 1
             continue
         seen[event.event_id] = content
         history.cases.setdefault(event.case_id, []).append(_Line(number, event))
@@ -122,13 +124,14 @@ def parse(lines: Iterable[bytes | str]) -> History:
 
 async def import_history(pool: asyncpg.Pool, history: History) -> Report:
     """Store the history's cases, each whole or not at all; returns the counts and errors."""
-    report = Report(skipped=history.repeated, errors=list(history.errors))
+    report = Report(errors=list(history.errors))
     report.rejected = len(history.errors)
     cases = []
     for case_id, lines in history.cases.items():
         if case_id in history.refused:
-            report.rejected += len(lines)  # its bad line is reported already
+            report.rejected += len(lines) + history.repeated[case_id]  # its bad line is reported already
         else:
+            report.skipped += history.repeated[case_id]
             cases.append((case_id, lines))
     for chunk in _chunks(cases, CASES_PER_TRANSACTION):
         recorded: list[Envelope] = []

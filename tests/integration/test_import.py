@@ -94,6 +94,19 @@ async def test_a_bad_line_refuses_its_case_and_the_others_go_in(platform, tokens
     assert await _stored(platform, bad) == []
 
 
+async def test_a_repeated_line_counts_with_its_case(platform, tokens):
+    good, bad = uuid.uuid4(), uuid.uuid4()
+    good_notified = _event("incident.notified", notification(incident_date="2024-01-02"), good, "2024-01-04T09:00:00Z")
+    bad_notified = _event("incident.notified", notification(incident_date="2024-01-02"), bad, "2024-01-04T09:00:00Z")
+    body = _ndjson(
+        good_notified, good_notified, bad_notified, bad_notified,
+        _event("review.submitted", review(review_type="thorough"), bad, "2024-02-04T09:00:00Z"),
+    )
+    answer = (await _import(platform, tokens, body)).json()
+    # The good case's repeat is skipped; every line of the refused case is rejected.
+    assert (answer["imported"], answer["skipped"], answer["rejected"]) == (1, 1, 3)
+
+
 async def test_a_case_that_breaks_the_state_machine_is_refused_whole(platform, tokens):
     broken, reordered = uuid.uuid4(), uuid.uuid4()
     body = _ndjson(

@@ -60,7 +60,7 @@ def test_a_repeated_line_is_skipped_and_a_changed_repeat_refused():
     event = envelope("incident.notified", notification())
     changed = event | {"data": notification(council_reference="OTHER")}
     history = parse([_line(event), _line(event), _line(changed)])
-    assert history.repeated == 1
+    assert sum(history.repeated.values()) == 1
     assert [e.line for e in history.errors] == [3] and "other content" in history.errors[0].reason
     assert history.refused == {uuid.UUID(event["case_id"])}
 
