@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -31,8 +28,7 @@ from collections import Counter
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from pipeline import SERVER, _drop, percentile, wait_ready
-from shared import devstack
+from pipeline import bench_platform, percentile, wait_ready
 from shared.db import create_pool
 from shared.messaging import DEADLINE_EVENTS
 from shared.reference import LOCAL_AUTHORITY_SLUGS
@@ -182,24 +178,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="deadlines service processes (SKIP LOCKED shares the work)")
     args = parser.parse_args()
 
-    database_url = SERVER.rsplit("/", 1)[0] + f"/sir_bench_{uuid.uuid4().hex[:8]}"
-    devstack.ensure_database(database_url)
-    ports = {f"deadlines-{i}": devstack.free_port() for i in range(args.processes)}
-    with devstack.Tansu() as broker:
-        env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=broker.bootstrap, SIR_LOG_LEVEL="WARNING")
-        processes = [
-            subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "deadlines"], env=env | {"DEADLINES_PORT": str(port)})
-            for port in ports.values()
-        ]
-        try:
-            asyncio.run(run(args, database_url, broker.bootstrap, ports))
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=20)
-            asyncio.run(_drop(database_url))
-
+    processes = {f"deadlines-{i}": "deadlines" for i in range(args.processes)}
+    with bench_platform(processes) as (database_url, bootstrap, ports):
+        asyncio.run(run(args, database_url, bootstrap, ports))
 
 if __name__ == "__main__":
     main()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from typing import Iterator
 
 import asyncpg
 import httpx
@@ -114,21 +116,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     args = parser.parse_args()
 
+    with bench_platform({name: name for name in SERVICES}) as (database_url, _, ports):
+        asyncio.run(run(args, database_url, ports))
+
+
+@contextlib.contextmanager
+def bench_platform(processes: dict[str, str], env: dict[str, str] | None = None) -> Iterator[tuple[str, str, dict]]:
+    """A fresh database on the local server, a Tansu, and a `sir serve` process for each
+    entry of `processes` (a name → the service it runs), each on a free port; yields the
+    database URL, the broker's address and the ports by name. Everything goes at the end."""
     database_url = SERVER.rsplit("/", 1)[0] + f"/sir_bench_{uuid.uuid4().hex[:8]}"
     devstack.ensure_database(database_url)
-    ports = {name: devstack.free_port() for name in SERVICES}
+    ports = {name: devstack.free_port() for name in processes}
     with devstack.Tansu() as broker:
-        env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=broker.bootstrap, SIR_LOG_LEVEL="WARNING")
-        env.update({f"{name.upper()}_PORT": str(port) for name, port in ports.items()})
-        processes = [
-            subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env) for name in SERVICES
+        common = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=broker.bootstrap, SIR_LOG_LEVEL="WARNING")
+        running = [
+            subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", service],
+                env=common | (env or {}) | {f"{service.upper()}_PORT": str(ports[name])},
+            )
+            for name, service in processes.items()
         ]
         try:
-            asyncio.run(run(args, database_url, ports))
+            yield database_url, broker.bootstrap, ports
         finally:
-            for process in processes:
+            for process in running:
                 process.terminate()
-            for process in processes:
+            for process in running:
                 process.wait(timeout=20)
             asyncio.run(_drop(database_url))
 

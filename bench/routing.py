@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from pipeline import NOTIFICATION, SERVER, _drop, percentile, wait_ready
+from pipeline import NOTIFICATION, bench_platform, percentile, wait_ready
 from shared import devstack
 from shared.auth import issue_token
 from shared.db import create_pool
@@ -199,30 +198,15 @@ def main() -> None:
         _Receiver(("127.0.0.1", args.receiver), _Answer200).serve_forever()
         return
 
-    database_url = SERVER.rsplit("/", 1)[0] + f"/sir_bench_{uuid.uuid4().hex[:8]}"
-    devstack.ensure_database(database_url)
     services = ("intake", "routing") if args.only_routing else SERVICES
-    ports = {name: devstack.free_port() for name in services}
     receiver = Receiver()
-    with devstack.Tansu() as broker:
-        env = dict(
-            os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=broker.bootstrap, SIR_LOG_LEVEL="WARNING",
-            **{SECRET_ENV: uuid.uuid4().hex},
-        )
-        env.update({f"{name.upper()}_PORT": str(port) for name, port in ports.items()})
-        processes = [
-            subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env) for name in services
-        ]
-        try:
-            asyncio.run(run(args, database_url, ports, broker.bootstrap, receiver))
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=20)
-            receiver.stop()
-            asyncio.run(_drop(database_url))
-
+    try:
+        with bench_platform({name: name for name in services}, env={SECRET_ENV: uuid.uuid4().hex}) as (
+            database_url, bootstrap, ports,
+        ):
+            asyncio.run(run(args, database_url, ports, bootstrap, receiver))
+    finally:
+        receiver.stop()
 
 if __name__ == "__main__":
     main()
