@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
-import uuid
 from pathlib import Path
 
-import asyncpg
 
 from services.reporting import casework
-from shared import devstack
+from pipeline import bench_database
 from shared.db import COMMON, create_pool, migrate
 from shared.reference import LOCAL_AUTHORITY_SLUGS, mappa_region_of
 
-SERVER = os.environ.get("BENCH_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")
 MIGRATIONS = Path(casework.__file__).parent / "migrations"
 
 FILL = """
@@ -92,21 +88,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    name = f"sir_bench_{uuid.uuid4().hex[:8]}"
-    dsn = SERVER.rsplit("/", 1)[0] + f"/{name}"
-    devstack.ensure_database(dsn)
-    try:
+    with bench_database() as dsn:
         asyncio.run(run(args, dsn))
-    finally:
-        async def drop():
-            conn = await asyncpg.connect(SERVER)
-            try:
-                await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
-
 
 if __name__ == "__main__":
     main()

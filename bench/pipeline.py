@@ -122,13 +122,11 @@ def main() -> None:
 
 @contextlib.contextmanager
 def bench_platform(processes: dict[str, str], env: dict[str, str] | None = None) -> Iterator[tuple[str, str, dict]]:
-    """A fresh database on the local server, a Tansu, and a `sir serve` process for each
+    """A fresh database (bench_database), a Tansu, and a `sir serve` process for each
     entry of `processes` (a name → the service it runs), each on a free port; yields the
     database URL, the broker's address and the ports by name. Everything goes at the end."""
-    database_url = SERVER.rsplit("/", 1)[0] + f"/sir_bench_{uuid.uuid4().hex[:8]}"
-    devstack.ensure_database(database_url)
     ports = {name: devstack.free_port() for name in processes}
-    with devstack.Tansu() as broker:
+    with bench_database() as database_url, devstack.Tansu() as broker:
         common = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=broker.bootstrap, SIR_LOG_LEVEL="WARNING")
         running = [
             subprocess.Popen(
@@ -144,7 +142,17 @@ def bench_platform(processes: dict[str, str], env: dict[str, str] | None = None)
                 process.terminate()
             for process in running:
                 process.wait(timeout=20)
-            asyncio.run(_drop(database_url))
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    """A fresh database on the local server for one run; dropped at the end."""
+    database_url = SERVER.rsplit("/", 1)[0] + f"/sir_bench_{uuid.uuid4().hex[:8]}"
+    devstack.ensure_database(database_url)
+    try:
+        yield database_url
+    finally:
+        asyncio.run(_drop(database_url))
 
 
 async def _drop(database_url: str) -> None:

@@ -26,25 +26,23 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
 import random
 import statistics
 import time
 import uuid
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from services.reporting import commands
 from services.reporting.api import compute_national
 from services.reporting.app import SERVICE
 from shared import devstack
+from pipeline import bench_database
 from shared.db import COMMON, create_pool, migrate
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, PLATFORM_TOPICS, ROUTING_EVENTS, ensure_topics
 from shared.reference import LOCAL_AUTHORITY_SLUGS, VOCABULARIES
 from shared.settings import Settings
 
-SERVER = os.environ.get("BENCH_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")
 EVENTS_PER_CASE = 8
 START = dt.datetime(2010, 1, 4, 10, tzinfo=dt.timezone.utc)
 SPAN_DAYS = 16 * 365
@@ -139,10 +137,8 @@ async def raw_consumption(settings: Settings, expected: int) -> tuple[int, float
         await consumer.stop()
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace, database_url: str) -> None:
     events = args.events // EVENTS_PER_CASE * EVENTS_PER_CASE
-    database_url = SERVER.rsplit("/", 1)[0] + f"/sir_bench_{uuid.uuid4().hex[:8]}"
-    devstack.ensure_database(database_url)
     with devstack.Tansu() as broker:
         settings = Settings(database_url=database_url, kafka_bootstrap=broker.bootstrap,
                             kafka_partitions=args.partitions)
@@ -177,11 +173,6 @@ async def main(args: argparse.Namespace) -> None:
                   f" max {max(latencies) * 1000:.0f} ms over {args.repeat} runs (target < 1000 ms)")
         finally:
             await pool.close()
-            server = await asyncpg.connect(SERVER)
-            try:
-                await server.execute(f"DROP DATABASE IF EXISTS {database_url.rsplit('/', 1)[1]}")
-            finally:
-                await server.close()
 
 
 if __name__ == "__main__":
@@ -192,4 +183,5 @@ if __name__ == "__main__":
     parser.add_argument("--poll-ms", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
-    asyncio.run(main(parser.parse_args()))
+    with bench_database() as database_url:
+        asyncio.run(main(parser.parse_args(), database_url))
