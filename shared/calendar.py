@@ -43,23 +43,21 @@ def is_working_day(day: dt.date, closures: Iterable[dt.date] = EXTRA_CLOSURES) -
 @functools.lru_cache(maxsize=65536)
 def add_working_days(start: dt.date, days: int) -> dt.date:
     """The `days`-th working day after `start` (start itself never counts)."""
-    if days < 0:
-        raise ValueError("days must be zero or more")
-    day, counted = start, 0
-    while counted < days:
-        day += dt.timedelta(days=1)
-        counted += is_working_day(day)
-    return day
+    return _step_working_days(start, days, dt.timedelta(days=1))
 
 
 @functools.lru_cache(maxsize=65536)
 def subtract_working_days(end: dt.date, days: int) -> dt.date:
     """The `days`-th working day before `end` (end itself never counts)."""
+    return _step_working_days(end, days, dt.timedelta(days=-1))
+
+
+def _step_working_days(day: dt.date, days: int, step: dt.timedelta) -> dt.date:
     if days < 0:
         raise ValueError("days must be zero or more")
-    day, counted = end, 0
+    counted = 0
     while counted < days:
-        day -= dt.timedelta(days=1)
+        day += step
         counted += is_working_day(day)
     return day
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import re
 from typing import Annotated, AsyncIterator, Literal
 
 import asyncpg
@@ -97,9 +96,6 @@ async def national(
     return _respond(await compute_national(request.app.state.pool, period_from, period_to), format)
 
 
-_QUARTER = re.compile(r"^Q([1-4])$")
-
-
 @router.get("/reports/quarterly/{year}/{quarter}", response_class=Response, responses=_REPORT_RESPONSES)
 async def quarterly(
     request: Request,
@@ -110,8 +106,7 @@ async def quarterly(
 ) -> Response:
     """The national figures for the quarter, plus open cases and overdue items at its end
     and deadlines breached within it, by local authority."""
-    number = int(_QUARTER.match(quarter).group(1))  # type: ignore[union-attr]
-    return _respond(await compute_quarterly(request.app.state.pool, year, number), format)
+    return _respond(await compute_quarterly(request.app.state.pool, year, int(quarter[1])), format)
 
 
 @router.get("/reports/notifications-by-authority")

@@ -17,11 +17,12 @@ async def on_case_event(conn: asyncpg.Connection, event: Envelope, delivery: Del
     if event.event_type != "incident.notified" or delivery.imported:
         return
     wake = False
+    configs = await repository.configs(conn)
     for recipient in recipients(event.local_authority, event.data.model_dump(mode="json")):
         row = await repository.owe(conn, event, recipient)
         if row is None:
             continue  # owed already: the same notification again
-        config = await repository.recipient_config(conn, recipient)
+        config = configs.get(recipient)
         if config is not None and config.channel == "topic":
             # Delivered in this very transaction: the outbox publishes it.
             await deliver_by_topic(conn, row)

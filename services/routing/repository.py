@@ -58,11 +58,6 @@ def config_of(row: asyncpg.Record) -> RecipientConfig:
     return RecipientConfig(**{name: row[name] for name in _CONFIG_FIELDS})
 
 
-async def recipient_config(conn: asyncpg.Connection, recipient: str) -> RecipientConfig | None:
-    row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.recipients WHERE recipient = $1", recipient)
-    return config_of(row) if row else None
-
-
 async def configs(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, RecipientConfig]:
     return {row["recipient"]: config_of(row) for row in await recipients(conn)}
 
