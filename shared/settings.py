@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(100, validation_alias="SIR_FETCH_MAX_WAIT_MS")
     # Longest wait of the outbox relay between polls when no notification arrives.
     outbox_poll_seconds: float = Field(1.0, validation_alias="SIR_OUTBOX_POLL_SECONDS")
+    # The largest serialised event the platform stores and publishes. It must not exceed
+    # the broker's message limit (Kafka's message.max.bytes, about 1 MiB by default) or
+    # the producer's max_request_size: intake refuses a larger event (413) before storing
+    # it, and the relay parks any stored row the broker still refuses.
+    max_message_bytes: int = Field(1_000_000, validation_alias="SIR_MAX_MESSAGE_BYTES")
     log_level: str = Field("INFO", validation_alias="SIR_LOG_LEVEL")
     # Routing (docs/routing.md): the recipients file that seeds each recipient's channel
     # (unset: services/routing/recipients.toml), whether webhooks may use plain http to a
