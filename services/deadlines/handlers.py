@@ -72,8 +72,8 @@ async def _stop(conn: asyncpg.Connection, rule: Rule, event: Envelope, delivery:
 
 async def _start(conn: asyncpg.Connection, rule: Rule, event: Envelope, delivery: Delivery, effects: _Effects) -> None:
     started_at = rule.start.moment(event)
-    due_at = rule.due_at(started_at)
-    warn_at = rule.warn_at(due_at)
+    verdict = rule.verdict(started_at)
+    due_at, warn_at = verdict.due_at, verdict.warn_at
     watched = is_watched(due_at, event, delivery.imported)
     new = NewDeadline(
         case_id=event.case_id, rule=rule.name, local_authority=event.local_authority,
@@ -95,6 +95,6 @@ async def _start(conn: asyncpg.Connection, rule: Rule, event: Envelope, delivery
 
 
 async def _meet(conn: asyncpg.Connection, row, met_at: dt.datetime, effects: _Effects) -> None:
-    late = working_days_late(row["due_at"], met_at)
+    late = working_days_late(row["rule"], row["started_at"], met_at)
     await repository.mark_met(conn, row["case_id"], row["rule"], row["sequence"], met_at, late)
     effects.emit("met", row, met_at, met_at=met_at, working_days_late=late)
