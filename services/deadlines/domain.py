@@ -169,16 +169,22 @@ def working_days_late(rule: str, started_at: dt.datetime, met_at: dt.datetime) -
 
 
 def is_watched(due_at: dt.datetime, opened_by: Envelope, imported: bool) -> bool:
-    """Whether the scheduler warns and breaches this deadline. History is not watched:
-    an imported event's deadlines, and any whose due time had passed when the opening
-    event was recorded, are settled only by their stop events' timestamps."""
-    return not imported and due_at > opened_by.recorded_at
+    """Whether the scheduler warns and breaches this deadline. A live one is, unless its
+    due time had passed when the opening event was recorded (`notification`, judged on
+    arrival). An imported one always is: still open when its history has been applied, it
+    is warned and breached like a live one if its due time is ahead, and breached at once
+    if it has passed (`settle_until` keeps the scheduler off while that history arrives)."""
+    return imported or due_at > opened_by.recorded_at
 
 
-def first_fire_at(due_at: dt.datetime, warn_at: dt.datetime | None, recorded_at: dt.datetime) -> dt.datetime:
+def first_fire_at(
+    due_at: dt.datetime, warn_at: dt.datetime | None, recorded_at: dt.datetime, settle_until: dt.datetime | None = None
+) -> dt.datetime:
     """When the scheduler first looks at a watched deadline: its warning, unless that
-    moment had already passed when the deadline opened; else its due time."""
-    return warn_at if warn_at is not None and warn_at > recorded_at else due_at
+    moment had already passed when the deadline opened; else its due time. Never before
+    `settle_until` (imported history: the rest of the case's history may still come)."""
+    first = warn_at if warn_at is not None and warn_at > recorded_at else due_at
+    return first if settle_until is None else max(first, settle_until)
 
 
 # --- the deadline events --------------------------------------------------------------

@@ -179,16 +179,20 @@ def test_late_exactly_when_met_at_or_after_the_due_time(rule, started, seconds):
     assert (working_days_late(rule, started, met) > 0) == (met >= due)
 
 
-def test_history_is_not_watched_and_late_warnings_are_skipped():
+def test_history_is_watched_once_settled_and_late_warnings_are_skipped():
     event = _event("incident.notified", notification(), received_at="2026-11-02T10:00:00+00:00")
     soon, past = dt.datetime(2026, 11, 5, tzinfo=UTC), dt.datetime(2026, 11, 2, tzinfo=UTC)
     assert is_watched(soon, event, imported=False)
-    assert not is_watched(soon, event, imported=True)
+    # Imported: watched whether ahead or past due (still open when its history is applied).
+    assert is_watched(soon, event, imported=True) and is_watched(past, event, imported=True)
     assert not is_watched(past, event, imported=False)
     warn = dt.datetime(2026, 11, 4, tzinfo=UTC)
     assert first_fire_at(soon, warn, event.recorded_at) == warn
     assert first_fire_at(soon, past, event.recorded_at) == soon
     assert first_fire_at(soon, None, event.recorded_at) == soon
+    settle = dt.datetime(2026, 11, 4, 12, tzinfo=UTC)
+    assert first_fire_at(soon, warn, event.recorded_at, settle) == settle
+    assert first_fire_at(past, None, event.recorded_at, settle) == settle
 
 
 def test_deadline_events_have_ids_that_name_the_fact():
