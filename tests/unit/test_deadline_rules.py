@@ -121,7 +121,8 @@ def test_closing_events_cancel():
 
 def test_the_notification_rule_counts_from_the_incident_date():
     rule = RULES["notification"]
-    started = rule.start.moment(_event("incident.notified", notification(incident_date="2026-12-22")))
+    notified = _event("incident.notified", notification(incident_date="2026-12-22"), received_at="2027-01-08T10:00:00Z")
+    started = rule.start.moment(notified)
     assert started == dt.datetime(2026, 12, 22, tzinfo=UTC)
     # Tue 22 Dec: 23, 24, then Christmas, a weekend and the Boxing Day holiday (Mon 28), 29, 30, 31.
     verdict = rule.verdict(started)

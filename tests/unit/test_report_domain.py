@@ -115,12 +115,12 @@ def test_a_case_folds_reviews_requests_responses_and_closing():
 def test_criteria_not_met_closes_and_events_before_a_notification_count_nothing():
     assert fold(event("review.submitted", review(), "2014-03-10T10:00:00Z")) is None
     case = fold(
-        event("incident.notified", notification(), "2014-01-08T10:00:00Z"),
+        event("incident.notified", notification(incident_date="2014-01-06"), "2014-01-08T10:00:00Z"),
         event("notification.criteria_assessed", {"meets_criteria": False}, "2014-01-09T10:00:00Z", "inspectorate"),
     )
     assert case.notification.meets_criteria is False and case.notification.closed_reason == "criteria_not_met"
     # A notification seen twice (a replay the consumer let through) changes nothing.
-    again = apply_case_event(case, event("incident.notified", notification(), "2014-01-08T10:00:00Z"))
+    again = apply_case_event(case, event("incident.notified", notification(incident_date="2014-01-06"), "2014-01-08T10:00:00Z"))
     assert again is case
 
 
