@@ -153,16 +153,19 @@ GROUP BY GROUPING SETS ((n.local_authority), (n.incident_type), (n.criterion), (
 """
 
 
-async def notification_counts(conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime) -> NotificationCounts:
+async def notification_counts(
+    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
+) -> NotificationCounts:
     """Counts of the notifications received (Scottish date) from `period_from` to `period_to`,
-    as at the moment `as_at` (a forward not due by then is not yet judged)."""
+    as at the moment `as_at` (a forward not due by then is not yet judged; None: every one is)."""
     counts = NotificationCounts()
     by_group = {
         "local_authority": counts.by_authority, "incident_type": counts.by_incident_type,
         "criterion": counts.by_criterion, "signed_off_by": counts.by_sign_off,
         "order_type": counts.by_order_type, "working_days_taken": counts.working_days,
     }
-    for row in await conn.fetch(_NOTIFICATIONS_SQL, period_from, period_to, as_at):
+    judged_to = as_at or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    for row in await conn.fetch(_NOTIFICATIONS_SQL, period_from, period_to, judged_to):
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
         if not grouped:  # the grand total
             for name in ("domestic_abuse_aggravated", "historical", "meets_criteria", "criteria_not_met",
@@ -229,14 +232,16 @@ async def review_counts(conn, period_from: dt.date, period_to: dt.date) -> Revie
     return counts
 
 
-async def quarter_counts(conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime) -> QuarterCounts:
+async def quarter_counts(
+    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
+) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
     within it, by local authority; for a period still running, at `as_at` (nothing counts
     as breached or overdue before its due moment has passed)."""
     # A deadline falls due at its breach moment (shared.calendar.judge): one that falls due
     # in the period has it in (end of the day before, end of the period's last day].
     start, end = end_of_day(period_from - dt.timedelta(days=1)), end_of_day(period_to)
-    cutoff = min(end, as_at)
+    cutoff = end if as_at is None else min(end, as_at)
     counts = QuarterCounts()
     for row in await conn.fetch(
         f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.notifications"
