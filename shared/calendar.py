@@ -192,6 +192,14 @@ def judge(
     # when it is before `due_at`.
     stop_day = _day_of(stopped)
     taken = working_days_between(start_day, stop_day)
-    in_time = taken <= timescale.working_days if timescale.working_days is not None else stop_day <= last_day
-    late = 0 if in_time else max(1, working_days_between(last_day, stop_day))
-    return Verdict(last_day, due_at, warn_at, in_time, taken, late)
+    if timescale.working_days is not None:
+        late = late_by(taken, timescale.working_days)
+    else:  # late after the last day, by at least one working day (a Saturday after a Friday)
+        late = 0 if stop_day <= last_day else max(1, working_days_between(last_day, stop_day))
+    return Verdict(last_day, due_at, warn_at, late == 0, taken, late)
+
+
+def late_by(working_days_taken: int, limit: int) -> int:
+    """A working-day rule's working days late: those taken beyond the limit (0: in time).
+    `judge` says this of each stop; a report counting stored days taken asks it too."""
+    return max(0, working_days_taken - limit)

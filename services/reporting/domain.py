@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.calendar import Timescale, add_months, end_of_day, judge, local_date
+from shared.calendar import Timescale, add_months, end_of_day, judge, late_by, local_date
 from shared.events import Envelope
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
 
@@ -394,14 +394,9 @@ def by_authority_order(counts: Mapping[str, int]) -> list[tuple[str, Any]]:
     return sorted(LOCAL_AUTHORITIES.items(), key=lambda item: (-counts.get(item[0], 0), item[1].name))
 
 
-def days_late(working_days_taken: int, limit: int) -> int:
-    """The verdict's working days late, from the days taken (judge: taken - limit, or 0)."""
-    return max(0, working_days_taken - limit)
-
-
 def notification_figures(n: NotificationCounts) -> dict[str, Any]:
     # Late: more working days taken than the limit (the one verdict, stored per notification).
-    late = {days: count for days, count in n.working_days.items() if days_late(days, NOTIFICATION_WORKING_DAYS)}
+    late = {days: count for days, count in n.working_days.items() if late_by(days, NOTIFICATION_WORKING_DAYS)}
     in_time = n.total - sum(late.values())
     return {
         "notifications": n.total,

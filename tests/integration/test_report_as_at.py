@@ -96,3 +96,30 @@ async def test_the_vocabularies_endpoint_gives_every_value_with_its_published_la
     assert {"value": "cpo_unpaid_work_only", "label": "CPO (unpaid work only)"} in vocabularies["order_type"]
     assert {"value": "lscmi", "label": "LSCMI"} in vocabularies["risk_tool"]
     assert {v["value"] for v in vocabularies["rule"]} >= {"notification", "inspectorate_response"}
+
+
+async def test_deadlines_and_reporting_agree_on_a_notification_received_on_st_andrews_day(platform, tokens):
+    """The observation: incident Friday 20 November 2026, received Monday 30 November (St
+    Andrew's Day, a holiday). Deadlines said 1 working day late and a breach; the report
+    said in time with 5 working days. Both now say in time, 5 working days."""
+    case = uuid.uuid4()
+    line = _event("incident.notified", notification(incident_date="2026-11-20"), case, "2026-11-30T10:00:00Z")
+    answer = await platform.clients["intake"].post(
+        "/v1/import", content=json.dumps(line).encode(), headers={**bearer(tokens["admin"]), **NDJSON}
+    )
+    assert answer.json()["imported"] == 1, answer.text
+
+    async def notification_deadline():
+        answer = await platform.clients["deadlines"].get(
+            f"/v1/cases/{case}/deadlines", headers=bearer(tokens["inspectorate"])
+        )
+        if answer.status_code != 200:
+            return None
+        return next((d for d in answer.json()["deadlines"] if d["rule"] == "notification" and d["status"] == "met"), None)
+
+    deadline = await eventually(notification_deadline, what="the notification deadline to be judged")
+    assert deadline["working_days_late"] == 0 and deadline["due_at"] == "2026-12-01T00:00:00Z"
+    taken = await eventually(lambda: platform.pool.fetchval(
+        "SELECT working_days_taken FROM reporting.notifications WHERE case_id = $1", case
+    ), what="reporting to count the notification")
+    assert taken == 5
