@@ -6,6 +6,9 @@ package, GB, subdivision SCT) and the extra closures listed in
 `reference/closures.csv` (edit that file, not code, for a one-off closure).
 Counting: day 1 is the first working day *after* the start, so
 `working_days_between(start, add_working_days(start, n)) == n`.
+
+`judge` is the one verdict of SPEC §4: every due time, warning, met-or-late and count of
+working days taken or late, in the deadlines service and in every report, comes from it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import csv
 import datetime as dt
 import functools
 import io
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Iterable
 from zoneinfo import ZoneInfo
@@ -104,9 +108,98 @@ def end_of_day(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), LONDON).astimezone(dt.timezone.utc)
 
 
-def due_after_months(start: dt.datetime, months: int) -> dt.datetime:
-    return end_of_day(add_months(local_date(start), months))
+def start_of_day(day: dt.date) -> dt.datetime:
+    """Midnight at the start of `day`, Europe/London, in UTC."""
+    return dt.datetime.combine(day, dt.time(), LONDON).astimezone(dt.timezone.utc)
 
 
-def due_after_working_days(start: dt.datetime, days: int) -> dt.datetime:
-    return end_of_day(add_working_days(local_date(start), days))
+# --- the one verdict (SPEC §4 "One verdict") ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timescale:
+    """A limit: `working_days` or `months` (exactly one), and how many working days
+    before the breach a warning goes out (0: none)."""
+
+    working_days: int | None = None
+    months: int | None = None
+    warning_working_days: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.working_days is None) == (self.months is None):
+            raise ValueError("a timescale is in working days or in calendar months, not both or neither")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a timescale says of one start and (perhaps) its stop.
+
+    last_day: the last working day allowed (the limit-th working day after the start; for
+        months, the same day `months` later, clamped).
+    due_at: the breach moment: for working days, when the next working day after
+        `last_day` begins; for months, the end of `last_day` (Europe/London, in UTC).
+    warn_at: `warning_working_days` working days before the breach (None: no warning).
+    in_time: stopped before `due_at` (None while no stop).
+    working_days_taken: working days after the start up to and including the day of the
+        stop (None while no stop).
+    working_days_late: 0 when in time; else the working days after `last_day` up to and
+        including the day of the stop, at least 1 (None while no stop).
+    """
+
+    last_day: dt.date
+    due_at: dt.datetime
+    warn_at: dt.datetime | None
+    in_time: bool | None = None
+    working_days_taken: int | None = None
+    working_days_late: int | None = None
+
+
+def _day_of(moment: dt.date | dt.datetime) -> dt.date:
+    return local_date(moment) if isinstance(moment, dt.datetime) else moment
+
+
+def judge(
+    started: dt.date | dt.datetime, timescale: Timescale, stopped: dt.date | dt.datetime | None = None
+) -> Verdict:
+    """The one verdict for a deadline: deadlines (due, warning, met or breached, days late)
+    and every report (within N working days, the late statistics, breaches) call this.
+
+    A working-day rule counts the working days after the start (its Scottish date) up to
+    and including the day of the stop; the stop is in time when they are no more than the
+    limit, so a stop on the weekend or holiday directly after the last working day is in
+    time, and the breach comes when the next working day begins. A date (not a moment) as
+    the stop means a stop during that day.
+    """
+    start_day = _day_of(started)
+    if timescale.working_days is not None:
+        last_day = add_working_days(start_day, timescale.working_days)
+        breach_day = add_working_days(last_day, 1)
+        due_at = start_of_day(breach_day)
+        warn_at = (
+            start_of_day(subtract_working_days(breach_day, timescale.warning_working_days))
+            if timescale.warning_working_days else None
+        )
+    else:
+        last_day = add_months(start_day, timescale.months)
+        due_at = end_of_day(last_day)
+        warn_at = (
+            end_of_day(subtract_working_days(last_day, timescale.warning_working_days))
+            if timescale.warning_working_days else None
+        )
+    if stopped is None:
+        return Verdict(last_day, due_at, warn_at)
+    # By days, so a moment and its date give the same answer: a moment is in time exactly
+    # when it is before `due_at`.
+    stop_day = _day_of(stopped)
+    taken = working_days_between(start_day, stop_day)
+    if timescale.working_days is not None:
+        late = late_by(taken, timescale.working_days)
+    else:  # late after the last day, by at least one working day (a Saturday after a Friday)
+        late = 0 if stop_day <= last_day else max(1, working_days_between(last_day, stop_day))
+    return Verdict(last_day, due_at, warn_at, late == 0, taken, late)
+
+
+def late_by(working_days_taken: int, limit: int) -> int:
+    """A working-day rule's working days late: those taken beyond the limit (0: in time).
+    `judge` says this of each stop; a report counting stored days taken asks it too."""
+    return max(0, working_days_taken - limit)

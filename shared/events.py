@@ -11,9 +11,12 @@ import datetime as dt
 from typing import Annotated, Literal, Union
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, ROLES, VOCABULARIES
+from shared.calendar import local_date
+from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, VOCABULARIES
+from shared.settings import get_settings
 
 SCHEMA_VERSION = 1
 
@@ -26,8 +29,10 @@ ReviewType = Literal[VOCABULARIES["review_type"]]  # type: ignore[valid-type]
 SignOffRole = Literal[VOCABULARIES["sign_off_role"]]  # type: ignore[valid-type]
 RiskTool = Literal[VOCABULARIES["risk_tool"]]  # type: ignore[valid-type]
 Finding = Literal[VOCABULARIES["finding"]]  # type: ignore[valid-type]
-# Events written by the platform's own services carry the role `service`.
-ActorRole = Literal[ROLES + ("service",)]  # type: ignore[valid-type]
+# Live events take the role from the token (ROLES), the platform's own services write
+# `service`; imported history keeps the role as given (another system may say `system`),
+# so any non-empty role is accepted and shown as is (SPEC §3).
+ActorRole = Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")]
 Recipient = Annotated[
     str,
     Field(pattern="^(scottish-government|sog:(" + "|".join(MAPPA_REGIONS) + "))$"),
@@ -82,10 +87,30 @@ class IncidentNotifiedData(Strict):
     supervising_local_authority: LocalAuthoritySlug | None = None
 
     @model_validator(mode="after")
-    def _aware_after_incident(self) -> IncidentNotifiedData:
+    def _dates_that_can_be(self) -> IncidentNotifiedData:
+        """SPEC §4: no date before the configured floor (SIR_EARLIEST_DATE), and no
+        awareness before the incident. (After the moment received: the envelope checks.)"""
+        floor = get_settings().earliest_date
+        for name in ("incident_date", "became_aware_date"):
+            day = getattr(self, name)
+            if day is not None and day < floor:
+                raise impossible_date((name,), day, f"{name} {day} is before {floor}, the earliest date accepted")
         if self.became_aware_date is not None and self.became_aware_date < self.incident_date:
-            raise ValueError("became_aware_date is before incident_date")
+            raise impossible_date(
+                ("became_aware_date",), self.became_aware_date,
+                f"became_aware_date {self.became_aware_date} is before incident_date {self.incident_date}",
+            )
         return self
+
+
+def impossible_date(loc: tuple[str, ...], day: dt.date, message: str) -> ValidationError:
+    """A refusal located at the date's own field. Raised inside a validator, a
+    ValidationError passes through as it is (a ValueError would be located at the model),
+    so the API's 422 and the import report name the field."""
+    return ValidationError.from_exception_data(
+        "date that cannot be",
+        [InitErrorDetails(type=PydanticCustomError("date_impossible", message), loc=loc, input=day.isoformat())],
+    )
 
 
 class CriteriaAssessedData(Strict):
@@ -184,6 +209,17 @@ class Envelope(Strict):
 class IncidentNotified(Envelope):
     event_type: Literal["incident.notified"]
     data: IncidentNotifiedData
+
+    @model_validator(mode="after")
+    def _dates_not_after_received(self) -> IncidentNotified:
+        """No incident or awareness after the day received (its Scottish date): live, the
+        day it arrives; imported, each event's own received_at."""
+        received_on = local_date(self.received_at)
+        for name in ("incident_date", "became_aware_date"):
+            day = getattr(self.data, name)
+            if day is not None and day > received_on:
+                raise impossible_date(("data", name), day, f"{name} {day} is after the day received, {received_on}")
+        return self
 
 
 class CriteriaAssessed(Envelope):

@@ -1,5 +1,6 @@
 """Settings from the environment: the same names locally, in CI and in docker-compose."""
 
+import datetime as dt
 from functools import lru_cache
 from typing import Literal
 
@@ -37,6 +38,14 @@ class Settings(BaseSettings):
     # the producer's max_request_size: intake refuses a larger event (413) before storing
     # it, and the relay parks any stored row the broker still refuses.
     max_message_bytes: int = Field(1_000_000, validation_alias="SIR_MAX_MESSAGE_BYTES")
+    # The earliest incident or awareness date a notification may give (live or imported):
+    # an earlier date is refused as one that cannot be (SPEC §4).
+    earliest_date: dt.date = Field(dt.date(1990, 1, 1), validation_alias="SIR_EARLIEST_DATE")
+    # Imported history: a deadline still open when its case's history has been applied is
+    # watched like a live one (docs/deadlines.md). The scheduler leaves an imported case's
+    # deadlines alone until this many seconds after the deadlines service applied its last
+    # imported event, so a stop later in the same history meets it first.
+    import_settle_seconds: float = Field(60.0, validation_alias="SIR_IMPORT_SETTLE_SECONDS")
     log_level: str = Field("INFO", validation_alias="SIR_LOG_LEVEL")
     # Routing (docs/routing.md): the recipients file that seeds each recipient's channel
     # (unset: services/routing/recipients.toml), whether webhooks may use plain http to a

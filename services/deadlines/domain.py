@@ -18,15 +18,7 @@ from typing import Any, Mapping
 
 from pydantic import AwareDatetime, BaseModel
 
-from shared.calendar import (
-    LONDON,
-    due_after_months,
-    due_after_working_days,
-    end_of_day,
-    local_date,
-    subtract_working_days,
-    working_days_between,
-)
+from shared.calendar import LONDON, Timescale, Verdict, judge, local_date
 from shared.events import (
     CASE_EVENT_TYPES,
     DEADLINE_EVENT_TYPES,
@@ -118,16 +110,23 @@ class Rule:
     def limit(self) -> str:
         return f"{self.working_days} working days" if self.working_days else f"{self.months} calendar months"
 
-    def due_at(self, started_at: dt.datetime) -> dt.datetime:
-        if self.working_days is not None:
-            return due_after_working_days(started_at, self.working_days)
-        return due_after_months(started_at, self.months)
+    @property
+    def timescale(self) -> Timescale:
+        return Timescale(self.working_days, self.months, self.warning_working_days)
 
-    def warn_at(self, due_at: dt.datetime) -> dt.datetime | None:
-        """The end of the working day `warning_working_days` before the due date."""
-        if not self.warning_working_days:
-            return None
-        return end_of_day(subtract_working_days(due_date(due_at), self.warning_working_days))
+    def verdict(self, started_at: dt.datetime, stopped_at: dt.datetime | None = None) -> Verdict:
+        """The one verdict (shared.calendar.judge): due and warning times, and, given the
+        stop, met in time or late, working days taken and late."""
+        return judge(started_at, self.timescale, stopped_at)
+
+    def due_at(self, started_at: dt.datetime) -> dt.datetime:
+        """The breach moment: for working days when the next working day after the last
+        one allowed begins; for calendar months the end of the last day."""
+        return self.verdict(started_at).due_at
+
+    def warn_at(self, started_at: dt.datetime) -> dt.datetime | None:
+        """`warning_working_days` working days before the breach moment (None: no warning)."""
+        return self.verdict(started_at).warn_at
 
     @property
     def stop_may_come_first(self) -> bool:
@@ -164,25 +163,28 @@ def due_date(due_at: dt.datetime) -> dt.date:
     return local_date(due_at - dt.timedelta(microseconds=1))
 
 
-def working_days_late(due_at: dt.datetime, met_at: dt.datetime) -> int:
-    """0 when met by the due time; else the working days after the due date up to the
-    day it was met, and at least 1 (met on a weekend after a Friday deadline is late)."""
-    if met_at <= due_at:
-        return 0
-    return max(1, working_days_between(due_date(due_at), local_date(met_at)))
+def working_days_late(rule: str, started_at: dt.datetime, met_at: dt.datetime) -> int:
+    """The one verdict's working days late of a deadline of `rule` met at `met_at`."""
+    return RULES[rule].verdict(started_at, met_at).working_days_late
 
 
 def is_watched(due_at: dt.datetime, opened_by: Envelope, imported: bool) -> bool:
-    """Whether the scheduler warns and breaches this deadline. History is not watched:
-    an imported event's deadlines, and any whose due time had passed when the opening
-    event was recorded, are settled only by their stop events' timestamps."""
-    return not imported and due_at > opened_by.recorded_at
+    """Whether the scheduler warns and breaches this deadline. A live one is, unless its
+    due time had passed when the opening event was recorded (`notification`, judged on
+    arrival). An imported one always is: still open when its history has been applied, it
+    is warned and breached like a live one if its due time is ahead, and breached at once
+    if it has passed (`settle_until` keeps the scheduler off while that history arrives)."""
+    return imported or due_at > opened_by.recorded_at
 
 
-def first_fire_at(due_at: dt.datetime, warn_at: dt.datetime | None, recorded_at: dt.datetime) -> dt.datetime:
+def first_fire_at(
+    due_at: dt.datetime, warn_at: dt.datetime | None, recorded_at: dt.datetime, settle_until: dt.datetime | None = None
+) -> dt.datetime:
     """When the scheduler first looks at a watched deadline: its warning, unless that
-    moment had already passed when the deadline opened; else its due time."""
-    return warn_at if warn_at is not None and warn_at > recorded_at else due_at
+    moment had already passed when the deadline opened; else its due time. Never before
+    `settle_until` (imported history: the rest of the case's history may still come)."""
+    first = warn_at if warn_at is not None and warn_at > recorded_at else due_at
+    return first if settle_until is None else max(first, settle_until)
 
 
 # --- the deadline events --------------------------------------------------------------

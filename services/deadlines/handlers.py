@@ -27,6 +27,7 @@ from shared.consumer import Delivery
 from shared.events import Envelope
 from shared.lifecycle import sog_region_of
 from shared.outbox import enqueue_many
+from shared.settings import get_settings
 
 SERVICE = "deadlines"
 
@@ -36,6 +37,7 @@ class _Effects:
 
     def __init__(self, recorded_at: dt.datetime):
         self.recorded_at = recorded_at
+        self.settle_until: dt.datetime | None = None  # imported history: see on_event
         self.events: list[Envelope] = []
 
     def emit(self, kind: str, row, received_at: dt.datetime, **data) -> None:
@@ -47,6 +49,11 @@ async def on_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery
     if not (stops or starts or cancels or event.event_type == "incident.notified"):
         return
     effects = _Effects(await repository.lock_case(conn, event.case_id))
+    if delivery.imported:
+        # More of this case's history may follow: keep the scheduler off its deadlines
+        # until it has settled (each later imported event of the case pushes this on).
+        effects.settle_until = effects.recorded_at + dt.timedelta(seconds=get_settings().import_settle_seconds)
+        await repository.hold_imported(conn, event.case_id, effects.settle_until)
     if event.event_type == "incident.notified":
         sog_region = sog_region_of(event.local_authority, event.data.model_dump())
         await repository.remember_case(conn, event.case_id, event.local_authority, sog_region)
@@ -72,13 +79,13 @@ async def _stop(conn: asyncpg.Connection, rule: Rule, event: Envelope, delivery:
 
 async def _start(conn: asyncpg.Connection, rule: Rule, event: Envelope, delivery: Delivery, effects: _Effects) -> None:
     started_at = rule.start.moment(event)
-    due_at = rule.due_at(started_at)
-    warn_at = rule.warn_at(due_at)
+    verdict = rule.verdict(started_at)
+    due_at, warn_at = verdict.due_at, verdict.warn_at
     watched = is_watched(due_at, event, delivery.imported)
     new = NewDeadline(
         case_id=event.case_id, rule=rule.name, local_authority=event.local_authority,
         watched=watched, imported=delivery.imported, started_at=started_at, due_at=due_at, warn_at=warn_at,
-        next_fire_at=first_fire_at(due_at, warn_at, event.recorded_at) if watched else None,
+        next_fire_at=first_fire_at(due_at, warn_at, event.recorded_at, effects.settle_until) if watched else None,
         opened_by=event.event_id,
     )
     sequence = await repository.open_deadline(conn, new)
@@ -95,6 +102,6 @@ async def _start(conn: asyncpg.Connection, rule: Rule, event: Envelope, delivery
 
 
 async def _meet(conn: asyncpg.Connection, row, met_at: dt.datetime, effects: _Effects) -> None:
-    late = working_days_late(row["due_at"], met_at)
+    late = working_days_late(row["rule"], row["started_at"], met_at)
     await repository.mark_met(conn, row["case_id"], row["rule"], row["sequence"], met_at, late)
     effects.emit("met", row, met_at, met_at=met_at, working_days_late=late)

@@ -99,6 +99,15 @@ async def mark_met(
     )
 
 
+async def hold_imported(conn: asyncpg.Connection, case_id: uuid.UUID, until: dt.datetime) -> None:
+    """Keep the scheduler off the case's watched imported deadlines until `until`."""
+    await conn.execute(
+        f"UPDATE {SCHEMA}.deadlines SET next_fire_at = greatest(next_fire_at, $2)"
+        " WHERE case_id = $1 AND imported AND next_fire_at IS NOT NULL",
+        case_id, until,
+    )
+
+
 async def cancel_open(conn: asyncpg.Connection, case_id: uuid.UUID, at: dt.datetime) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"UPDATE {SCHEMA}.deadlines SET status = 'cancelled', cancelled_at = $2, next_fire_at = NULL"
@@ -150,7 +159,8 @@ async def fire_due(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> li
             next_fire_at = CASE WHEN d.due_at <= $1 THEN NULL ELSE d.due_at END
         FROM due
         WHERE (d.case_id, d.rule, d.sequence) = (due.case_id, due.rule, due.sequence)
-        RETURNING d.case_id, d.rule, d.sequence, d.local_authority, d.status, d.started_at, d.due_at, d.warn_at
+        RETURNING d.case_id, d.rule, d.sequence, d.local_authority, d.status, d.started_at, d.due_at, d.warn_at,
+                  d.imported
         """,
         now, limit,
     )

@@ -74,15 +74,18 @@ async def fire(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[a
     if not rows:
         return rows
     recorded_at = await conn.fetchval("SELECT now()")
-    events = [
-        deadline_event(
-            "breached" if row["status"] == "breached" else "warning", row,
-            received_at=_fire_time(row), recorded_at=recorded_at,
-            breached_at=row["due_at"] if row["status"] == "breached" else None,
-        )
-        for row in rows
-    ]
-    await enqueue_many(conn, SCHEMA, events, "deadlines")
+    # The deadlines of imported history carry the imported mark, as their other events do.
+    for imported in (False, True):
+        events = [
+            deadline_event(
+                "breached" if row["status"] == "breached" else "warning", row,
+                received_at=_fire_time(row), recorded_at=recorded_at,
+                breached_at=row["due_at"] if row["status"] == "breached" else None,
+            )
+            for row in rows if row["imported"] is imported
+        ]
+        if events:
+            await enqueue_many(conn, SCHEMA, events, "deadlines", imported=imported)
     return rows
 
 

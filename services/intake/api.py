@@ -11,7 +11,8 @@ from typing import Annotated, Literal, Union
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from services.intake import history, repository
 from services.intake.domain import Forbidden, check_may_post, may_read, new_event, next_case
@@ -219,10 +220,15 @@ async def _append(
         check_may_post(principal, event_type, case, local_authority)
     except Forbidden as refusal:
         raise HTTPException(403, str(refusal)) from None
-    event = new_event(
-        event_type, case_id=case_id, local_authority=local_authority,
-        principal=principal, data=data, now=await repository.now(conn),
-    )
+    try:
+        event = new_event(
+            event_type, case_id=case_id, local_authority=local_authority,
+            principal=principal, data=data, now=await repository.now(conn),
+        )
+    except ValidationError as refusal:  # a date after the moment received: the body's field
+        raise RequestValidationError(
+            [error | {"loc": ("body", *error["loc"][1:])} for error in refusal.errors(include_url=False)]
+        ) from None
     try:
         case = next_case(case, event)
     except Refused as refusal:

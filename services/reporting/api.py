@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import typing
 from typing import Annotated, AsyncIterator, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
 from services.reporting import repository
-from services.reporting.domain import national_report, quarter_period, quarterly_report
+from services.reporting.domain import national_report, period_state, quarter_period, quarterly_report
 from services.reporting.render import filename, render
 from shared.auth import Principal, current_principal
-from shared.reference import LOCAL_AUTHORITIES
+from shared.events import DeadlineRule
+from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -42,27 +44,32 @@ async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[l
         yield held
 
 
-async def compute_national(pool: asyncpg.Pool, period_from: dt.date, period_to: dt.date) -> dict:
-    """The national report over the projections, read in one snapshot."""
+async def compute_national(
+    pool: asyncpg.Pool, period_from: dt.date, period_to: dt.date, now: dt.datetime | None = None
+) -> dict:
+    """The national report over the projections, read in one snapshot, as at `now` (the
+    database clock unless a test or command gives one): a running period is never counted beyond it."""
     async with _one_snapshot(pool, 2) as (first, second):
+        now = now or await repository.database_now(first)
+        as_at, _ = period_state(period_to, now)
         notifications, reviews = await asyncio.gather(
-            repository.notification_counts(first, period_from, period_to),
+            repository.notification_counts(first, period_from, period_to, as_at),
             repository.review_counts(second, period_from, period_to),
         )
-        return national_report(period_from, period_to, await repository.database_now(first), notifications, reviews)
+        return national_report(period_from, period_to, now, notifications, reviews)
 
 
-async def compute_quarterly(pool: asyncpg.Pool, year: int, quarter: int) -> dict:
+async def compute_quarterly(pool: asyncpg.Pool, year: int, quarter: int, now: dt.datetime | None = None) -> dict:
     period_from, period_to = quarter_period(year, quarter)
     async with _one_snapshot(pool, 3) as (first, second, third):
+        now = now or await repository.database_now(first)
+        as_at, _ = period_state(period_to, now)
         notifications, reviews, quarter_counts = await asyncio.gather(
-            repository.notification_counts(first, period_from, period_to),
+            repository.notification_counts(first, period_from, period_to, as_at),
             repository.review_counts(second, period_from, period_to),
-            repository.quarter_counts(third, period_from, period_to),
+            repository.quarter_counts(third, period_from, period_to, as_at),
         )
-        return quarterly_report(
-            year, quarter, await repository.database_now(first), notifications, reviews, quarter_counts
-        )
+        return quarterly_report(year, quarter, now, notifications, reviews, quarter_counts)
 
 
 def _respond(report: dict, fmt: Format) -> Response:
@@ -127,3 +134,11 @@ async def notifications_by_authority(
         "authorities_notifying": sum(1 for r in listed if r["notifications"]),
         "by_local_authority": listed,
     }
+
+
+@router.get("/vocabularies", tags=["reference"])
+async def vocabularies(_: Annotated[Principal, Depends(current_principal)]) -> dict:
+    """Every vocabulary's values (and the deadline rules) with the labels the reports use
+    (shared/reference/labels.json), in the vocabularies' order."""
+    kinds = {**VOCABULARIES, "rule": typing.get_args(DeadlineRule)}
+    return {kind: [{"value": v, "label": label(kind, v)} for v in values] for kind, values in kinds.items()}

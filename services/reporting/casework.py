@@ -53,8 +53,9 @@ def next_status(current: str | None, event_type: str) -> str:
     return current
 
 
-async def on_case_event(conn: asyncpg.Connection, event: Envelope) -> None:
-    """Fold one case event into the case's row."""
+async def on_case_event(conn: asyncpg.Connection, event: Envelope, imported: bool = False) -> None:
+    """Fold one case event into the case's row; `imported`: the notification came in
+    imported history (the case is marked so for good)."""
     if event.event_type not in POSTED_BY:
         return
     row = await conn.fetchrow(
@@ -77,10 +78,10 @@ async def on_case_event(conn: asyncpg.Connection, event: Envelope) -> None:
     if row is None:
         await conn.execute(
             f"INSERT INTO {SCHEMA}.casework_cases"
-            " (case_id, local_authority, state, sog_region, responded, closed_reason, notified_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " (case_id, local_authority, state, sog_region, responded, closed_reason, notified_at, imported)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             event.case_id, case.local_authority, case.state.value, case.sog_region,
-            case.responded, case.closed_reason, event.received_at,
+            case.responded, case.closed_reason, event.received_at, imported,
         )
     else:
         await conn.execute(
@@ -132,7 +133,7 @@ _OVERDUE = "(d.status = 'breached' OR d.due_at < now())"
 # Cases in order of their earliest owed due time (those owing nothing last), then id:
 # the sort key is also the paging cursor.
 _LIST_CASES = f"""
-SELECT c.case_id, c.local_authority, c.state, c.notified_at, c.sog_region,
+SELECT c.case_id, c.local_authority, c.state, c.notified_at, c.sog_region, c.imported,
        owed.next_due, coalesce(owed.overdue, false) AS overdue, coalesce(owed.deadlines, '[]') AS deadlines
 FROM {SCHEMA}.casework_cases c
 LEFT JOIN LATERAL (
@@ -149,6 +150,7 @@ WHERE ($1::text IS NULL OR c.local_authority = $1)
   AND c.state = ANY($3::text[])
   AND ($4::boolean IS NULL OR coalesce(owed.overdue, false) = $4)
   AND ($5::text IS NULL OR (coalesce(owed.next_due, 'infinity'), c.case_id) > ($5::text::timestamptz, $6::uuid))
+  AND ($8::boolean IS NULL OR c.imported = $8)
 ORDER BY coalesce(owed.next_due, 'infinity'), c.case_id
 LIMIT $7
 """
@@ -163,6 +165,7 @@ async def list_cases(
     overdue: bool | None = None,
     limit: int = 100,
     after: tuple[dt.datetime | None, uuid.UUID] | None = None,
+    imported: bool | None = None,
 ) -> list[asyncpg.Record]:
     """Cases that match every filter given, earliest owed due time first, from after the
     sort key `after` (next_due, case_id)."""
@@ -171,7 +174,7 @@ async def list_cases(
         after_due = "infinity" if after[0] is None else after[0].isoformat()
         after_id = after[1]
     return await conn.fetch(
-        _LIST_CASES, local_authority, sog_region, list(states), overdue, after_due, after_id, limit
+        _LIST_CASES, local_authority, sog_region, list(states), overdue, after_due, after_id, limit, imported
     )
 
 
@@ -208,6 +211,8 @@ class CaseworkCase(BaseModel):
     state: State
     notified_at: dt.datetime
     sog_region: str | None
+    # The case came in imported history (`sir import`), not through the live API.
+    imported: bool
     # Any of its deadlines overdue.
     overdue: bool
     # What it owes, earliest due first.
@@ -246,6 +251,10 @@ async def get_cases(
     overdue: Annotated[
         bool | None, Query(description="true: only cases with an overdue deadline; false: only those without")
     ] = None,
+    source: Annotated[
+        Literal["live", "imported"] | None,
+        Query(description="live: only cases notified through the API; imported: only cases from imported history"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     after: Annotated[str | None, Query(description="The cursor of the next page, from the Link header")] = None,
 ) -> list[dict]:
@@ -268,6 +277,7 @@ async def get_cases(
         overdue=overdue,
         limit=limit + 1,
         after=cursor,
+        imported=None if source is None else source == "imported",
     )
     if len(rows) > limit:
         rows = rows[:limit]
@@ -280,6 +290,7 @@ async def get_cases(
             "state": r["state"],
             "notified_at": r["notified_at"],
             "sog_region": r["sog_region"],
+            "imported": r["imported"],
             "overdue": r["overdue"],
             "deadlines": r["deadlines"],
         }

@@ -44,14 +44,16 @@ from services.reporting.render import render
 from shared.consumer import consumer_name as shared_consumer_name
 from shared.events import ANY_EVENT, Envelope
 from shared.lifecycle import POSTED_BY, Case, Refused, State, apply
-from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS
+from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, IMPORTED_HEADER, ROUTING_EVENTS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
 GROUP_ID = SERVICE.group_id
-CASEWORK_CASES = ("case_id", "local_authority", "state", "sog_region", "responded", "closed_reason", "notified_at")
+CASEWORK_CASES = (
+    "case_id", "local_authority", "state", "sog_region", "responded", "closed_reason", "notified_at", "imported",
+)
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "report.schema.json"
 PROCESSED = ("consumer", "event_id", "topic", "partition", "offset")
 
@@ -68,7 +70,7 @@ class Projection:
     cases: dict[uuid.UUID, CaseRows] = field(default_factory=dict)
     forwards: dict[tuple, Forward] = field(default_factory=dict)
     deadlines: dict[tuple, Deadline] = field(default_factory=dict)
-    casework_cases: dict[uuid.UUID, tuple[Case, object]] = field(default_factory=dict)
+    casework_cases: dict[uuid.UUID, tuple[Case, object, bool]] = field(default_factory=dict)
     casework_deadlines: dict[tuple, dict] = field(default_factory=dict)
     processed: list[tuple] = field(default_factory=list)
     seen: dict[str, set[uuid.UUID]] = field(default_factory=lambda: {t: set() for t in TOPICS})
@@ -84,7 +86,7 @@ class Projection:
         if event.event_id in seen:
             return
         try:
-            self._apply(record.topic, event)
+            self._apply(record.topic, event, record.headers or ())
         except Exception as error:  # as the live handler would fail on it
             log.warning("rebuild: event %s not applied: %r", event.event_id, error)
             self.skipped += 1
@@ -92,12 +94,12 @@ class Projection:
         seen.add(event.event_id)
         self.processed.append((consumer_name(record.topic), event.event_id, record.topic, record.partition, record.offset))
 
-    def _apply(self, topic: str, event: Envelope) -> None:
+    def _apply(self, topic: str, event: Envelope, record_headers=()) -> None:
         if topic == CASE_EVENTS:
             rows = apply_case_event(self.cases.get(event.case_id), event)
             if rows is not None:
                 self.cases[event.case_id] = rows
-            self._casework_case(event)
+            self._casework_case(event, dict(record_headers).get(IMPORTED_HEADER) == b"true")
         elif topic == ROUTING_EVENTS:
             forward = forward_of(event)
             if forward is not None:
@@ -109,7 +111,7 @@ class Projection:
             self._casework_deadline(key, event)
 
     # The casework view's rows, as services/reporting/casework.py writes them.
-    def _casework_case(self, event: Envelope) -> None:
+    def _casework_case(self, event: Envelope, imported: bool = False) -> None:
         if event.event_type not in POSTED_BY:
             return
         current = self.casework_cases.get(event.case_id)
@@ -120,7 +122,7 @@ class Projection:
             case = apply(current and current[0], event.event_type, event.local_authority, data)
         except Refused:
             return
-        self.casework_cases[event.case_id] = (case, current[1] if current else event.received_at)
+        self.casework_cases[event.case_id] = (case, *(current[1:] if current else (event.received_at, imported)))
 
     def _casework_deadline(self, key: tuple, event: Envelope) -> None:
         self.casework_deadlines[key] = casework.deadline_row(self.casework_deadlines.get(key), event)
@@ -136,8 +138,9 @@ class Projection:
     def casework_tables(self) -> dict[str, list[tuple]]:
         return {
             "casework_cases": [
-                (case_id, c.local_authority, State(c.state).value, c.sog_region, c.responded, c.closed_reason, notified)
-                for case_id, (c, notified) in self.casework_cases.items()
+                (case_id, c.local_authority, State(c.state).value, c.sog_region, c.responded, c.closed_reason, notified,
+                 imported)
+                for case_id, (c, notified, imported) in self.casework_cases.items()
             ],
             "casework_deadlines": [tuple(d[c] for c in casework.DEADLINE_COLUMNS) for d in self.casework_deadlines.values()],
         }

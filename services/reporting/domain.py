@@ -16,19 +16,23 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import Counter
+from decimal import ROUND_HALF_UP, Decimal
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.calendar import add_months, add_working_days, local_date, working_days_between
+from shared.calendar import Timescale, add_months, end_of_day, judge, late_by, local_date
 from shared.events import Envelope
-from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES
+from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
 
 # The timescales the national report measures (SPEC §4). Not configuration: the report
 # reproduces the guidance's own figures.
 NOTIFICATION_WORKING_DAYS = 5
 SG_FORWARD_WORKING_DAYS = 2
+# Both judged by the one verdict (shared.calendar.judge), as the deadlines service judges them.
+NOTIFICATION_TIMESCALE = Timescale(working_days=NOTIFICATION_WORKING_DAYS)
+SG_FORWARD_TIMESCALE = Timescale(working_days=SG_FORWARD_WORKING_DAYS)
 REVIEW_MONTHS = 3
 RESPONSE_MONTHS = 1
 SCOTTISH_GOVERNMENT = "scottish-government"
@@ -71,7 +75,7 @@ class Notification:
     domestic_abuse_aggravated: bool
     historical: bool
     signed_off_by: str
-    sg_forward_due_on: dt.date
+    sg_forward_due_at: dt.datetime
     meets_criteria: bool | None = None
     review_owed_since: dt.date | None = None
     closed_on: dt.date | None = None
@@ -138,13 +142,14 @@ class Deadline:
 def notification_of(event: Envelope) -> Notification:
     data = event.data
     received_on = local_date(event.received_at)
+    notified = judge(data.incident_date, NOTIFICATION_TIMESCALE, event.received_at)
     return Notification(
         case_id=event.case_id,
         local_authority=event.local_authority,
         received_at=event.received_at,
         received_on=received_on,
         incident_date=data.incident_date,
-        working_days_taken=working_days_between(data.incident_date, received_on),
+        working_days_taken=notified.working_days_taken,
         criterion=data.criterion,
         incident_type=data.incident_type,
         order_type=data.order_type,
@@ -155,7 +160,7 @@ def notification_of(event: Envelope) -> Notification:
         domestic_abuse_aggravated=data.domestic_abuse_aggravated,
         historical=data.historical,
         signed_off_by=data.signed_off_by,
-        sg_forward_due_on=add_working_days(received_on, SG_FORWARD_WORKING_DAYS),
+        sg_forward_due_at=judge(event.received_at, SG_FORWARD_TIMESCALE).due_at,
         review_owed_since=received_on,
     )
 
@@ -264,9 +269,19 @@ def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline 
 # --- the report's arithmetic ----------------------------------------------------------
 
 
+def half_up(value: Decimal | int, places: int = 1) -> float:
+    """Rounded half up (away from zero at .5), as a statistician rounds: never to even."""
+    return float(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def percent(count: int, base: int) -> float | None:
+    """100 × count / base, half up to one decimal (49/80 → 61.3); None when the base is empty."""
+    return half_up(Decimal(100 * count) / Decimal(base)) if base else None
+
+
 def ratio(count: int, base: int) -> dict:
-    """A share of a base; percent to one decimal place, None when the base is empty."""
-    return {"count": count, "base": base, "percent": round(100 * count / base, 1) if base else None}
+    """A share of a base; percent to one decimal place (half up), None when the base is empty."""
+    return {"count": count, "base": base, "percent": percent(count, base)}
 
 
 def statistics(histogram: Mapping[int, int]) -> dict | None:
@@ -289,7 +304,7 @@ def statistics(histogram: Mapping[int, int]) -> dict | None:
         "min": values[0][0],
         "max": values[-1][0],
         "median": int(middle) if middle == int(middle) else middle,
-        "mean": round(sum(v * n for v, n in values) / total, 1),
+        "mean": half_up(Decimal(sum(v * n for v, n in values)) / total),
     }
 
 
@@ -309,6 +324,7 @@ class NotificationCounts:
     criteria_not_met: int = 0
     sg_forwarded: int = 0
     sg_forwarded_in_time: int = 0
+    sg_forward_judged: int | None = None  # forwarded or due by the report's moment (None: all)
 
 
 # The sums kept for each review type, over the reviews received in the period.
@@ -354,20 +370,33 @@ class QuarterCounts:
     breaches_by_rule: Counter = field(default_factory=Counter)
 
 
-def _label(value: str) -> str:
-    return value.replace("_", " ").capitalize()
-
-
 def _table(title: str, columns: list[str], rows: list[list]) -> dict:
     return {"title": title, "columns": columns, "rows": rows}
 
 
-def _share_rows(counts: Mapping[str, int], keys, total: int, label=_label) -> list[list]:
-    return [[label(k), counts.get(k, 0), ratio(counts.get(k, 0), total)["percent"]] for k in keys]
+def _share_rows(counts: Mapping[str, int], vocabulary: str, total: int) -> list[list]:
+    """One row per value of the vocabulary, in its order, worded by the label file."""
+    return [
+        [label(vocabulary, k), counts.get(k, 0), percent(counts.get(k, 0), total)] for k in VOCABULARIES[vocabulary]
+    ]
+
+
+def period_state(period_to: dt.date, generated_at: dt.datetime) -> tuple[dt.datetime, bool]:
+    """The moment a report's figures run to, and whether its period has ended: a period
+    still running is counted as at the moment the report is made, never beyond it."""
+    end = end_of_day(period_to)
+    return (end, True) if generated_at >= end else (generated_at, False)
+
+
+def by_authority_order(counts: Mapping[str, int]) -> list[tuple[str, Any]]:
+    """The authorities, most notifications first; ties in the reference data's order of
+    names (alphabetical), so the same figures always give the same table."""
+    return sorted(LOCAL_AUTHORITIES.items(), key=lambda item: (-counts.get(item[0], 0), item[1].name))
 
 
 def notification_figures(n: NotificationCounts) -> dict[str, Any]:
-    late = {days: count for days, count in n.working_days.items() if days > NOTIFICATION_WORKING_DAYS}
+    # Late: more working days taken than the limit (the one verdict, stored per notification).
+    late = {days: count for days, count in n.working_days.items() if late_by(days, NOTIFICATION_WORKING_DAYS)}
     in_time = n.total - sum(late.values())
     return {
         "notifications": n.total,
@@ -377,7 +406,9 @@ def notification_figures(n: NotificationCounts) -> dict[str, Any]:
         "notified_within_5_working_days": ratio(in_time, n.total),
         "notified_late": ratio(n.total - in_time, n.total),
         "late_notification_working_days": statistics(late),
-        "forwarded_to_sg_within_2_working_days": ratio(n.sg_forwarded_in_time, n.total),
+        "forwarded_to_sg_within_2_working_days": ratio(
+            n.sg_forwarded_in_time, n.total if n.sg_forward_judged is None else n.sg_forward_judged
+        ),
         "forwarded_to_sg": ratio(n.sg_forwarded, n.total),
         "notifications_signed_off_by_service_manager_or_above": ratio(
             sum(n.by_sign_off[r] for r in NOTIFICATION_SIGN_OFF_SENIOR), n.total
@@ -435,7 +466,7 @@ def national_report(
 ) -> dict:
     """The report's JSON shape (docs/reports.md, docs/report.schema.json)."""
     figures = notification_figures(n) | review_figures(r)
-    authorities = sorted(LOCAL_AUTHORITIES.items(), key=lambda item: (-n.by_authority[item[0]], item[1].name))
+    authorities = by_authority_order(n.by_authority)
     timeliness = [
         ("Notified within 5 working days", figures["notified_within_5_working_days"]),
         ("Forwarded to the Scottish Government within 2 working days", figures["forwarded_to_sg_within_2_working_days"]),
@@ -447,11 +478,11 @@ def national_report(
         "notifications_by_authority": _table(
             "Notifications by local authority",
             ["local authority", "notifications", "percent"],
-            [[la.name, n.by_authority[slug], ratio(n.by_authority[slug], n.total)["percent"]] for slug, la in authorities],
+            [[la.name, n.by_authority[slug], percent(n.by_authority[slug], n.total)] for slug, la in authorities],
         ),
         "notifications_by_incident_type": _table(
             "Notifications by incident type", ["incident type", "notifications", "percent"],
-            _share_rows(n.by_incident_type, VOCABULARIES["incident_type"], n.total),
+            _share_rows(n.by_incident_type, "incident_type", n.total),
         ),
         "timeliness": _table(
             "Timeliness", ["measure", "count", "base", "percent"],
@@ -459,15 +490,15 @@ def national_report(
         ),
         "notifications_by_criterion": _table(
             "Notifications by criterion", ["criterion", "notifications", "percent"],
-            _share_rows(n.by_criterion, VOCABULARIES["criterion"], n.total),
+            _share_rows(n.by_criterion, "criterion", n.total),
         ),
         "notifications_by_order_type": _table(
             "Notifications by order or licence", ["order type", "notifications", "percent"],
-            _share_rows(n.by_order_type, VOCABULARIES["order_type"], n.total),
+            _share_rows(n.by_order_type, "order_type", n.total),
         ),
         "notifications_by_sign_off": _table(
             "Notifications by who signed them off", ["signed off by", "notifications", "percent"],
-            _share_rows(n.by_sign_off, VOCABULARIES["sign_off_role"], n.total),
+            _share_rows(n.by_sign_off, "sign_off_role", n.total),
         ),
         "notifications_by_mappa": _table(
             "Notifications where MAPPA applies, by category and level", ["category", "level", "notifications"],
@@ -475,21 +506,24 @@ def national_report(
         ),
         "reviews_by_type": _table(
             "Reviews received by type", ["review type", "reviews", "percent"],
-            _share_rows({t: r.of(t, "reviews") for t in VOCABULARIES["review_type"]}, VOCABULARIES["review_type"], reviews),
+            _share_rows({t: r.of(t, "reviews") for t in VOCABULARIES["review_type"]}, "review_type", reviews),
         ),
         "review_findings": _table(
             "Learning themes the reviews identify", ["finding", "reviews", "percent"],
-            _share_rows(r.findings, VOCABULARIES["finding"], reviews),
+            _share_rows(r.findings, "finding", reviews),
         ),
         "risk_tools": _table(
             "Risk assessment tools the reviews refer to", ["tool", "reviews", "percent"],
-            _share_rows(r.risk_tools, VOCABULARIES["risk_tool"], reviews, label=str.upper),
+            _share_rows(r.risk_tools, "risk_tool", reviews),
         ),
     }
+    as_at, complete = period_state(period_to, generated_at)
     return {
         "report": kind,
         "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
         "generated_at": generated_at.isoformat(),
+        "as_at": as_at.isoformat(),
+        "complete": complete,
         "figures": figures,
         "tables": tables,
     }
@@ -510,6 +544,7 @@ def quarterly_report(
     period_from, period_to = quarter_period(year, quarter)
     report = national_report(period_from, period_to, generated_at, n, r, kind="quarterly")
     report["figures"] |= {
+        # At the quarter's end, or at `as_at` while it is still running.
         "open_cases_at_quarter_end": sum(q.open_cases.values()),
         "overdue_items_at_quarter_end": sum(q.overdue_items.values()),
         "deadlines_breached": sum(q.breaches.values()),
@@ -519,12 +554,12 @@ def quarterly_report(
         ["local authority", "notifications", "open cases", "overdue items", "breaches"],
         [
             [la.name, n.by_authority[slug], q.open_cases[slug], q.overdue_items[slug], q.breaches[slug]]
-            for slug, la in LOCAL_AUTHORITIES.items()
+            for slug, la in by_authority_order(n.by_authority)
         ],
     )
     report["tables"]["breaches_by_rule"] = _table(
         "Deadlines breached in the quarter, by rule", ["rule", "breaches"],
-        [[rule, count] for rule, count in sorted(q.breaches_by_rule.items())],
+        [[label("rule", rule), count] for rule, count in sorted(q.breaches_by_rule.items())],
     )
     return report
 
@@ -572,6 +607,11 @@ class Report(_Shape):
     report: Literal["national", "quarterly"]
     period: Period
     generated_at: dt.datetime = Field(description="The database clock when the figures were read")
+    as_at: dt.datetime = Field(
+        description="The moment the figures run to: the end of the period's last day (Europe/London) once it"
+        " has ended, else generated_at (nothing not yet due by then counts as breached or overdue)"
+    )
+    complete: bool = Field(description="Whether the period had ended when the report was made")
     figures: dict[str, int | Ratio | Statistics]
     tables: dict[str, Table]
 

@@ -16,7 +16,7 @@ async def on_case_event(conn: asyncpg.Connection, event: Envelope, delivery: Del
     after = apply_case_event(before, event)
     if after is not None and after != before:
         await repository.save_case(conn, before, after)
-    await casework.on_case_event(conn, event)
+    await casework.on_case_event(conn, event, delivery.imported)
 
 
 async def on_routing_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:

@@ -123,6 +123,7 @@ def to_csv(report: Mapping, table: str | None = None) -> str:
             ["period_from", period.get("from")],
             ["period_to", period.get("to")],
             ["generated_at", report.get("generated_at")],
+            *_as_at_rows(report),
         ],
         [["figures", "Figures"], ["figure", "value", "base", "percent"], *_figure_rows(report.get("figures") or {})],
     ]
@@ -133,6 +134,24 @@ def to_csv(report: Mapping, table: str | None = None) -> str:
             writer.writerow([])
         writer.writerows([_csv_cell(c) for c in row] for row in rows)
     return out.getvalue()
+
+
+def running_note(report: Mapping) -> str | None:
+    """"figures to <date time>; the quarter is still running" for a report whose period
+    had not ended when it was made (`complete: false`); None otherwise."""
+    if report.get("complete", True):
+        return None
+    span = "quarter" if report.get("report") == "quarterly" else "period"
+    return f"figures to {_timestamp(report.get('as_at', ''))}; the {span} is still running"
+
+
+def _as_at_rows(report: Mapping) -> list[list]:
+    if "as_at" not in report:
+        return []
+    rows = [["as_at", report.get("as_at")], ["complete", report.get("complete")]]
+    if note := running_note(report):
+        rows.append(["note", note])
+    return rows
 
 
 def _figure_rows(figures: Mapping) -> Iterator[list]:
@@ -210,6 +229,8 @@ def to_html(report: Mapping) -> str:
     body = ET.SubElement(html, "body")
     _text(body, "h1", title)
     _text(body, "p", f"Generated {_timestamp(report.get('generated_at', ''))}", **{"class": "meta"})
+    if note := running_note(report):
+        _text(body, "p", note[0].upper() + note[1:], **{"class": "meta running"})
 
     tables: Mapping[str, Mapping] = report.get("tables") or {}
     charts = [(chart, tables[chart.table]) for chart in CHARTS if chart.table in tables]
@@ -260,7 +281,7 @@ def _figures_section(body: ET.Element, figures: Mapping) -> None:
         _text(row, "th", _humanize(name), scope="row")
         _text(row, "td", _number(value), **{"class": "num"})
         _text(row, "td", _number(base), **{"class": "num"})
-        _text(row, "td", _percent(percent), **{"class": "num"})
+        _percent_cell(row, percent, value, base)
 
 
 def _table(section: ET.Element, table: Mapping) -> None:
@@ -275,8 +296,10 @@ def _table(section: ET.Element, table: Mapping) -> None:
     for row in rows:
         line = ET.SubElement(body, "tr")
         for column, cell, is_numeric in zip(columns, row, numeric):
-            shown = _percent(cell) if "percent" in str(column).lower() and _is_number(cell) else _number(cell)
-            _text(line, "td", shown, **({"class": "num"} if is_numeric else {}))
+            if "percent" in str(column).lower() and _is_number(cell):
+                _percent_cell(line, cell, *_count_and_base(columns, row))
+            else:
+                _text(line, "td", _number(cell), **({"class": "num"} if is_numeric else {}))
 
 
 def _chart(section: ET.Element, chart: Chart, table: Mapping) -> None:
@@ -353,8 +376,10 @@ def _link(parent: ET.Element, href: str, text: str) -> None:
     _text(ET.SubElement(parent, "li"), "a", text, href=href)
 
 
-# Words of figure names that read as capitals.
-_ACRONYMS = {"sg": "SG", "sog": "SOG", "mappa": "MAPPA", "cswo": "CSWO", "iar": "IAR", "scr": "SCR", "lscmi": "LS/CMI"}
+# Words of figure names that read as capitals, as the published report writes them.
+_ACRONYMS = {
+    w.lower(): w for w in ("SG", "SOG", "MAPPA", "CSWO", "IAR", "SCR", "LSCMI", "CPO", "DTTO", "SA07", "SARA", "RM2000")
+}
 
 
 def _humanize(name: str) -> str:
@@ -393,7 +418,40 @@ def _number(value: Any) -> str:
 
 
 def _percent(value: Any) -> str:
-    return f"{value:.1f}%" if _is_number(value) else "–"
+    """A percentage as the published report prints it: a whole number, halves up."""
+    return f"{_half_up(value, 0)}%" if _is_number(value) else "–"
+
+
+def _half_up(value: Any, places: int) -> decimal.Decimal:
+    return decimal.Decimal(str(value)).quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+
+
+def _count_and_base(columns: list, row: list) -> tuple[Any, Any]:
+    names = [str(c).lower() for c in columns]
+    if "count" in names and "base" in names:
+        return row[names.index("count")], row[names.index("base")]
+    return None, None
+
+
+def _percent_cell(row: ET.Element, percent: Any, count: Any = None, base: Any = None) -> None:
+    """A whole percentage (as published), the exact share on hover: `count of base =
+    share%` where both are known (the whole number then comes from the exact share, so
+    it is rounded once), else the one-decimal figure of the JSON."""
+    if not _is_number(percent):
+        _text(row, "td", "–", **{"class": "num"})
+        return
+    if _is_number(count) and _is_number(base) and base:
+        exact = decimal.Decimal(count) * 100 / decimal.Decimal(base)
+        whole, title = _half_up(exact, 0), f"{_number(count)} of {_number(base)} = {_exact(exact)}%"
+    else:
+        whole, title = _half_up(percent, 0), f"{_half_up(percent, 1)}%"
+    _text(row, "td", f"{whole}%", **{"class": "num", "title": title})
+
+
+def _exact(share: decimal.Decimal) -> str:
+    """A share to at most 4 decimals, without trailing zeros (61.25, 66.6667, 50)."""
+    text = f"{share.quantize(decimal.Decimal('0.0001'), rounding=decimal.ROUND_HALF_UP):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _f(x: float) -> str:

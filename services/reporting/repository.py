@@ -26,7 +26,7 @@ from services.reporting.domain import (
     Review,
     ReviewCounts,
 )
-from shared.calendar import end_of_day
+from shared.calendar import end_of_day, local_date
 
 SCHEMA = "reporting"
 
@@ -142,7 +142,9 @@ SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS)},
        count(*) FILTER (WHERE n.meets_criteria) AS meets_criteria,
        count(*) FILTER (WHERE NOT n.meets_criteria) AS criteria_not_met,
        count(f.case_id) AS sg_forwarded,
-       count(*) FILTER (WHERE f.delivered_on <= n.sg_forward_due_on) AS sg_forwarded_in_time
+       count(*) FILTER (WHERE f.delivered_at < n.sg_forward_due_at) AS sg_forwarded_in_time,
+       -- forwarded, or due by the report's moment: a forward not yet due is not yet judged
+       count(*) FILTER (WHERE f.case_id IS NOT NULL OR n.sg_forward_due_at <= $3) AS sg_forward_judged
 FROM {SCHEMA}.notifications n
 LEFT JOIN {SCHEMA}.forwards f ON f.case_id = n.case_id AND f.recipient = '{SCOTTISH_GOVERNMENT}'
 WHERE n.received_on BETWEEN $1 AND $2
@@ -151,19 +153,23 @@ GROUP BY GROUPING SETS ((n.local_authority), (n.incident_type), (n.criterion), (
 """
 
 
-async def notification_counts(conn, period_from: dt.date, period_to: dt.date) -> NotificationCounts:
-    """Counts of the notifications received (Scottish date) from `period_from` to `period_to`."""
+async def notification_counts(
+    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
+) -> NotificationCounts:
+    """Counts of the notifications received (Scottish date) from `period_from` to `period_to`,
+    as at the moment `as_at` (a forward not due by then is not yet judged; None: every one is)."""
     counts = NotificationCounts()
     by_group = {
         "local_authority": counts.by_authority, "incident_type": counts.by_incident_type,
         "criterion": counts.by_criterion, "signed_off_by": counts.by_sign_off,
         "order_type": counts.by_order_type, "working_days_taken": counts.working_days,
     }
-    for row in await conn.fetch(_NOTIFICATIONS_SQL, period_from, period_to):
+    judged_to = as_at or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    for row in await conn.fetch(_NOTIFICATIONS_SQL, period_from, period_to, judged_to):
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
         if not grouped:  # the grand total
             for name in ("domestic_abuse_aggravated", "historical", "meets_criteria", "criteria_not_met",
-                         "sg_forwarded", "sg_forwarded_in_time"):
+                         "sg_forwarded", "sg_forwarded_in_time", "sg_forward_judged"):
                 setattr(counts, name, row[name])
             counts.total = row["notifications"]
         elif grouped == ["mappa_applies"]:
@@ -226,34 +232,38 @@ async def review_counts(conn, period_from: dt.date, period_to: dt.date) -> Revie
     return counts
 
 
-async def quarter_counts(conn, period_from: dt.date, period_to: dt.date) -> QuarterCounts:
+async def quarter_counts(
+    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
+) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
-    within it, by local authority."""
-    # Deadlines fall due at the end of their last day: one whose last day is in the
-    # period has its due time in (end of the day before, end of the period's last day].
+    within it, by local authority; for a period still running, at `as_at` (nothing counts
+    as breached or overdue before its due moment has passed)."""
+    # A deadline falls due at its breach moment (shared.calendar.judge): one that falls due
+    # in the period has it in (end of the day before, end of the period's last day].
     start, end = end_of_day(period_from - dt.timedelta(days=1)), end_of_day(period_to)
+    cutoff = end if as_at is None else min(end, as_at)
     counts = QuarterCounts()
     for row in await conn.fetch(
         f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.notifications"
-        " WHERE received_on <= $1 AND (closed_on IS NULL OR closed_on > $1) GROUP BY 1",
-        period_to,
+        " WHERE received_at < $1 AND (closed_on IS NULL OR closed_on > $2) GROUP BY 1",
+        cutoff, min(period_to, local_date(cutoff)),
     ):
         counts.open_cases[row["local_authority"]] = row["n"]
     for row in await conn.fetch(
         f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.deadlines"
         " WHERE started_at < $1 AND due_at < $1 AND (met_at IS NULL OR met_at >= $1)"
         " AND (cancelled_at IS NULL OR cancelled_at >= $1) GROUP BY 1",
-        end,
+        cutoff,
     ):
         counts.overdue_items[row["local_authority"]] = row["n"]
-    # Breached in the period: fell due in it with its stop not yet come (met later or
-    # never) and not cancelled first. History's late stops come as `deadline.met` with
-    # the days late, so the due time decides, not a `deadline.breached` event.
+    # Breached in the period: fell due in it (by `as_at`) with its stop not come before the
+    # due moment (met later or never) and not cancelled first. History's late stops come as
+    # `deadline.met` with the days late, so the due moment decides, not a breach event.
     for row in await conn.fetch(
         f"SELECT local_authority, rule, count(*) AS n FROM {SCHEMA}.deadlines"
-        " WHERE due_at > $1 AND due_at <= $2 AND (met_at IS NULL OR met_at > due_at)"
+        " WHERE due_at > $1 AND due_at <= $2 AND (met_at IS NULL OR met_at >= due_at)"
         " AND (cancelled_at IS NULL OR cancelled_at > due_at) GROUP BY 1, 2",
-        start, end,
+        start, cutoff,
     ):
         counts.breaches[row["local_authority"]] += row["n"]
         counts.breaches_by_rule[row["rule"]] += row["n"]

@@ -27,6 +27,8 @@ __all__ = [
     "mappa_region_of",
     "VOCABULARIES",
     "ROLES",
+    "LABELS",
+    "label",
     "RegionIndex",
     "build_region_index",
     "region_in_force",
@@ -129,6 +131,26 @@ def region_in_force(index: RegionIndex, local_authority: str, on: dt.date | None
     return region_of[local_authority]
 
 
+def parse_labels(data: Mapping[str, object], vocabularies: Mapping[str, Sequence[str]]) -> dict[str, dict[str, str]]:
+    """The label file: {vocabulary: {value: label}}; every vocabulary value needs a label
+    and a label names no value the vocabulary lacks (keys starting `_` are comments)."""
+    labels: dict[str, dict[str, str]] = {}
+    for key, values in vocabularies.items():
+        given = data.get(key)
+        if not isinstance(given, Mapping):
+            raise ValueError(f"labels: no labels for vocabulary {key!r}")
+        if missing := [v for v in values if not isinstance(given.get(v), str) or not given[v].strip()]:
+            raise ValueError(f"labels: vocabulary {key!r} has values without a label: {missing}")
+        if unknown := sorted(set(given) - set(values)):
+            raise ValueError(f"labels: vocabulary {key!r} has no values {unknown}")
+    for key, given in data.items():
+        if not key.startswith("_"):
+            if not isinstance(given, Mapping) or not all(isinstance(v, str) for v in given.values()):
+                raise ValueError(f"labels: {key!r} is not a table of value -> label")
+            labels[key] = dict(given)
+    return labels
+
+
 def parse_vocabularies(data: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
     missing = [k for k in VOCABULARY_KEYS if k not in data]
     if missing:
@@ -158,6 +180,14 @@ _REGION_INDEX = build_region_index(_mappa["groupings"], MAPPA_REGIONS, LOCAL_AUT
 
 VOCABULARIES: dict[str, tuple[str, ...]] = parse_vocabularies(json.loads(_read("vocabularies.json")))
 ROLES: tuple[str, ...] = VOCABULARIES["role"]
+# How each code reads in a report and the API (labels.json): the published report's wording.
+LABELS: dict[str, dict[str, str]] = parse_labels(json.loads(_read("labels.json")), VOCABULARIES)
+
+
+def label(kind: str, value: str) -> str:
+    """The published wording of `value` of the vocabulary (or `rule`) `kind`; the value
+    itself where the file has none (a code from outside the vocabularies)."""
+    return LABELS.get(kind, {}).get(value, value)
 
 
 def local_authority_by_gss(code: str) -> LocalAuthority:

@@ -21,6 +21,7 @@ from services.deadlines.scheduler import FixedClock, Scheduler
 from shared.consumer import Delivery
 from shared.db import COMMON, create_pool, migrate
 from shared.events import ANY_EVENT
+from shared.messaging import IMPORTED_HEADER
 from tests.factories import mappa_notification, notification, review
 from tests.integration.helpers import eventually
 
@@ -88,7 +89,8 @@ async def test_a_notification_opens_its_deadlines_and_is_judged_at_once(pool):
     # Incident Monday 26 Oct, notified Monday 2 Nov: day 5 is Monday 2 Nov, on time.
     assert deadlines["notification", 1]["status"] == "met"
     assert deadlines["notification", 1]["working_days_late"] == 0
-    assert deadlines["sg_forward", 1]["due_at"] == dt.datetime(2026, 11, 5, 0, 0, tzinfo=UTC)  # end of Wed 4 Nov
+    # Day 2 is Wed 4 Nov: breached as Thu 5 Nov begins.
+    assert deadlines["sg_forward", 1]["due_at"] == dt.datetime(2026, 11, 5, 0, 0, tzinfo=UTC)
     assert deadlines["review_submission", 1]["due_at"] == dt.datetime(2027, 2, 3, 0, 0, tzinfo=UTC)  # end of 2 Feb
     events = await _outbox(pool, case)
     assert _kinds(events, "notification") == ["deadline.opened", "deadline.met"]
@@ -171,18 +173,74 @@ async def test_criteria_not_met_cancels_the_open_deadlines(pool):
     assert statuses == {("notification", 1): "met", ("sg_forward", 1): "cancelled", ("review_submission", 1): "cancelled"}
 
 
-async def test_imported_history_is_settled_by_timestamps_and_never_breached(pool):
+async def test_imported_history_is_settled_by_timestamps(pool):
     case, long_ago = uuid.uuid4(), dt.datetime(2014, 3, 3, 10, 0, tzinfo=UTC)
+    forwarded = _forwarded(case, "scottish-government", long_ago + dt.timedelta(hours=2))
     await _apply(pool, _event("incident.notified", notification(incident_date="2014-02-24"), case, long_ago), imported=True)
-    # Review submitted five months later: review_submission met, late.
+    await _apply(pool, forwarded, imported=True)
+    # Review submitted five months later: review_submission met, late, and no breach for it.
     await _apply(pool, _event("review.submitted", review(), case, long_ago + dt.timedelta(days=150)), imported=True)
+    await _apply(pool, _event("review.responded", {"outcome": "concluded"}, case, long_ago + dt.timedelta(days=160),
+                              role="inspectorate"), imported=True)
+    await _apply(pool, _event("case.closed", {"reason": "concluded"}, case, long_ago + dt.timedelta(days=161),
+                              role="inspectorate"), imported=True)
     deadlines = await _deadlines(pool, case)
-    assert not any(d["watched"] for d in deadlines.values())
     assert deadlines["review_submission", 1]["status"] == "met"
     assert deadlines["review_submission", 1]["working_days_late"] > 20
-    # Far in the future nothing is warned or breached: history waits for its events.
+    assert {d["status"] for d in deadlines.values()} == {"met"}
+    # Far in the future nothing is warned or breached: the case's history settled every deadline.
     assert await Scheduler(FixedClock(dt.datetime(2099, 1, 1, tzinfo=UTC))).run_until_idle(pool) == 0
     assert set(_kinds(await _outbox(pool, case))) == {"deadline.opened", "deadline.met"}
+
+
+async def _outbox_imported(pool, case_id) -> list[tuple[str, str, bool]]:
+    """(event type, rule, carries the imported mark) of each deadline event of the case."""
+    rows = await pool.fetch("SELECT value, headers FROM deadlines.outbox ORDER BY id")
+    return [(e["event_type"], e["data"]["rule"], r["headers"].get(IMPORTED_HEADER) == "true")
+            for r in rows if (e := json.loads(r["value"]))["case_id"] == str(case_id)]
+
+
+async def test_an_imported_deadline_already_past_due_is_breached_once_marked_imported(pool):
+    """History that leaves a case open: its review never came. Once the case's history has
+    settled the overdue deadlines are breached, once, with the imported mark; a second
+    scheduler, or a later round, breaches nothing more."""
+    case, long_ago = uuid.uuid4(), dt.datetime(2014, 6, 2, 10, 0, tzinfo=UTC)
+    await _apply(pool, _event("incident.notified", notification(incident_date="2014-05-30"), case, long_ago), imported=True)
+    await _apply(pool, _forwarded(case, "scottish-government", long_ago + dt.timedelta(hours=1)), imported=True)
+    review_submission = (await _deadlines(pool, case))["review_submission", 1]
+    assert review_submission["watched"] and review_submission["status"] == "open"
+    now = await pool.fetchval("SELECT now()")
+    # While the history may still be coming, the scheduler leaves it alone.
+    assert await Scheduler(FixedClock(now)).run_until_idle(pool) == 0
+    later = FixedClock(now + dt.timedelta(minutes=5))
+    assert await Scheduler(later).run_until_idle(pool) == 1
+    assert await Scheduler(later).run_until_idle(pool) == 0
+    assert await Scheduler(FixedClock(now + dt.timedelta(days=4000))).run_until_idle(pool) == 0
+    row = (await _deadlines(pool, case))["review_submission", 1]
+    assert (row["status"], row["breached_at"]) == ("breached", row["due_at"])
+    breaches = [e for e in await _outbox_imported(pool, case) if e[0] == "deadline.breached"]
+    assert breaches == [("deadline.breached", "review_submission", True)]
+
+
+async def test_an_imported_deadline_still_ahead_is_warned_and_breached_like_a_live_one(pool):
+    case = uuid.uuid4()
+    now = await pool.fetchval("SELECT now()")
+    received = now - dt.timedelta(days=20)  # review_submission due in about 70 days
+    incident = (received - dt.timedelta(days=1)).date().isoformat()
+    await _apply(pool, _event("incident.notified", notification(incident_date=incident), case, received), imported=True)
+    await _apply(pool, _forwarded(case, "scottish-government", received + dt.timedelta(hours=1)), imported=True)
+    row = (await _deadlines(pool, case))["review_submission", 1]
+    assert row["watched"] and row["next_fire_at"] == row["warn_at"] and row["warn_at"] > now
+    clock = FixedClock(row["warn_at"])
+    assert await Scheduler(clock).run_until_idle(pool) == 1
+    clock.moment = row["due_at"]
+    assert await Scheduler(clock).run_until_idle(pool) == 1
+    assert await Scheduler(clock).run_until_idle(pool) == 0
+    assert [e for e in await _outbox_imported(pool, case) if e[1] == "review_submission"] == [
+        ("deadline.opened", "review_submission", True),
+        ("deadline.warning", "review_submission", True),
+        ("deadline.breached", "review_submission", True),
+    ]
 
 
 async def test_a_live_event_recorded_after_its_deadline_passed_is_not_watched(pool):
@@ -198,7 +256,8 @@ async def test_the_scheduler_warns_then_breaches_once(pool):
     case = uuid.uuid4()
     await _apply(pool, _event("incident.notified", notification(), case, MONDAY, recorded_at=MONDAY))
     sg = (await _deadlines(pool, case))["sg_forward", 1]
-    assert sg["warn_at"] == dt.datetime(2026, 11, 4, 0, 0, tzinfo=UTC)  # end of Tue 3 Nov, day 1
+    # One working day before the breach (Thu 5 Nov begins): as Wed 4 Nov, its last day, begins.
+    assert sg["warn_at"] == dt.datetime(2026, 11, 4, 0, 0, tzinfo=UTC)
     clock = FixedClock(sg["warn_at"])
     scheduler = Scheduler(clock)
     await scheduler.run_until_idle(pool)

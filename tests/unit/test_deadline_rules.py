@@ -57,7 +57,8 @@ def test_a_limit_changes_in_the_file_not_in_code():
     rules = parse_rules(RULES_TEXT.replace("limit = { working_days = 2 }", "limit = { working_days = 4 }", 1))
     start = dt.datetime(2026, 11, 2, 10, tzinfo=UTC)  # Monday
     assert RULES["sg_forward"].due_at(start) == dt.datetime(2026, 11, 5, tzinfo=UTC)
-    assert rules["sg_forward"].due_at(start) == dt.datetime(2026, 11, 7, tzinfo=UTC)  # end of Friday
+    # Day 4 is Friday 6 Nov: breached as Monday 9 Nov begins (the one verdict; was the end of Friday).
+    assert rules["sg_forward"].due_at(start) == dt.datetime(2026, 11, 9, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -120,12 +121,14 @@ def test_closing_events_cancel():
 
 def test_the_notification_rule_counts_from_the_incident_date():
     rule = RULES["notification"]
-    started = rule.start.moment(_event("incident.notified", notification(incident_date="2026-12-22")))
+    notified = _event("incident.notified", notification(incident_date="2026-12-22"), received_at="2027-01-08T10:00:00Z")
+    started = rule.start.moment(notified)
     assert started == dt.datetime(2026, 12, 22, tzinfo=UTC)
     # Tue 22 Dec: 23, 24, then Christmas, a weekend and the Boxing Day holiday (Mon 28), 29, 30, 31.
-    due = rule.due_at(started)
-    assert due_date(due) == dt.date(2026, 12, 31) and is_working_day(due_date(due))
-    assert due == dt.datetime(2027, 1, 1, tzinfo=UTC)
+    verdict = rule.verdict(started)
+    assert verdict.last_day == dt.date(2026, 12, 31) and is_working_day(verdict.last_day)
+    # Breached when the next working day begins: 1 Jan and Mon 4 Jan are holidays (was 1 Jan).
+    assert verdict.due_at == rule.due_at(started) == dt.datetime(2027, 1, 5, tzinfo=UTC)
 
 
 def test_a_summer_date_starts_at_midnight_in_scotland():
@@ -134,21 +137,31 @@ def test_a_summer_date_starts_at_midnight_in_scotland():
 
 def test_warnings_go_out_one_working_day_before_the_due_date():
     rule = RULES["review_submission"]
-    due = rule.due_at(dt.datetime(2026, 11, 2, 10, tzinfo=UTC))  # 3 months: end of Tue 2 Feb 2027
+    start = dt.datetime(2026, 11, 2, 10, tzinfo=UTC)
+    due = rule.due_at(start)  # 3 months: end of Tue 2 Feb 2027
     assert due == dt.datetime(2027, 2, 3, tzinfo=UTC)
-    assert rule.warn_at(due) == dt.datetime(2027, 2, 2, tzinfo=UTC)  # end of Mon 1 Feb
-    month_end = rule.due_at(dt.datetime(2026, 11, 30, 12, tzinfo=UTC))  # 28 Feb 2027 is a Sunday
-    assert due_date(month_end) == dt.date(2027, 2, 28)
+    assert rule.warn_at(start) == dt.datetime(2027, 2, 2, tzinfo=UTC)  # end of Mon 1 Feb
+    month_end = dt.datetime(2026, 11, 30, 12, tzinfo=UTC)  # 28 Feb 2027 is a Sunday
+    assert due_date(rule.due_at(month_end)) == dt.date(2027, 2, 28)
     assert due_date(rule.warn_at(month_end)) == dt.date(2027, 2, 26)  # the Friday before
+    # A working-day rule warns one working day before the breach moment: sg_forward from
+    # Wed 25 Nov 2026 is breached as Tue 1 Dec begins (Mon 30 Nov is St Andrew's Day), so
+    # the warning comes as Fri 27 Nov, its last working day, begins.
+    sg = RULES["sg_forward"]
+    assert sg.due_at(dt.datetime(2026, 11, 25, 10, tzinfo=UTC)) == dt.datetime(2026, 12, 1, tzinfo=UTC)
+    assert sg.warn_at(dt.datetime(2026, 11, 25, 10, tzinfo=UTC)) == dt.datetime(2026, 11, 27, tzinfo=UTC)
 
 
-def test_lateness_is_counted_in_working_days_after_the_due_date():
-    due = dt.datetime(2026, 11, 7, tzinfo=UTC)  # end of Friday 6 Nov
-    assert working_days_late(due, due) == 0
-    assert working_days_late(due, due - dt.timedelta(days=3)) == 0
-    assert working_days_late(due, dt.datetime(2026, 11, 7, 9, tzinfo=UTC)) == 1  # Saturday: still late
-    assert working_days_late(due, dt.datetime(2026, 11, 9, 9, tzinfo=UTC)) == 1  # Monday
-    assert working_days_late(due, dt.datetime(2026, 11, 13, 9, tzinfo=UTC)) == 5
+def test_lateness_is_counted_in_working_days_after_the_last_day():
+    started = dt.datetime(2026, 10, 30, tzinfo=UTC)  # Fri 30 Oct: 5 working days end Fri 6 Nov
+    assert working_days_late("notification", started, dt.datetime(2026, 11, 6, 16, tzinfo=UTC)) == 0
+    # Saturday after the last working day: in time under the one verdict (was 1 day late).
+    assert working_days_late("notification", started, dt.datetime(2026, 11, 7, 9, tzinfo=UTC)) == 0
+    assert working_days_late("notification", started, dt.datetime(2026, 11, 9, 0, tzinfo=UTC)) == 1  # Monday
+    assert working_days_late("notification", started, dt.datetime(2026, 11, 13, 9, tzinfo=UTC)) == 5
+    # A calendar-month rule met on the Saturday after a Friday last day is late by at least 1.
+    month = dt.datetime(2026, 9, 4, 10, tzinfo=UTC)  # review_submission: last day Fri 4 Dec
+    assert working_days_late("review_submission", month, dt.datetime(2026, 12, 5, 9, tzinfo=UTC)) == 1
 
 
 @given(st.dates(dt.date(2000, 1, 1), dt.date(2040, 12, 31)), st.integers(0, 60))
@@ -158,23 +171,29 @@ def test_subtracting_working_days_undoes_adding_them(start, days):
     assert back <= start and add_working_days(back, days) == end
 
 
-@given(st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2040, 1, 1), timezones=st.just(UTC)),
+@given(st.sampled_from(RULE_NAMES),
+       st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2040, 1, 1), timezones=st.just(UTC)),
        st.integers(-100_000_000, 100_000_000))
-def test_late_exactly_when_met_after_the_due_time(due, seconds):
+def test_late_exactly_when_met_at_or_after_the_due_time(rule, started, seconds):
+    due = RULES[rule].due_at(started)
     met = due + dt.timedelta(seconds=seconds)
-    assert (working_days_late(due, met) > 0) == (met > due)
+    assert (working_days_late(rule, started, met) > 0) == (met >= due)
 
 
-def test_history_is_not_watched_and_late_warnings_are_skipped():
+def test_history_is_watched_once_settled_and_late_warnings_are_skipped():
     event = _event("incident.notified", notification(), received_at="2026-11-02T10:00:00+00:00")
     soon, past = dt.datetime(2026, 11, 5, tzinfo=UTC), dt.datetime(2026, 11, 2, tzinfo=UTC)
     assert is_watched(soon, event, imported=False)
-    assert not is_watched(soon, event, imported=True)
+    # Imported: watched whether ahead or past due (still open when its history is applied).
+    assert is_watched(soon, event, imported=True) and is_watched(past, event, imported=True)
     assert not is_watched(past, event, imported=False)
     warn = dt.datetime(2026, 11, 4, tzinfo=UTC)
     assert first_fire_at(soon, warn, event.recorded_at) == warn
     assert first_fire_at(soon, past, event.recorded_at) == soon
     assert first_fire_at(soon, None, event.recorded_at) == soon
+    settle = dt.datetime(2026, 11, 4, 12, tzinfo=UTC)
+    assert first_fire_at(soon, warn, event.recorded_at, settle) == settle
+    assert first_fire_at(past, None, event.recorded_at, settle) == settle
 
 
 def test_deadline_events_have_ids_that_name_the_fact():

@@ -165,7 +165,34 @@ def test_html_charts_have_a_bar_per_row_and_tables_every_row():
     widths = [float(b["width"]) for b in page.bars["timeliness"]]
     assert widths[0] < widths[1] and widths[2] == 0
     assert len(page.cells["notifications_by_authority"]) == 1 + 32  # the header row, then one per authority
-    assert page.cells["timeliness"][1] == ["Notified within 5 working days", "250", "344", "72.7%"]
+    # Whole percentages as the published report prints them; the exact share on hover.
+    assert page.cells["timeliness"][1] == ["Notified within 5 working days", "250", "344", "73%"]
+    assert {"class": "num", "title": "250 of 344 = 72.6744%"} in [a for t, a in page.tags if t == "td"]
+
+
+def test_html_percentages_are_whole_and_half_up_with_the_exact_share_on_hover():
+    report = sample_report()
+    report["figures"]["reviews_order_reviews_referenced"] = {"count": 49, "base": 80, "percent": 61.3}
+    report["figures"]["half"] = {"count": 1, "base": 8, "percent": 12.5}
+    page = Page(to_html(report))
+    titles = {a.get("title") for t, a in page.tags if t == "td"}
+    assert {"49 of 80 = 61.25%", "1 of 8 = 12.5%"} <= titles
+    html = to_html(report)
+    assert ">61%</td>" in html and ">13%</td>" in html  # 12.5 → 13, never to even
+    # A table cell with only its percentage shows it whole, the one-decimal figure on hover.
+    cells = [a for t, a in page.tags if t == "td" and a.get("title", "").endswith("%") and " of " not in a["title"]]
+    assert cells
+
+
+def test_a_running_period_says_so_in_html_and_csv():
+    report = sample_report() | {"report": "quarterly", "as_at": "2026-11-30T10:15:00+00:00", "complete": False}
+    note = "figures to 30 November 2026, 10:15 UTC; the quarter is still running"
+    assert note[0].upper() + note[1:] in to_html(report)
+    assert ["note", note] in _sections(to_csv(report))["report"]
+    national = sample_report() | {"as_at": "2026-11-30T10:15:00+00:00", "complete": False}
+    assert "the period is still running" in to_html(national)
+    done = sample_report() | {"as_at": "2015-02-01T00:00:00+00:00", "complete": True}
+    assert "still running" not in to_html(done) and "still running" not in to_csv(done)
 
 
 def test_html_loads_nothing_from_anywhere():
