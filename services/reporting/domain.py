@@ -370,8 +370,11 @@ class QuarterCounts:
     breaches_by_rule: Counter = field(default_factory=Counter)
 
 
-def _table(title: str, columns: list[str], rows: list[list]) -> dict:
-    return {"title": title, "columns": columns, "rows": rows}
+def _table(title: str, columns: list[str], rows: list[list], base: int | None = None) -> dict:
+    """A table; `base` is what a share table's percentages are of (its second column's
+    counts out of `base`), so a page can show the exact share and round it once."""
+    table = {"title": title, "columns": columns, "rows": rows}
+    return table if base is None else table | {"base": base}
 
 
 def _share_rows(counts: Mapping[str, int], vocabulary: str, total: int) -> list[list]:
@@ -479,10 +482,12 @@ def national_report(
             "Notifications by local authority",
             ["local authority", "notifications", "percent"],
             [[la.name, n.by_authority[slug], percent(n.by_authority[slug], n.total)] for slug, la in authorities],
+            base=n.total,
         ),
         "notifications_by_incident_type": _table(
             "Notifications by incident type", ["incident type", "notifications", "percent"],
             _share_rows(n.by_incident_type, "incident_type", n.total),
+            base=n.total,
         ),
         "timeliness": _table(
             "Timeliness", ["measure", "count", "base", "percent"],
@@ -491,14 +496,17 @@ def national_report(
         "notifications_by_criterion": _table(
             "Notifications by criterion", ["criterion", "notifications", "percent"],
             _share_rows(n.by_criterion, "criterion", n.total),
+            base=n.total,
         ),
         "notifications_by_order_type": _table(
             "Notifications by order or licence", ["order type", "notifications", "percent"],
             _share_rows(n.by_order_type, "order_type", n.total),
+            base=n.total,
         ),
         "notifications_by_sign_off": _table(
             "Notifications by who signed them off", ["signed off by", "notifications", "percent"],
             _share_rows(n.by_sign_off, "sign_off_role", n.total),
+            base=n.total,
         ),
         "notifications_by_mappa": _table(
             "Notifications where MAPPA applies, by category and level", ["category", "level", "notifications"],
@@ -507,14 +515,17 @@ def national_report(
         "reviews_by_type": _table(
             "Reviews received by type", ["review type", "reviews", "percent"],
             _share_rows({t: r.of(t, "reviews") for t in VOCABULARIES["review_type"]}, "review_type", reviews),
+            base=reviews,
         ),
         "review_findings": _table(
             "Learning themes the reviews identify", ["finding", "reviews", "percent"],
             _share_rows(r.findings, "finding", reviews),
+            base=reviews,
         ),
         "risk_tools": _table(
             "Risk assessment tools the reviews refer to", ["tool", "reviews", "percent"],
             _share_rows(r.risk_tools, "risk_tool", reviews),
+            base=reviews,
         ),
     }
     as_at, complete = period_state(period_to, generated_at)
@@ -592,6 +603,7 @@ class Table(_Shape):
     title: str
     columns: list[str]
     rows: list[list[str | int | float | None]]
+    base: int | None = Field(None, description="What a share table's percentages are of: its second column out of this")
 
 
 class Period(_Shape):

@@ -297,7 +297,7 @@ def _table(section: ET.Element, table: Mapping) -> None:
         line = ET.SubElement(body, "tr")
         for column, cell, is_numeric in zip(columns, row, numeric):
             if "percent" in str(column).lower() and _is_number(cell):
-                _percent_cell(line, cell, *_count_and_base(columns, row))
+                _percent_cell(line, cell, *_count_and_base(columns, row, table.get("base")))
             else:
                 _text(line, "td", _number(cell), **({"class": "num"} if is_numeric else {}))
 
@@ -426,10 +426,14 @@ def _half_up(value: Any, places: int) -> decimal.Decimal:
     return decimal.Decimal(str(value)).quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
 
 
-def _count_and_base(columns: list, row: list) -> tuple[Any, Any]:
+def _count_and_base(columns: list, row: list, table_base: Any = None) -> tuple[Any, Any]:
+    """The count and base a row's percentage is of: its own columns, else a share table's
+    second column out of the table's base."""
     names = [str(c).lower() for c in columns]
     if "count" in names and "base" in names:
         return row[names.index("count")], row[names.index("base")]
+    if table_base is not None and len(row) > 1:
+        return row[1], table_base
     return None, None
 
 

@@ -184,6 +184,18 @@ def test_html_percentages_are_whole_and_half_up_with_the_exact_share_on_hover():
     assert cells
 
 
+def test_a_share_table_rounds_its_exact_share_once():
+    # 989 of 2000 is 49.45%: 49.5 to one decimal, but 49 whole, not 50 by rounding twice.
+    report = sample_report()
+    report["tables"]["review_findings"] = {
+        "title": "Learning themes", "columns": ["finding", "reviews", "percent"],
+        "rows": [["Other", 989, 49.5]], "base": 2000,
+    }
+    page = Page(to_html(report))
+    assert page.cells["review_findings"][1] == ["Other", "989", "49%"]
+    assert {"class": "num", "title": "989 of 2,000 = 49.45%"} in [a for t, a in page.tags if t == "td"]
+
+
 def test_a_running_period_says_so_in_html_and_csv():
     report = sample_report() | {"report": "quarterly", "as_at": "2026-11-30T10:15:00+00:00", "complete": False}
     note = "figures to 30 November 2026, 10:15 UTC; the quarter is still running"
