@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from services.intake import history, repository
-from services.intake.domain import Forbidden, check_may_post, may_read, new_event, next_case
+from services.intake.domain import Forbidden, check_may_post, may_read, new_event, next_case, serialised_size
 from shared.auth import Principal, current_principal, require_role
 from shared.events import CASE_EVENT_MODELS, Envelope, IncidentNotifiedData
 from shared.lifecycle import Refused
@@ -78,7 +78,7 @@ async def post_notification(
 ) -> dict:
     """A council notifies a serious incident; the answer carries the new case's id."""
     answer = await _record(
-        request.app.state.pool, principal, idempotency_key,
+        request, principal, idempotency_key,
         event_type="incident.notified", case_id=None, data=body,
     )
     response.headers["Location"] = f"/v1/cases/{answer['case_id']}"
@@ -95,7 +95,7 @@ async def post_case_event(
 ) -> dict:
     """Any later event of a case: assessment, SOG decision, review, response, closing."""
     return await _record(
-        request.app.state.pool, principal, idempotency_key,
+        request, principal, idempotency_key,
         event_type=body.event_type, case_id=case_id, data=body.data,
     )
 
@@ -171,7 +171,7 @@ async def post_import(
 
 
 async def _record(
-    pool: asyncpg.Pool,
+    request: Request,
     principal: Principal,
     idempotency_key: str | None,
     *,
@@ -179,6 +179,7 @@ async def _record(
     case_id: uuid.UUID | None,
     data: BaseModel,
 ) -> dict:
+    pool, max_bytes = request.app.state.pool, request.app.state.settings.max_message_bytes
     fingerprint = hashlib.sha256(
         json.dumps([event_type, str(case_id), data.model_dump(mode="json")], sort_keys=True).encode()
     ).digest()
@@ -191,7 +192,7 @@ async def _record(
                         if prior["request_sha256"] != fingerprint:
                             raise HTTPException(409, "this Idempotency-Key was used for another request")
                         return prior["response"]
-                event, answer = await _append(conn, principal, event_type, case_id, data)
+                event, answer = await _append(conn, principal, event_type, case_id, data, max_bytes)
                 if idempotency_key is not None:
                     await repository.remember_answer(
                         conn, principal.token_id, idempotency_key, fingerprint, answer
@@ -206,7 +207,8 @@ async def _record(
 
 
 async def _append(
-    conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel
+    conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel,
+    max_bytes: int,
 ) -> tuple[Envelope, dict]:
     if case_id is None:
         case_id, case, local_authority = uuid.uuid4(), None, principal.local_authority
@@ -227,6 +229,10 @@ async def _append(
         case = next_case(case, event)
     except Refused as refusal:
         raise HTTPException(409, str(refusal)) from None
+    size = serialised_size(event)
+    if size > max_bytes:
+        # Stored, it could never be published: refuse it before it is (SIR_MAX_MESSAGE_BYTES).
+        raise HTTPException(413, f"the event would be {size} bytes serialised; the largest is {max_bytes}")
     await repository.append(conn, event, case)
     return event, {
         "case_id": str(case_id),
