@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from shared.policy import Forbidden
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
     return JSONResponse(error_body(field_errors(list(error.errors()))), status_code=422)
 
 
+def _forbidden(request: Request, error: Forbidden) -> JSONResponse:
+    return JSONResponse(error_body(str(error)), status_code=403)
+
+
 def _database_away(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, asyncpg.InterfaceError) and not _connection_lost(error):
         raise error  # a programming error, not an outage: a 500
@@ -107,6 +111,7 @@ DATABASE_AWAY = (
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Forbidden, _forbidden)
     for kind in DATABASE_AWAY:
         app.add_exception_handler(kind, _database_away)
 
@@ -116,16 +121,7 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than this route's limit of {limit} bytes")
 
 
-def route_of(app: FastAPI, scope: Scope) -> Any | None:
-    for route in app.router.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return route
-    return None
-
-
-def body_limit_of(app: FastAPI, scope: Scope) -> int:
-    route = route_of(app, scope)
+def body_limit_of(route: object) -> int:
     extra = getattr(route, "openapi_extra", None) or {}
     return extra.get(BODY_LIMIT, DEFAULT_BODY_LIMIT)
 
@@ -134,10 +130,9 @@ class Guard:
     """Pure ASGI middleware, outermost: it sees every answer, including those of
     unhandled exceptions, which it turns into a JSON 500 (logged with its traceback)."""
 
-    def __init__(self, app: ASGIApp, *, service: str, body_limit: Callable[[Scope], int]) -> None:
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
         self.service = service
-        self.body_limit = body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,12 +158,7 @@ class Guard:
             await send(message)
 
         try:
-            limit = self.body_limit(scope)
-            declared = _content_length(scope)
-            if declared is not None and declared > limit:
-                await self._answer(send_with_headers, 413, BodyTooLarge(limit).detail)
-                return
-            await self.app(scope, _limited(receive, limit), send_with_headers)
+            await self.app(scope, _limited(scope, receive), send_with_headers)
         except BodyTooLarge as error:  # read outside a route (else its handler answers)
             if response_started:
                 raise
@@ -201,11 +191,18 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
+def _limited(scope: Scope, receive: Receive) -> Receive:
+    """`receive`, refusing a body over the limit of the route it was routed to (the body
+    is read only once routing chose the route): at once if Content-Length says so."""
     received = 0
 
     async def receive_within_limit() -> Message:
         nonlocal received
+        limit = body_limit_of(scope.get("route"))
+        if received == 0:
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(limit)
         message = await receive()
         if message["type"] == "http.request":
             received += len(message.get("body", b""))

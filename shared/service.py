@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
-from shared.http import Guard, body_limit_of, install_error_handlers
+from shared.http import Guard, install_error_handlers
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, SERVICE_READY
 from shared.outbox import OutboxRelay, backlog
 from shared.settings import Settings
@@ -104,7 +104,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     for router in service.routers:
         app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(Guard, service=service.name, body_limit=lambda scope: body_limit_of(app, scope))
+    app.add_middleware(Guard, service=service.name)
     if separate_metrics:
         # Served by `serve` on its own port (settings.metrics_port_of), so it need not be public.
         app.state.metrics_app = _metrics_app(service, app)
@@ -121,7 +121,7 @@ def _metrics_app(service: Service, main: FastAPI) -> FastAPI:
 
     metrics.include_router(router)
     install_error_handlers(metrics)
-    metrics.add_middleware(Guard, service=f"{service.name}-metrics", body_limit=lambda scope: 0)
+    metrics.add_middleware(Guard, service=f"{service.name}-metrics")
     return metrics
 
 
