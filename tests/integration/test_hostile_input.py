@@ -203,3 +203,123 @@ async def test_an_event_larger_than_the_message_limit_is_413_before_it_is_stored
         assert "500" in answer.json()["detail"]
         assert await _events_stored(platform) == 0
         assert await platform.pool.fetchval("SELECT count(*) FROM intake.outbox") == 0
+
+
+class _Cuttable:
+    """A TCP proxy to PostgreSQL that a test cuts: the database goes away for the service."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.links: list = []
+
+    async def start(self) -> int:
+        import asyncio
+
+        async def pipe(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def link(client_reader, client_writer):
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            self.links += [client_writer, server_writer]
+            asyncio.ensure_future(pipe(client_reader, server_writer))
+            asyncio.ensure_future(pipe(server_reader, client_writer))
+
+        self.server = await asyncio.start_server(link, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        self.server.close()
+        for writer in self.links:
+            writer.transport.abort()
+
+
+async def test_the_database_away_is_503_json_with_retry_after_and_counted(infra):
+    from urllib.parse import urlsplit, urlunsplit
+
+    from shared.auth import issue_token
+    from tests.integration.conftest import run_services
+
+    dsn = urlsplit(infra.new_database())
+    proxy = _Cuttable(dsn.port or 5432)
+    port = await proxy.start()
+    settings = infra.settings(urlunsplit(dsn._replace(netloc=f"{dsn.username}@127.0.0.1:{port}")))
+    async with run_services(settings, ("intake",)) as platform:
+        token = await issue_token(platform.pool, "inspectorate")
+        client = platform.clients["intake"]
+        assert (await client.get("/v1/cases/00000000-0000-0000-0000-000000000001", headers=bearer(token))).status_code == 404
+        await proxy.cut()
+        before = _count("intake", "/v1/cases/{case_id}", "GET", "503")
+        for _ in range(3):  # a broken connection, then refused reconnections
+            answer = await client.get("/v1/cases/00000000-0000-0000-0000-000000000001", headers=bearer(token))
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            assert int(answer.headers["retry-after"]) > 0 and isinstance(answer.json()["detail"], str)
+        assert _count("intake", "/v1/cases/{case_id}", "GET", "503") == before + 3
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
+
+
+async def test_docs_can_be_switched_off_and_metrics_served_apart(infra):
+    import httpx
+
+    from tests.integration.conftest import run_services
+
+    settings = infra.settings(infra.new_database(), SIR_API_DOCS=False, SIR_METRICS_PORT_OFFSET=1000)
+    assert settings.metrics_port_of("intake") == 9000
+    async with run_services(settings, ("intake",)) as platform:
+        client = platform.clients["intake"]
+        for path in ("/docs", "/redoc", "/openapi.json", "/metrics"):
+            assert (await client.get(path)).status_code == 404, path
+        assert (await client.get("/healthz")).status_code == 200
+        assert "/v1/notifications" in platform.apps["intake"].openapi()["paths"]  # `sir docs` still works
+        metrics_app = platform.apps["intake"].state.metrics_app
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(metrics_app), base_url="http://metrics") as metrics:
+            scraped = await metrics.get("/metrics")
+            assert scraped.status_code == 200 and 'sir_service_ready{service="intake"} 1.0' in scraped.text
+            assert (await metrics.get("/v1/cases")).status_code == 404
+
+
+async def test_sir_serve_sends_no_server_header_and_serves_metrics_on_its_own_port(infra):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from shared import devstack
+    from tests.integration.helpers import eventually
+
+    port = devstack.free_port()
+    metrics_port = devstack.free_port()
+    env = {
+        **os.environ, "DATABASE_URL": infra.new_database(), "KAFKA_BOOTSTRAP": infra.bootstrap,
+        "INTAKE_PORT": str(port), "SIR_METRICS_PORT_OFFSET": str(metrics_port - port), "SIR_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "intake"], env=env)
+    try:
+        async with httpx.AsyncClient() as client:
+            async def answers():
+                try:
+                    return await client.get(f"http://127.0.0.1:{port}/readyz")
+                except httpx.TransportError:
+                    return None
+
+            ready = await eventually(answers, timeout=60, what="sir serve intake")
+            assert "server" not in ready.headers and ready.headers["x-content-type-options"] == "nosniff"
+            assert (await client.get(f"http://127.0.0.1:{port}/metrics")).status_code == 404
+            scraped = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert scraped.status_code == 200 and "server" not in scraped.headers
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # both servers stop
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
