@@ -18,6 +18,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +40,31 @@ MAX_LOCATION_PART = 64
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 # Every /v1 answer is case data or computed from it: never kept by a browser or a proxy.
 CASE_DATA_PATH = "/v1/"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (docs/api.md): a sentence, or for 422 one entry per field."""
+
+    detail: str | list[FieldError]
+
+
+def _documented(description: str) -> dict:
+    return {"model": ErrorBody, "description": description}
+
+
+# Documented on every API route (422 is FastAPI's own, same shape without `input`).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    401: _documented("No valid bearer token"),
+    403: _documented("The token's role or scope does not allow this (docs/access.md)"),
+    413: _documented("The body is over the route's limit, or the event over SIR_MAX_MESSAGE_BYTES"),
+    503: _documented("The database is away; try again after Retry-After seconds"),
+}
 
 
 def error_body(detail: Any) -> dict:

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
-from shared.http import Guard, install_error_handlers
+from shared.http import ERROR_RESPONSES, Guard, install_error_handlers
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, SERVICE_READY
 from shared.outbox import OutboxRelay, backlog
 from shared.settings import Settings
@@ -102,7 +102,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     separate_metrics = settings.metrics_port_offset is not None
     app.include_router(_operations_router(service, with_metrics=not separate_metrics))
     for router in service.routers:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     install_error_handlers(app)
     app.add_middleware(Guard, service=service.name)
     if separate_metrics:
