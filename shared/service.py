@@ -121,7 +121,7 @@ def _metrics_app(service: Service, main: FastAPI) -> FastAPI:
 
     metrics.include_router(router)
     install_error_handlers(metrics)
-    metrics.add_middleware(Guard, service=f"{service.name}-metrics")
+    metrics.add_middleware(Guard, service=service.name)
     return metrics
 
 

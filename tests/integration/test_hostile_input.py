@@ -323,3 +323,12 @@ async def test_sir_serve_sends_no_server_header_and_serves_metrics_on_its_own_po
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_nul_in_a_recipients_url_is_422(platform, tokens):
+    answer = await platform.clients["routing"].put(
+        "/v1/recipients/scottish-government",
+        json={"channel": "webhook", "url": "https://example.org/\u0000", "secret_env": "SG_SECRET"},
+        headers=bearer(tokens["admin"]),
+    )
+    _assert_field_error(answer, "url")
