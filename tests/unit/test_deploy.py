@@ -32,6 +32,13 @@ def test_compose_runs_every_service_with_its_port():
         assert services[name]["ports"] == [f"{PUBLISHED_ON}:{port}:{port}"]
 
 
+def test_compose_stores_no_event_the_broker_would_refuse():
+    compose = _compose()["services"]
+    broker_limit = int(compose["kafka"]["environment"]["KAFKA_MESSAGE_MAX_BYTES"])
+    for name in SERVICES:
+        assert int(compose[name]["environment"]["SIR_MAX_MESSAGE_BYTES"]) < broker_limit
+
+
 def test_compose_publishes_only_what_a_user_needs_on_loopback_by_default():
     published = {name: service["ports"] for name, service in _compose()["services"].items() if "ports" in service}
     # The four APIs, Prometheus and Grafana; never the database or the broker.
