@@ -99,12 +99,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from shared.service import serve
 
     settings = get_settings()
     app = importlib.import_module(f"services.{args.service}.app").build(settings)
-    # log_config=None: uvicorn's lines go through the root handler (JSON by default).
-    uvicorn.run(app, host=settings.host, port=settings.port_of(args.service), log_level="warning", log_config=None)
+    asyncio.run(serve(args.service, app, settings))
 
 
 async def _migrate(settings: Settings) -> None:

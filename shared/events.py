@@ -11,11 +11,11 @@ import datetime as dt
 from typing import Annotated, Literal, Union
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.calendar import local_date
-from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, VOCABULARIES
+from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, VOCABULARIES, mappa_region_of
 from shared.settings import get_settings
 
 SCHEMA_VERSION = 1
@@ -46,8 +46,49 @@ DeadlineRule = Literal[
     "inspectorate_response",
     "additional_info",
 ]
+
+
+def _storable(text: str) -> str:
+    """JSON allows a NUL and a lone surrogate in a string; PostgreSQL and UTF-8 do not."""
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+def _distinct(values: list) -> list:
+    # A value listed twice is one value (history has such lists; reports count it once).
+    return list(dict.fromkeys(values))
+
+
+def Text(max_length: int) -> type[str]:  # noqa: N802 - used as a type
+    """A string of 1 to `max_length` characters that the store can hold."""
+    return Annotated[str, Field(min_length=1, max_length=max_length), AfterValidator(_storable)]  # type: ignore[return-value]
+
+
+def Choices(vocabulary: object, size: int) -> type[list]:  # noqa: N802 - used as a type
+    """A list of values from a vocabulary, at most its size long, repeats kept once."""
+    return Annotated[  # type: ignore[return-value]
+        list[vocabulary],  # type: ignore[valid-type]
+        Field(max_length=size),
+        AfterValidator(_distinct),
+    ]
+
+
 # Free text fields are short and must hold no personal data (SPEC §3).
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Text(200)
+
+
+def field_error(loc: tuple[str, ...], value: object, message: str) -> ValidationError:
+    """A refusal located at a field, for a rule that spans several fields. Raised inside
+    a validator, a ValidationError passes through as it is (a ValueError would be located
+    at the model), so the API's 422 and the import report name the field."""
+    return ValidationError.from_exception_data(
+        "event", [InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=str(value))]
+    )
 
 
 class Strict(BaseModel):
@@ -72,7 +113,7 @@ class Mappa(Strict):
 
 
 class IncidentNotifiedData(Strict):
-    council_reference: Annotated[str, Field(min_length=1, max_length=64)]
+    council_reference: Text(64)
     incident_date: dt.date
     became_aware_date: dt.date | None = None
     criterion: Criterion
@@ -94,23 +135,27 @@ class IncidentNotifiedData(Strict):
         for name in ("incident_date", "became_aware_date"):
             day = getattr(self, name)
             if day is not None and day < floor:
-                raise impossible_date((name,), day, f"{name} {day} is before {floor}, the earliest date accepted")
+                raise field_error((name,), day, f"{name} {day} is before {floor}, the earliest date accepted")
         if self.became_aware_date is not None and self.became_aware_date < self.incident_date:
-            raise impossible_date(
+            raise field_error(
                 ("became_aware_date",), self.became_aware_date,
                 f"became_aware_date {self.became_aware_date} is before incident_date {self.incident_date}",
             )
         return self
 
-
-def impossible_date(loc: tuple[str, ...], day: dt.date, message: str) -> ValidationError:
-    """A refusal located at the date's own field. Raised inside a validator, a
-    ValidationError passes through as it is (a ValueError would be located at the model),
-    so the API's 422 and the import report name the field."""
-    return ValidationError.from_exception_data(
-        "date that cannot be",
-        [InitErrorDetails(type=PydanticCustomError("date_impossible", message), loc=loc, input=day.isoformat())],
-    )
+    @model_validator(mode="after")
+    def _mappa_region_known_on_incident_date(self) -> IncidentNotifiedData:
+        # The SOG is the region's under the grouping in force on the incident date; a
+        # date before the first grouping has no region to route to (docs/import.md).
+        if self.mappa.applies:
+            try:
+                mappa_region_of(LOCAL_AUTHORITY_SLUGS[0], on=self.incident_date)
+            except KeyError:
+                raise field_error(
+                    ("incident_date",), self.incident_date,
+                    "no MAPPA region grouping is in force on this date (shared/reference/mappa_regions.json)",
+                ) from None
+        return self
 
 
 class CriteriaAssessedData(Strict):
@@ -125,7 +170,7 @@ class SogDecisionRecordedData(Strict):
 class RiskAssessment(Strict):
     completed: bool
     up_to_date: bool
-    tools: list[RiskTool] = []
+    tools: Choices(RiskTool, len(VOCABULARIES["risk_tool"])) = []
 
 
 class RiskManagementPlan(Strict):
@@ -141,7 +186,7 @@ class ReviewSubmittedData(Strict):
     risk_management_plan: RiskManagementPlan
     order_reviews_referenced: bool
     good_practice_identified: bool
-    findings: list[Finding] = []
+    findings: Choices(Finding, len(VOCABULARIES["finding"])) = []
 
 
 class AdditionalInfoRequestedData(Strict):
@@ -167,7 +212,7 @@ class CaseClosedData(Strict):
 
 class NotificationForwardedData(Strict):
     recipient: Recipient
-    channel: Annotated[str, Field(min_length=1, max_length=32)]
+    channel: Text(32)
     attempts: Annotated[int, Field(ge=1)]
     delivered_at: AwareDatetime
 
@@ -192,7 +237,7 @@ class DeadlineData(Strict):
 
 class Actor(Strict):
     role: ActorRole
-    id: Annotated[str, Field(min_length=1, max_length=64)]
+    id: Text(64)
 
 
 class Envelope(Strict):
@@ -218,7 +263,7 @@ class IncidentNotified(Envelope):
         for name in ("incident_date", "became_aware_date"):
             day = getattr(self.data, name)
             if day is not None and day > received_on:
-                raise impossible_date(("data", name), day, f"{name} {day} is after the day received, {received_on}")
+                raise field_error(("data", name), day, f"{name} {day} is after the day received, {received_on}")
         return self
 
 

@@ -1,6 +1,7 @@
 """What every service has, wired one way: a FastAPI app whose lifespan opens the pool,
-migrates the schemas, starts the Kafka subscribers and the outbox relay; `/healthz`,
-`/readyz`, `/metrics` and HTTP metrics.
+migrates the schemas, starts the Kafka subscribers and the outbox relay; `/healthz`
+(liveness), `/readyz` (readiness, with each dependency's check), `/metrics`, and what
+shared/http.py gives every answer (error shape, body limits, headers, request metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
-from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, SERVICE_READY
+from shared.http import ERROR_RESPONSES, Guard, install_error_handlers
+from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, SERVICE_READY
 from shared.outbox import OutboxRelay, backlog
 from shared.settings import Settings
 
@@ -83,20 +85,68 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             await broker.stop()
             await pool.close()
 
+    docs = settings.api_docs
     app = FastAPI(
         title=f"SIR {service.name}",
         description=service.description,
         version="1.0",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.started = False
     app.state.migrated = False
+    app.state.settings = settings
     app.state.broker = _broker(service, settings, pool_of=lambda: app.state.pool)
-    app.include_router(_operations_router(service))
+    separate_metrics = settings.metrics_port_offset is not None
+    app.include_router(_operations_router(service, with_metrics=not separate_metrics))
     for router in service.routers:
-        app.include_router(router)
-    app.middleware("http")(_http_metrics(service.name))
+        app.include_router(router, responses=ERROR_RESPONSES)
+    install_error_handlers(app)
+    app.add_middleware(Guard, service=service.name)
+    if separate_metrics:
+        # Served by `serve` on its own port (settings.metrics_port_of), so it need not be public.
+        app.state.metrics_app = _metrics_app(service, app)
     return app
+
+
+def _metrics_app(service: Service, main: FastAPI) -> FastAPI:
+    metrics = FastAPI(title=f"SIR {service.name} metrics", docs_url=None, redoc_url=None, openapi_url=None)
+    router = APIRouter()
+
+    @router.get("/metrics")
+    async def serve_metrics() -> Response:
+        return await _scrape(service, main)
+
+    metrics.include_router(router)
+    install_error_handlers(metrics)
+    metrics.add_middleware(Guard, service=service.name)
+    return metrics
+
+
+async def serve(service: str, app: FastAPI, settings: Settings) -> None:
+    """Serve `app` (and its metrics app on the metrics port, when set) until stopped."""
+    import uvicorn
+
+    def server(asgi: FastAPI, port: int, lifespan: str) -> uvicorn.Server:
+        # log_config=None: uvicorn's lines go through the root handler (JSON by default).
+        # server_header=False: no `server: uvicorn` telling a caller what to attack.
+        return uvicorn.Server(uvicorn.Config(
+            asgi, host=settings.host, port=port, log_level="warning", log_config=None,
+            server_header=False, lifespan=lifespan,
+        ))
+
+    servers = [server(app, settings.port_of(service), "on")]
+    if settings.metrics_port_offset is not None:
+        servers.append(server(app.state.metrics_app, settings.metrics_port_of(service), "off"))
+    # Each server passes a signal on to the one started before it; and when one stops
+    # for another reason (the service failed to start), the others stop too.
+    running = [asyncio.create_task(s.serve()) for s in servers]
+    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+    for s in servers:
+        s.should_exit = True
+    await asyncio.gather(*running)
 
 
 def _broker(service: Service, settings: Settings, pool_of: Callable[[], asyncpg.Pool]) -> KafkaBroker:
@@ -123,57 +173,74 @@ def _start_worker(service: str, work: Worker, pool: asyncpg.Pool, settings: Sett
     return task
 
 
-async def _readiness(app: FastAPI) -> dict[str, bool]:
-    """Ready once migrations ran and while the database and the broker answer and the
-    service's own tasks (outbox relay, workers) are running."""
+async def _readiness(service: Service, app: FastAPI) -> tuple[dict[str, bool], dict[str, bool]]:
+    """(checks, reported): ready while every check holds. The checks: migrations ran,
+    the database answers, the service's own tasks (outbox relay, workers) run, and the
+    broker answers if the service consumes from it. A service that only emits (intake)
+    reports the broker without depending on it: accepting into the outbox while the
+    broker is away is its job; the outbox's backlog and age are the signal then."""
     state = app.state
     if not state.started:
-        return {"migrations": state.migrated, "started": False}
+        return {"migrations": state.migrated, "started": False}, {}
     database, broker = await asyncio.gather(
         _answers(state.pool.fetchval("SELECT 1")),
         _answers(state.broker.ping(timeout=2.0)),
     )
-    return {
+    checks = {
         "migrations": state.migrated,
         "database": database,
-        "broker": broker,
         "outbox_relay": state.relay.running,
         "workers": all(not task.done() for task in state.workers),
     }
+    if service.consumes:
+        return {**checks, "broker": broker}, {}
+    return checks, {"broker": broker}
 
 
-def _operations_router(service: Service) -> APIRouter:
-    schema = service.name
+def _operations_router(service: Service, *, with_metrics: bool) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
     async def healthz() -> dict:
+        """Liveness: the process answers HTTP (restart it if not)."""
         return {"status": "ok"}
 
     @router.get("/readyz")
     async def readyz(request: Request, response: Response) -> dict:
-        checks = await _readiness(request.app)
+        """Readiness: it can do its job now (send it traffic only then); docs/operations.md."""
+        checks, reported = await _readiness(service, request.app)
         ready = all(checks.values())
         response.status_code = 200 if ready else 503
-        return {"ready": ready, "checks": checks}
+        answer = {"ready": ready, "checks": checks}
+        if reported:
+            answer["reported"] = reported
+            if checks.get("database"):
+                waiting, age = await backlog(request.app.state.pool, service.name)
+                answer["outbox"] = {"backlog": waiting, "oldest_age_seconds": round(age, 3)}
+        return answer
 
-    @router.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        checks = await _readiness(request.app)
-        SERVICE_READY.labels(service.name).set(all(checks.values()))
-        if checks.get("database"):
-            try:
-                waiting, age = await backlog(request.app.state.pool, schema)
-                OUTBOX_BACKLOG.labels(schema).set(waiting)
-                OUTBOX_OLDEST_AGE.labels(schema).set(age)
-                if service.refresh_metrics is not None:
-                    await service.refresh_metrics(request.app.state.pool)
-            except Exception as error:
-                # Serve the rest: a failed scrape would read as the service being down.
-                log.warning("%s: refreshing gauges failed: %r", service.name, error)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if with_metrics:
+        @router.get("/metrics")
+        async def metrics(request: Request) -> Response:
+            return await _scrape(service, request.app)
 
     return router
+
+
+async def _scrape(service: Service, app: FastAPI) -> Response:
+    checks, _ = await _readiness(service, app)
+    SERVICE_READY.labels(service.name).set(all(checks.values()))
+    if checks.get("database"):
+        try:
+            waiting, age = await backlog(app.state.pool, service.name)
+            OUTBOX_BACKLOG.labels(service.name).set(waiting)
+            OUTBOX_OLDEST_AGE.labels(service.name).set(age)
+            if service.refresh_metrics is not None:
+                await service.refresh_metrics(app.state.pool)
+        except Exception as error:
+            # Serve the rest: a failed scrape would read as the service being down.
+            log.warning("%s: refreshing gauges failed: %r", service.name, error)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _answers(awaitable) -> bool:
@@ -182,18 +249,6 @@ async def _answers(awaitable) -> bool:
             return bool(await awaitable)
     except Exception:
         return False
-
-
-def _http_metrics(service: str):
-    async def middleware(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_REQUESTS.labels(service, route, request.method, str(response.status_code)).inc()
-        HTTP_SECONDS.labels(service, route).observe(time.perf_counter() - started)
-        return response
-
-    return middleware
 
 
 async def _wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:

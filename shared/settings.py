@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     # imported event, so a stop later in the same history meets it first.
     import_settle_seconds: float = Field(60.0, validation_alias="SIR_IMPORT_SETTLE_SECONDS")
     log_level: str = Field("INFO", validation_alias="SIR_LOG_LEVEL")
+    # Serve /docs, /redoc and /openapi.json (off where the API description need not be public).
+    api_docs: bool = Field(True, validation_alias="SIR_API_DOCS")
+    # Unset: /metrics is served with the API. Set: each service serves /metrics alone on
+    # its port plus this offset (e.g. 1000: intake's on 9000), and not on the API port,
+    # so the metrics address can stay private.
+    metrics_port_offset: int | None = Field(None, validation_alias="SIR_METRICS_PORT_OFFSET")
     # Routing (docs/routing.md): the recipients file that seeds each recipient's channel
     # (unset: services/routing/recipients.toml), whether webhooks may use plain http to a
     # host other than localhost, and the longest wait of the delivery loop between polls.
@@ -58,6 +64,11 @@ class Settings(BaseSettings):
 
     def port_of(self, service: str) -> int:
         return getattr(self, f"{service}_port")
+
+    def metrics_port_of(self, service: str) -> int:
+        """The port of the service's separate /metrics (metrics_port_offset must be set)."""
+        assert self.metrics_port_offset is not None
+        return self.port_of(service) + self.metrics_port_offset
 
 
 @lru_cache

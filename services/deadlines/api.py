@@ -1,8 +1,8 @@
 """Deadlines' HTTP API: what is due, met and late, by case or across cases.
 
-Who may read what (SPEC §1): a council only its own authority's deadlines, a SOG only
-those of cases routed to its region, the inspectorate and admin everything. A refusal
-is a 403 that says why; a bad filter a 422 naming it.
+Who may read what is shared/policy.py's (SPEC §1): a council only its own authority's
+deadlines, a SOG only those of cases routed to its region, the inspectorate and admin
+everything. A refusal is a 403 that says why; a bad filter a 422 naming it.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from services.deadlines import repository
 from services.deadlines.domain import RULES
-from shared.auth import Principal, require_role
 from shared.events import DeadlineRule, LocalAuthoritySlug
+from shared.policy import Authorized, check_may_read_case, list_scope
 
 router = APIRouter(prefix="/v1", tags=["deadlines"])
-Reader = Annotated[Principal, Depends(require_role("council", "sog", "inspectorate", "admin"))]
 Status = Literal["open", "met", "breached", "cancelled"]
 
 
@@ -62,15 +61,12 @@ def _deadline(row) -> Deadline:
 
 
 @router.get("/cases/{case_id}/deadlines", response_model=CaseDeadlines)
-async def case_deadlines(case_id: uuid.UUID, request: Request, principal: Reader) -> CaseDeadlines:
+async def case_deadlines(case_id: uuid.UUID, request: Request, principal: Authorized) -> CaseDeadlines:
     pool = request.app.state.pool
     case = await repository.case_of(pool, case_id)
     if case is None:
         raise HTTPException(404, f"no case {case_id} is known to the deadlines service")
-    if principal.role == "council" and case["local_authority"] != principal.local_authority:
-        raise HTTPException(403, f"case {case_id} belongs to another local authority")
-    if principal.role == "sog" and case["sog_region"] != principal.region:
-        raise HTTPException(403, f"case {case_id} is not routed to the {principal.region} SOG")
+    check_may_read_case(principal, case_id, case["local_authority"], case["sog_region"])
     rows = await repository.deadlines_of(pool, case_id)
     return CaseDeadlines(case_id=case_id, local_authority=case["local_authority"], deadlines=[_deadline(r) for r in rows])
 
@@ -78,7 +74,7 @@ async def case_deadlines(case_id: uuid.UUID, request: Request, principal: Reader
 @router.get("/deadlines", response_model=DeadlinePage)
 async def search_deadlines(
     request: Request,
-    principal: Reader,
+    principal: Authorized,
     status: Status | None = None,
     rule: DeadlineRule | None = None,
     local_authority: LocalAuthoritySlug | None = None,
@@ -87,13 +83,10 @@ async def search_deadlines(
 ) -> DeadlinePage:
     """Deadlines by due time, filtered. A council sees its own authority's (asking for
     another's is refused); a SOG those of the cases routed to its region."""
-    if principal.role == "council":
-        if local_authority not in (None, principal.local_authority):
-            raise HTTPException(403, f"a {principal.local_authority} token may not read {local_authority}'s deadlines")
-        local_authority = principal.local_authority
+    local_authority, sog_region = list_scope(principal, local_authority)
     rows = await repository.search(
         request.app.state.pool, status=status, rule=rule, local_authority=local_authority,
-        sog_region=principal.region if principal.role == "sog" else None, limit=limit + 1, offset=offset,
+        sog_region=sog_region, limit=limit + 1, offset=offset,
     )
     return DeadlinePage(
         deadlines=[_deadline(r) for r in rows[:limit]],

@@ -10,15 +10,17 @@ import uuid
 from typing import Annotated, Literal, Union
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from services.intake import history, repository
-from services.intake.domain import Forbidden, check_may_post, may_read, new_event, next_case
-from shared.auth import Principal, current_principal, require_role
+from services.intake.domain import new_event, next_case, serialised_size
+from shared.auth import Principal
+from shared.policy import Authorized, check_may_post, check_may_read_case
 from shared.events import CASE_EVENT_MODELS, Envelope, IncidentNotifiedData
 from shared.lifecycle import Refused
+from shared.http import BODY_LIMIT
 from shared.logs import event_fields
 from shared.metrics import EVENTS_RECORDED
 
@@ -74,12 +76,12 @@ async def post_notification(
     body: IncidentNotifiedData,
     request: Request,
     response: Response,
-    principal: Annotated[Principal, Depends(require_role("council"))],
+    principal: Authorized,
     idempotency_key: IdempotencyKey = None,
 ) -> dict:
     """A council notifies a serious incident; the answer carries the new case's id."""
     answer = await _record(
-        request.app.state.pool, principal, idempotency_key,
+        request, principal, idempotency_key,
         event_type="incident.notified", case_id=None, data=body,
     )
     response.headers["Location"] = f"/v1/cases/{answer['case_id']}"
@@ -91,27 +93,26 @@ async def post_case_event(
     case_id: uuid.UUID,
     body: CaseEventCommand,
     request: Request,
-    principal: Annotated[Principal, Depends(current_principal)],
+    principal: Authorized,
     idempotency_key: IdempotencyKey = None,
 ) -> dict:
     """Any later event of a case: assessment, SOG decision, review, response, closing."""
     return await _record(
-        request.app.state.pool, principal, idempotency_key,
+        request, principal, idempotency_key,
         event_type=body.event_type, case_id=case_id, data=body.data,
     )
 
 
 @router.get("/cases/{case_id}", response_model=CaseView)
 async def get_case(
-    case_id: uuid.UUID, request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    case_id: uuid.UUID, request: Request, principal: Authorized
 ) -> dict:
     """The case's state and its whole history of events."""
     found = await repository.read_case(request.app.state.pool, case_id)
     if found is None:
         raise HTTPException(404, f"no case {case_id}")
     case, envelopes = found
-    if not may_read(principal, case):
-        raise HTTPException(403, f"this token ({principal.role}) may not read case {case_id}")
+    check_may_read_case(principal, case_id, case.local_authority, case.sog_region)
     return {
         "case_id": case_id,
         "local_authority": case.local_authority,
@@ -143,6 +144,7 @@ NDJSON = "application/x-ndjson"
     response_model=ImportReport,
     tags=["operations"],
     openapi_extra={
+        BODY_LIMIT: history.MAX_BODY_BYTES,
         "requestBody": {
             "required": True,
             "description": f"History: one SPEC §3 event per line, at most {history.MAX_BODY_BYTES} bytes"
@@ -152,7 +154,7 @@ NDJSON = "application/x-ndjson"
     },
 )
 async def post_import(
-    request: Request, _: Annotated[Principal, Depends(require_role("admin"))]
+    request: Request, _: Authorized
 ) -> dict:
     """Import history (admin): each case whole or not at all; see docs/import.md."""
     if request.headers.get("content-type", "").split(";")[0].strip() != NDJSON:
@@ -172,7 +174,7 @@ async def post_import(
 
 
 async def _record(
-    pool: asyncpg.Pool,
+    request: Request,
     principal: Principal,
     idempotency_key: str | None,
     *,
@@ -180,6 +182,7 @@ async def _record(
     case_id: uuid.UUID | None,
     data: BaseModel,
 ) -> dict:
+    pool, max_bytes = request.app.state.pool, request.app.state.settings.max_message_bytes
     fingerprint = hashlib.sha256(
         json.dumps([event_type, str(case_id), data.model_dump(mode="json")], sort_keys=True).encode()
     ).digest()
@@ -192,7 +195,7 @@ async def _record(
                         if prior["request_sha256"] != fingerprint:
                             raise HTTPException(409, "this Idempotency-Key was used for another request")
                         return prior["response"]
-                event, answer = await _append(conn, principal, event_type, case_id, data)
+                event, answer = await _append(conn, principal, event_type, case_id, data, max_bytes)
                 if idempotency_key is not None:
                     await repository.remember_answer(
                         conn, principal.token_id, idempotency_key, fingerprint, answer
@@ -207,7 +210,8 @@ async def _record(
 
 
 async def _append(
-    conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel
+    conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel,
+    max_bytes: int,
 ) -> tuple[Envelope, dict]:
     if case_id is None:
         case_id, case, local_authority = uuid.uuid4(), None, principal.local_authority
@@ -216,10 +220,7 @@ async def _append(
         if case is None:
             raise HTTPException(404, f"no case {case_id}")
         local_authority = case.local_authority
-    try:
-        check_may_post(principal, event_type, case, local_authority)
-    except Forbidden as refusal:
-        raise HTTPException(403, str(refusal)) from None
+    check_may_post(principal, event_type, local_authority, case.sog_region if case is not None else None)
     try:
         event = new_event(
             event_type, case_id=case_id, local_authority=local_authority,
@@ -233,6 +234,10 @@ async def _append(
         case = next_case(case, event)
     except Refused as refusal:
         raise HTTPException(409, str(refusal)) from None
+    size = serialised_size(event)
+    if size > max_bytes:
+        # Stored, it could never be published: refuse it before it is (SIR_MAX_MESSAGE_BYTES).
+        raise HTTPException(413, f"the event would be {size} bytes serialised; the largest is {max_bytes}")
     await repository.append(conn, event, case)
     return event, {
         "case_id": str(case_id),

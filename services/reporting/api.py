@@ -10,13 +10,13 @@ import typing
 from typing import Annotated, AsyncIterator, Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from services.reporting import repository
 from services.reporting.domain import national_report, period_state, quarter_period, quarterly_report
 from services.reporting.render import filename, render
-from shared.auth import Principal, current_principal
 from shared.events import DeadlineRule
+from shared.policy import Authorized
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
 
 router = APIRouter(prefix="/v1", tags=["reports"])
@@ -89,7 +89,7 @@ _REPORT_RESPONSES = {
 @router.get("/reports/national", response_class=Response, responses=_REPORT_RESPONSES)
 async def national(
     request: Request,
-    _: Annotated[Principal, Depends(current_principal)],
+    _: Authorized,
     period_from: Annotated[dt.date, Query(alias="from", description="First day of the period (received on or after)")],
     period_to: Annotated[dt.date, Query(alias="to", description="Last day of the period (received on or before)")],
     format: Annotated[Format, Query(description="json, csv or html")] = "json",
@@ -106,7 +106,7 @@ async def national(
 @router.get("/reports/quarterly/{year}/{quarter}", response_class=Response, responses=_REPORT_RESPONSES)
 async def quarterly(
     request: Request,
-    _: Annotated[Principal, Depends(current_principal)],
+    _: Authorized,
     year: Annotated[int, Path(ge=2000, le=2100)],
     quarter: Annotated[str, Path(pattern=r"^Q[1-4]$", description="Q1 (January to March) to Q4")],
     format: Annotated[Format, Query(description="json, csv or html")] = "json",
@@ -118,7 +118,7 @@ async def quarterly(
 
 @router.get("/reports/notifications-by-authority")
 async def notifications_by_authority(
-    request: Request, _: Annotated[Principal, Depends(current_principal)]
+    request: Request, _: Authorized
 ) -> dict:
     """Notifications received so far, by local authority (all 32, zeros included)."""
     rows = await request.app.state.pool.fetch(
@@ -137,7 +137,7 @@ async def notifications_by_authority(
 
 
 @router.get("/vocabularies", tags=["reference"])
-async def vocabularies(_: Annotated[Principal, Depends(current_principal)]) -> dict:
+async def vocabularies(_: Authorized) -> dict:
     """Every vocabulary's values (and the deadline rules) with the labels the reports use
     (shared/reference/labels.json), in the vocabularies' order."""
     kinds = {**VOCABULARIES, "rule": typing.get_args(DeadlineRule)}

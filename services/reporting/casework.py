@@ -21,11 +21,11 @@ import uuid
 from typing import Annotated, Any, Literal, Mapping
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 from services.reporting.repository import SCHEMA
-from shared.auth import Principal, current_principal
+from shared.policy import Authorized, list_scope
 from shared.events import Envelope, LocalAuthoritySlug
 from shared.lifecycle import POSTED_BY, Case, Refused, State, apply
 
@@ -219,22 +219,6 @@ class CaseworkCase(BaseModel):
     deadlines: list[DeadlineView]
 
 
-def visible_scope(principal: Principal, local_authority: str | None) -> tuple[str | None, str | None]:
-    """(local_authority, sog_region) the listing is narrowed to for this principal, or 403."""
-    if principal.role == "council":
-        if local_authority is not None and local_authority != principal.local_authority:
-            raise HTTPException(
-                403,
-                f"this token is for {principal.local_authority}; it may not list the cases of {local_authority}",
-            )
-        return principal.local_authority, None
-    if principal.role == "sog":
-        return local_authority, principal.region
-    if principal.role in ("inspectorate", "admin"):
-        return local_authority, None
-    raise HTTPException(403, f"role {principal.role} may not list cases")
-
-
 router = APIRouter(prefix="/v1", tags=["casework"])
 
 
@@ -242,7 +226,7 @@ router = APIRouter(prefix="/v1", tags=["casework"])
 async def get_cases(
     request: Request,
     response: Response,
-    principal: Annotated[Principal, Depends(current_principal)],
+    principal: Authorized,
     local_authority: Annotated[LocalAuthoritySlug | None, Query(description="Only this authority's cases")] = None,
     status: Annotated[
         list[State] | None,
@@ -264,7 +248,7 @@ async def get_cases(
     cases routed to their region, the inspectorate and admins every case. When more
     cases follow, a `Link: <...>; rel="next"` header gives the next page.
     """
-    scope_authority, scope_region = visible_scope(principal, local_authority)
+    scope_authority, scope_region = list_scope(principal, local_authority)
     try:
         cursor = None if after is None else decode_cursor(after)
     except ValueError as error:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from services.routing import repository
 from services.routing.domain import ALL_RECIPIENTS, RecipientConfig
-from shared.auth import Principal, require_role
+from shared.policy import Authorized
 
 router = APIRouter(prefix="/v1", tags=["deliveries"])
 
@@ -47,7 +47,7 @@ class RecipientView(RecipientConfig):
 @router.get("/deliveries")
 async def list_deliveries(
     request: Request,
-    _: Annotated[Principal, Depends(require_role("admin", "inspectorate"))],
+    _: Authorized,
     case_id: uuid.UUID | None = None,
     status: Status | None = None,
 ) -> list[DeliveryView]:
@@ -59,7 +59,7 @@ async def list_deliveries(
 async def retry_delivery(
     request: Request,
     delivery_id: uuid.UUID,
-    _: Annotated[Principal, Depends(require_role("admin"))],
+    _: Authorized,
 ) -> DeliveryView:
     """Try a failed (or waiting) delivery again now, with a new retry budget."""
     async with request.app.state.pool.acquire() as conn, conn.transaction():
@@ -76,7 +76,7 @@ async def retry_delivery(
 @router.get("/recipients", tags=["recipients"])
 async def list_recipients(
     request: Request,
-    _: Annotated[Principal, Depends(require_role("admin", "inspectorate"))],
+    _: Authorized,
 ) -> list[RecipientView]:
     return [_view(row) for row in await repository.recipients(request.app.state.pool)]
 
@@ -86,7 +86,7 @@ async def set_recipient(
     request: Request,
     recipient: str,
     config: RecipientConfig,
-    principal: Annotated[Principal, Depends(require_role("admin"))],
+    principal: Authorized,
 ) -> RecipientView:
     """Change a recipient's channel (and webhook settings); pending deliveries use it at
     their next attempt. Fields left out take their defaults."""

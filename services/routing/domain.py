@@ -22,6 +22,7 @@ from shared.events import (
     NotificationForwardedData,
     NotificationForwardFailed,
     NotificationForwardFailedData,
+    Text,
 )
 from shared.lifecycle import sog_region_of
 from shared.reference import MAPPA_REGIONS
@@ -51,7 +52,7 @@ class RecipientConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channel: Literal["topic", "webhook"] = "topic"
-    url: Annotated[str, Field(max_length=2000)] | None = None
+    url: Text(2000) | None = None  # no NUL: PostgreSQL could not store it
     # Name of the environment variable that holds the HMAC secret (the secret itself is
     # never stored nor shown).
     secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=100)] | None = None

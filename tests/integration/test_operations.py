@@ -122,7 +122,30 @@ async def test_every_service_is_ready_when_its_database_and_broker_answer(platfo
         answer = await platform.clients[name].get("/readyz")
         assert answer.status_code == 200, answer.text
         checks = answer.json()["checks"]
-        assert checks == {"migrations": True, "database": True, "broker": True, "outbox_relay": True, "workers": True}
+        own = {"migrations": True, "database": True, "outbox_relay": True, "workers": True}
+        if name == "intake":  # emits only: the broker is reported, not depended on
+            assert checks == own and answer.json()["reported"] == {"broker": True}
+            assert answer.json()["outbox"]["backlog"] >= 0
+        else:
+            assert checks == {**own, "broker": True}
+
+
+async def test_intake_stays_ready_and_accepts_while_its_broker_is_away(infra):
+    from shared import devstack
+    from shared.auth import issue_token
+
+    with devstack.Tansu() as tansu:
+        settings = infra.settings(infra.new_database(), kafka_bootstrap=tansu.bootstrap)
+        async with run_services(settings, ("intake",)) as platform:
+            token = await issue_token(platform.pool, "council", local_authority="glasgow-city")
+            tansu.stop()
+            client = platform.clients["intake"]
+            accepted = await client.post("/v1/notifications", json=notification(), headers=bearer(token))
+            assert accepted.status_code == 201, accepted.text
+            answer = await client.get("/readyz")
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["reported"] == {"broker": False}
+            assert answer.json()["outbox"]["backlog"] >= 1
 
 
 async def _crashing_worker(pool, settings) -> None:
@@ -144,10 +167,28 @@ async def test_not_ready_before_start_nor_when_a_worker_or_the_broker_stops(infr
                 return answer.status_code == 503 and answer.json()["checks"]["workers"] is False and answer
 
             checks = (await eventually(worker_down, what="the crashed worker to show")).json()["checks"]
-            assert checks["migrations"] and checks["database"] and checks["broker"] and checks["outbox_relay"]
+            assert checks["migrations"] and checks["database"] and checks["outbox_relay"]
             metrics = (await client.get("/metrics")).text
             assert 'sir_service_ready{service="opsprobe"} 0.0' in metrics
 
+            await app.state.broker.stop()
+            answer = await client.get("/readyz")
+            # It consumes nothing, so the broker is reported, not a check of its readiness.
+            assert answer.status_code == 503 and answer.json()["reported"]["broker"] is False
+
+
+async def _ignore(conn, event) -> None:
+    return None
+
+
+async def test_a_consuming_service_is_not_ready_while_its_broker_is_away(infra, tmp_path: Path):
+    settings = infra.settings(infra.new_database())
+    service = Service(name="opsconsumer", migrations=tmp_path, description="consumes", consumes={CASE_EVENTS: _ignore})
+    app = create_app(service, settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://opsconsumer") as client:
+        async with app.router.lifespan_context(app):
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["checks"]["broker"] is True, ready.text
             await app.state.broker.stop()
             answer = await client.get("/readyz")
             assert answer.status_code == 503 and answer.json()["checks"]["broker"] is False

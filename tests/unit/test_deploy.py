@@ -9,6 +9,8 @@ from shared.settings import SERVICES, Settings
 from tests.deploy_queries import dashboard_queries, scraped_names
 
 ROOT = Path(__file__).parents[2]
+# Compose publishes on 127.0.0.1 unless SIR_PUBLISH_ADDRESS says otherwise.
+PUBLISHED_ON = "${SIR_PUBLISH_ADDRESS:-127.0.0.1}"
 
 
 def _compose() -> dict:
@@ -27,7 +29,22 @@ def test_compose_runs_every_service_with_its_port():
     for name in SERVICES:
         assert services[name]["command"] == ["serve", name]
         port = services[name]["environment"][f"{name.upper()}_PORT"]
-        assert services[name]["ports"] == [f"{port}:{port}"]
+        assert services[name]["ports"] == [f"{PUBLISHED_ON}:{port}:{port}"]
+
+
+def test_compose_stores_no_event_the_broker_would_refuse():
+    compose = _compose()["services"]
+    broker_limit = int(compose["kafka"]["environment"]["KAFKA_MESSAGE_MAX_BYTES"])
+    for name in SERVICES:
+        assert int(compose[name]["environment"]["SIR_MAX_MESSAGE_BYTES"]) < broker_limit
+
+
+def test_compose_publishes_only_what_a_user_needs_on_loopback_by_default():
+    published = {name: service["ports"] for name, service in _compose()["services"].items() if "ports" in service}
+    # The four APIs, Prometheus and Grafana; never the database or the broker.
+    assert set(published) == set(SERVICES) | {"prometheus", "grafana"}
+    for ports in published.values():
+        assert all(port.startswith(f"{PUBLISHED_ON}:") for port in ports), ports
 
 
 def test_compose_sets_only_settings_the_code_reads():

@@ -94,3 +94,41 @@ def test_timestamps_must_carry_a_zone():
 def test_an_event_round_trips_through_json():
     event = CASE_EVENT.validate_python(envelope("review.submitted", review()))
     assert CASE_EVENT.validate_json(event.model_dump_json()) == event
+
+
+def test_free_text_the_store_cannot_hold_is_refused_naming_the_field():
+    import pydantic
+
+    from shared.events import IncidentNotifiedData
+    from tests.factories import notification
+
+    for bad in ("GC\u00001", "GC-\ud800", "x" * 65, ""):
+        with pytest.raises(pydantic.ValidationError) as refused:
+            IncidentNotifiedData(**notification(council_reference=bad))
+        assert refused.value.errors()[0]["loc"] == ("council_reference",)
+
+
+def test_vocabulary_lists_are_bounded_and_keep_each_value_once():
+    import pydantic
+
+    from shared.events import ReviewSubmittedData
+    from shared.reference import VOCABULARIES
+    from tests.factories import review
+
+    assert ReviewSubmittedData(**review(findings=["other", "other"])).findings == ["other"]
+    with pytest.raises(pydantic.ValidationError):
+        ReviewSubmittedData(**review(findings=["other"] * (len(VOCABULARIES["finding"]) + 1)))
+    schema = ReviewSubmittedData.model_json_schema()["properties"]["findings"]
+    assert schema["maxItems"] == len(VOCABULARIES["finding"])
+
+
+def test_a_mappa_notification_before_the_first_region_grouping_names_incident_date():
+    import pydantic
+
+    from shared.events import IncidentNotifiedData
+    from tests.factories import mappa_notification, notification
+
+    with pytest.raises(pydantic.ValidationError) as refused:
+        IncidentNotifiedData(**mappa_notification(incident_date="1999-12-31"))
+    assert refused.value.errors()[0]["loc"] == ("incident_date",)
+    IncidentNotifiedData(**notification(incident_date="1999-12-31"))  # no MAPPA: no region needed
