@@ -330,3 +330,51 @@ async def test_events_without_a_sequence_are_applied_as_they_come(ordered):
 
 def _edited(record: ConsumerRecord, change) -> ConsumerRecord:
     return dataclasses.replace(record, value=json.dumps(change(json.loads(record.value))).encode())
+
+
+# --- intake's store: sequences for the events stored before them ---------------------------
+
+
+async def test_events_stored_before_sequences_are_numbered_by_the_migration(infra):
+    from services.intake import repository
+    from services.intake.app import SERVICE as INTAKE
+
+    pool = await create_pool(infra.new_database())
+    try:
+        first = INTAKE.migrations / "001_event_store.sql"
+        await pool.execute(f"CREATE SCHEMA intake; {first.read_text().replace('{schema}', 'intake')}")
+        await pool.execute("CREATE TABLE intake.schema_migrations (name text PRIMARY KEY, applied_at timestamptz)")
+        await pool.execute("INSERT INTO intake.schema_migrations VALUES ('migrations/001_event_store.sql', now())")
+        case_a, case_b = uuid.uuid4(), uuid.uuid4()
+        received = dt.datetime(2024, 5, 6, 10, tzinfo=dt.timezone.utc)
+        old = [  # as stored before today: interleaved cases, a forwarding record among them
+            _envelope("incident.notified", case_a, received, notification()),
+            _envelope("incident.notified", case_b, received, notification()),
+            _envelope("notification.forwarded", case_a, received, {
+                "recipient": "scottish-government", "channel": "topic", "attempts": 1,
+                "delivered_at": received.isoformat()}),
+            _envelope("notification.criteria_assessed", case_a, received, {"meets_criteria": True}),
+            _envelope("case.closed", case_b, received, {"reason": "withdrawn"}),
+        ]
+        for case_id in (case_a, case_b):
+            await pool.execute("INSERT INTO intake.cases (case_id, local_authority) VALUES ($1, 'glasgow-city')", case_id)
+        for event in old:
+            await pool.execute(
+                "INSERT INTO intake.events (event_id, case_id, event_type, local_authority, received_at, recorded_at,"
+                " envelope) VALUES ($1, $2, $3, 'glasgow-city', $4, $4, $5)",
+                uuid.UUID(event["event_id"]), uuid.UUID(event["case_id"]), event["event_type"], received, event,
+            )
+        await migrate(pool, "intake", COMMON, INTAKE.migrations)
+
+        _, a_events = await repository.read_case(pool, case_a)
+        assert [(e["event_type"], e.get("sequence")) for e in a_events] == [
+            ("incident.notified", 1), ("notification.forwarded", None), ("notification.criteria_assessed", 2),
+        ]
+        _, b_events = await repository.read_case(pool, case_b)
+        assert [e["sequence"] for e in b_events] == [1, 2]
+        # The stored envelopes are untouched (immutable); the column carries the number.
+        assert await pool.fetchval("SELECT count(*) FROM intake.events WHERE envelope ? 'sequence'") == 0
+        with pytest.raises(Exception, match="never edited"):
+            await pool.execute("UPDATE intake.events SET sequence = 9")
+    finally:
+        await pool.close()
