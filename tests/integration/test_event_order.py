@@ -378,3 +378,41 @@ async def test_events_stored_before_sequences_are_numbered_by_the_migration(infr
             await pool.execute("UPDATE intake.events SET sequence = 9")
     finally:
         await pool.close()
+
+
+async def test_a_consumer_that_applied_events_before_sequences_carries_on_from_them(infra, tmp_path):
+    """Upgrading a running platform: what a consumer applied before the numbering counts
+    as applied, so the case's next (numbered) event is applied, not held for ever."""
+    import shutil
+
+    from services.intake.app import SERVICE as INTAKE
+
+    pool = await create_pool(infra.new_database())
+    try:
+        await pool.execute(f"CREATE SCHEMA intake; {(INTAKE.migrations / '001_event_store.sql').read_text().replace('{schema}', 'intake')}")
+        before = tmp_path / "common"  # the consumer's common tables as they were
+        before.mkdir()
+        for path in sorted(COMMON.glob("*.sql"))[:2]:
+            shutil.copy(path, before)
+        await migrate(pool, "ordertest", before)
+        case_id = uuid.uuid4()
+        await pool.execute("INSERT INTO intake.cases (case_id, local_authority) VALUES ($1, 'glasgow-city')", case_id)
+        old = _case_events(3)[:2]
+        for record in old:
+            event = json.loads(record.value)
+            event = {k: v for k, v in event.items() if k != "sequence"} | {"case_id": str(case_id)}
+            await pool.execute(
+                "INSERT INTO intake.events (event_id, case_id, event_type, local_authority, received_at, recorded_at,"
+                " envelope) VALUES ($1, $2, $3, 'glasgow-city', now(), now(), $4)",
+                uuid.UUID(event["event_id"]), case_id, event["event_type"], event,
+            )
+            await pool.execute(
+                "INSERT INTO ordertest.processed_events (consumer, event_id, topic, partition, \"offset\")"
+                " VALUES ('test', $1, 'sir.case-events.v1', 0, 0)", uuid.UUID(event["event_id"]),
+            )
+        await migrate(pool, "ordertest", COMMON)
+        assert await pool.fetchval(
+            "SELECT applied FROM ordertest.case_positions WHERE consumer = 'test' AND case_id = $1", case_id
+        ) == 2
+    finally:
+        await pool.close()
