@@ -415,3 +415,43 @@ async def test_a_consumer_that_applied_events_before_sequences_carries_on_from_t
         ) == 2
     finally:
         await pool.close()
+
+
+async def test_the_deadlines_service_gives_the_same_deadlines_and_events_in_any_delivery_order(infra):
+    """The gate is in the consumer shell, so every service's projection is order-safe:
+    here the deadlines service, fed one case's review cycle in order and then reversed
+    with duplicates (as a replay after a newer event would deliver it)."""
+    from services.deadlines.app import SERVICE as DEADLINES
+    from services.deadlines.handlers import on_event
+
+    case_id, day = uuid.uuid4(), dt.datetime(2026, 9, 7, 10, tzinfo=dt.timezone.utc)
+    steps = [("incident.notified", mappa_notification(incident_date="2026-09-07")),
+             ("review.submitted", review()), ("review.additional_info_requested", {}),
+             ("review.additional_info_provided", {}), ("review.responded", {"outcome": "comprehensive_review_required"}),
+             ("review.submitted", review(review_type="comprehensive")), ("case.closed", {"reason": "withdrawn"})]
+    events = [_envelope(event_type, case_id, day + dt.timedelta(days=3 * n), data, sequence=n + 1)
+              for n, (event_type, data) in enumerate(steps)]
+    records = _records(events)[CASE_EVENTS]
+
+    async def outcome(delivered: list[ConsumerRecord]) -> tuple[list, list]:
+        pool = await create_pool(infra.new_database())
+        try:
+            await migrate(pool, DEADLINES.name, COMMON, DEADLINES.migrations)
+            applier = IdempotentApplier(pool, "deadlines", "test", on_event)
+            for record in delivered:
+                assert await applier.apply_batch([record]) == []
+            rows = await pool.fetch(
+                "SELECT rule, sequence, status, started_at, due_at, met_at, cancelled_at, working_days_late"
+                " FROM deadlines.deadlines ORDER BY rule, sequence"
+            )
+            emitted = await pool.fetch("SELECT value FROM deadlines.outbox")
+            return [tuple(r.values()) for r in rows], sorted(
+                (e["event_id"], e["event_type"], e.get("causation_id"), json.dumps(e["data"], sort_keys=True))
+                for e in (json.loads(r["value"]) for r in emitted)
+            )
+        finally:
+            await pool.close()
+
+    in_order = await outcome(records)
+    assert len(in_order[0]) >= 6
+    assert await outcome(records[::-1] + records[2:5]) == in_order
