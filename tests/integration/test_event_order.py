@@ -455,3 +455,53 @@ async def test_the_deadlines_service_gives_the_same_deadlines_and_events_in_any_
     in_order = await outcome(records)
     assert len(in_order[0]) >= 6
     assert await outcome(records[::-1] + records[2:5]) == in_order
+
+
+async def test_a_case_concluded_before_its_older_events_are_replayed_stays_concluded(infra):
+    """Issue 11's symptom on a real broker: a blank Tansu gets the case's newest event (the
+    response that concludes it) first, then the replay of its older ones. Live reporting
+    and `sir report rebuild` both show the case concluded, with the same rows."""
+    from aiokafka import AIOKafkaProducer
+
+    from services.reporting.commands import rebuild
+    from shared import devstack
+    from tests.integration.conftest import run_services
+    from tests.integration.helpers import eventually
+
+    case_id, day = uuid.uuid4(), dt.datetime(2026, 6, 1, 10, tzinfo=dt.timezone.utc)
+    steps = [("incident.notified", notification(incident_date="2026-05-29")), ("review.submitted", review()),
+             ("review.additional_info_requested", {}), ("review.additional_info_provided", {}),
+             ("review.responded", {"outcome": "concluded"})]
+    events = [_envelope(event_type, case_id, day + dt.timedelta(days=5 * n), data, sequence=n + 1)
+              for n, (event_type, data) in enumerate(steps)]
+    delivered = [events[-1]] + events  # the new event, then the whole store replayed
+
+    with devstack.Tansu() as broker:
+        settings = infra.settings(infra.new_database(), kafka_bootstrap=broker.bootstrap)
+        async with run_services(settings, ("reporting",)) as platform:
+            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+            await producer.start()
+            try:
+                for event in delivered:
+                    await producer.send_and_wait(CASE_EVENTS, json.dumps(event).encode(), key=str(case_id).encode())
+            finally:
+                await producer.stop()
+
+            async def state():
+                return await platform.pool.fetchval(
+                    "SELECT state FROM reporting.casework_cases WHERE case_id = $1", case_id)
+
+            async def all_applied():
+                return await platform.pool.fetchval(
+                    "SELECT applied = 5 FROM reporting.case_positions WHERE case_id = $1", case_id)
+
+            await eventually(all_applied, what="every event of the case applied")
+            assert await state() == "concluded"
+            live = await _snapshot(platform.pool)
+            # The response found its review (applied on top of an empty case, it would not).
+            assert await platform.pool.fetchval(
+                "SELECT outcome FROM reporting.reviews WHERE case_id = $1", case_id) == "concluded"
+
+            await rebuild(platform.pool, settings, idle_polls=2, poll_ms=200)
+            assert await _snapshot(platform.pool) == live
+            assert await state() == "concluded"
