@@ -32,13 +32,12 @@ class Position(Generic[Item]):
 def arrive(position: Position[Item], sequence: int | None, item: Item) -> tuple[Position[Item], list[Item]]:
     """The case's position after `item` (with `sequence`) arrives, and the items now
     ready to apply, in order (module docstring)."""
-    if sequence is None:
-        return Position(position.applied + 1, position.held), [item]
-    if sequence <= position.applied or sequence in position.held:
-        return position, []
-    if sequence > position.applied + 1:
-        return Position(position.applied, {**position.held, sequence: item}), []
-    ready, held, applied = [item], dict(position.held), sequence
+    if sequence is not None:
+        if sequence <= position.applied or sequence in position.held:
+            return position, []
+        if sequence > position.applied + 1:
+            return Position(position.applied, {**position.held, sequence: item}), []
+    ready, held, applied = [item], dict(position.held), position.applied + 1
     while applied + 1 in held:
         applied += 1
         ready.append(held.pop(applied))

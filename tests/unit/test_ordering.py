@@ -69,3 +69,8 @@ def test_any_delivery_order_with_duplicates_applies_each_once_in_sequence(case):
     n = len(order)
     assert applied == [f"e{s}" for s in range(1, n + 1)]
     assert position == Position(n, {})
+
+
+def test_an_event_without_a_sequence_lets_through_what_follows_it():
+    position, ready = arrive(Position(2, {4: "e4"}), None, "old")
+    assert ready == ["old", "e4"] and position == Position(4, {})
