@@ -59,11 +59,12 @@ def case_events(rng: random.Random, number: int) -> list[tuple[str, bytes, bytes
     received = START + dt.timedelta(days=rng.randrange(SPAN_DAYS), minutes=rng.randrange(480))
     incident = (received - dt.timedelta(days=rng.choice([1, 2, 3, 5, 8, 13, 40, 200]))).date()
 
-    def envelope(event_type: str, at: dt.datetime, data: dict, role: str) -> bytes:
+    def envelope(event_type: str, at: dt.datetime, data: dict, role: str, sequence: int | None = None) -> bytes:
         return json.dumps({
             "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "event_type": event_type,
             "schema_version": 1, "case_id": case_id, "local_authority": la, "received_at": iso(at),
             "recorded_at": iso(at), "actor": {"role": role, "id": "bench"}, "data": data,
+            **({"sequence": sequence} if sequence else {}),
         }).encode()
 
     reviewed = received + dt.timedelta(days=rng.randint(20, 120))
@@ -79,13 +80,13 @@ def case_events(rng: random.Random, number: int) -> list[tuple[str, bytes, bytes
             "order_type": rng.choice(VOCABULARIES["order_type"]), "subject_role": "perpetrator",
             "mappa": {"applies": False}, "domestic_abuse_aggravated": rng.random() < 0.2,
             "historical": False, "signed_off_by": rng.choice(VOCABULARIES["sign_off_role"]),
-        }, "council")),
+        }, "council", 1)),
         (ROUTING_EVENTS, key, envelope("notification.forwarded", forwarded, {
             "recipient": "scottish-government", "channel": "topic", "attempts": 1, "delivered_at": iso(forwarded),
         }, "service")),
         (DEADLINE_EVENTS, key, envelope("deadline.opened", received, deadline, "service")),
         (CASE_EVENTS, key, envelope("notification.criteria_assessed", received + dt.timedelta(days=1),
-                                    {"meets_criteria": True}, "inspectorate")),
+                                    {"meets_criteria": True}, "inspectorate", 2)),
         (CASE_EVENTS, key, envelope("review.submitted", reviewed, {
             "review_type": rng.choice(["initial_analysis", "comprehensive"]),
             "signed_off_by": rng.choice(VOCABULARIES["sign_off_role"]), "reviewer_independent": True,
@@ -93,10 +94,10 @@ def case_events(rng: random.Random, number: int) -> list[tuple[str, bytes, bytes
             "risk_management_plan": {"in_place": rng.random() < 0.6, "informed_by_assessment": rng.random() < 0.5},
             "order_reviews_referenced": rng.random() < 0.4, "good_practice_identified": False,
             "findings": rng.sample(VOCABULARIES["finding"], 2),
-        }, "council")),
+        }, "council", 3)),
         (DEADLINE_EVENTS, key, envelope("deadline.met", reviewed, deadline | {"met_at": iso(reviewed)}, "service")),
-        (CASE_EVENTS, key, envelope("review.responded", responded, {"outcome": "concluded"}, "inspectorate")),
-        (CASE_EVENTS, key, envelope("case.closed", responded + dt.timedelta(days=1), {"reason": "concluded"}, "inspectorate")),
+        (CASE_EVENTS, key, envelope("review.responded", responded, {"outcome": "concluded"}, "inspectorate", 4)),
+        (CASE_EVENTS, key, envelope("case.closed", responded + dt.timedelta(days=1), {"reason": "concluded"}, "inspectorate", 5)),
     ]
 
 

@@ -7,6 +7,11 @@ fails, the batch is applied again event by event, each in a savepoint, and the f
 one is retried in place with backoff; after `max_attempts` the message goes to
 `<topic>.dlq` with the error, and so does a message that is not a valid event. If the database itself fails, the batch is rewound and
 comes again.
+
+Case events are applied in each case's `sequence` order whatever the delivery order
+(shared/ordering.py): one that comes before its turn is marked processed and held in
+`case_positions` until its predecessors have been applied. A case event that goes to
+the dead letters is not processed, and its case's later events wait for it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import functools
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -24,9 +30,10 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import TypeAdapter, ValidationError
 
-from shared.events import ANY_EVENT, Envelope
+from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.logs import event_context
 from shared.messaging import IMPORTED_HEADER, dead_letter_topic
+from shared.ordering import Position, arrive, stop_before
 from shared.metrics import (
     CONSUMER_APPLIED_OFFSET,
     CONSUMER_DELAY_SECONDS,
@@ -65,7 +72,8 @@ _INFRASTRUCTURE_ERRORS = (asyncpg.InterfaceError, asyncpg.PostgresConnectionErro
 
 
 class IdempotentApplier:
-    """Applies batches of records to a handler, once per event; knows nothing of Kafka clients."""
+    """Applies batches of records to a handler, once per event and each case's events in
+    their sequence order (shared/ordering.py); knows nothing of Kafka clients."""
 
     def __init__(
         self,
@@ -92,13 +100,24 @@ class IdempotentApplier:
             " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::integer[], $5::bigint[])"
             " ON CONFLICT DO NOTHING RETURNING event_id) SELECT array_agg(event_id) FROM marked"
         )
+        self._unmark = f"DELETE FROM {schema}.processed_events WHERE consumer = $1 AND event_id = $2"
+        self._load_positions = (
+            f"SELECT case_id, applied, held FROM {schema}.case_positions"
+            " WHERE consumer = $1 AND case_id = ANY($2::uuid[]) FOR UPDATE"
+        )
+        self._save_positions = (
+            f"INSERT INTO {schema}.case_positions (consumer, case_id, applied, held)"
+            " SELECT $1, * FROM unnest($2::uuid[], $3::integer[], $4::jsonb[])"
+            " ON CONFLICT (consumer, case_id) DO UPDATE SET applied = EXCLUDED.applied, held = EXCLUDED.held"
+        )
 
     async def apply_batch(self, records: Sequence[ConsumerRecord]) -> list[DeadLetter]:
         """Apply the records in one transaction; returns the ones for the dead-letter topic.
 
-        First all at once: one statement marks the whole batch processed and the handler
-        runs for each new event, with no savepoints. Only if a handler fails is that
-        transaction rolled back and the batch applied again one event at a time, each in
+        First all at once: one statement marks the whole batch processed, one loads and
+        one saves the positions of its cases, and the handler runs for each event whose
+        turn has come, with no savepoints. Only if a handler fails is that transaction
+        rolled back and the batch applied again one event at a time, each handler call in
         its own savepoint with retries, so a poison event fails alone."""
         dead: list[DeadLetter] = []
         events = []
@@ -110,27 +129,26 @@ class IdempotentApplier:
         async with self.pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    applied = await self._apply_all(conn, events)
+                    applied, duplicates = await self._apply_all(conn, events)
             except _INFRASTRUCTURE_ERRORS:
                 raise
             except Exception as error:
                 log.info("%s: a handler failed in the batch (%r); applying it event by event", self.consumer, error)
             else:
-                self._count(applied, len(events) - len(applied))
+                self._count(applied, duplicates)
                 return dead
             async with conn.transaction():
                 for record, event in events:
                     with event_context(event_id=event.event_id, case_id=event.case_id):
-                        error = await self._apply_one(conn, record, event)
-                    if error:
-                        dead.append((record, error))
+                        dead += await self._apply_one(conn, record, event)
         return dead
 
-    async def _apply_all(self, conn: asyncpg.Connection, events: list[tuple[ConsumerRecord, Envelope]]) -> list:
+    async def _apply_all(self, conn: asyncpg.Connection, events: list[Arrival]) -> tuple[list[Arrival], int]:
         """Mark every event processed in one statement, then apply the ones that are new
-        (once each: a batch may hold the same event twice). Returns those applied."""
+        (once each: a batch may hold the same event twice) as their turn comes. Returns
+        those applied and the number of duplicates."""
         if not events:
-            return []
+            return [], 0
         new = set(
             await conn.fetchval(
                 self._mark_all_processed,
@@ -142,16 +160,21 @@ class IdempotentApplier:
             )
             or ()
         )
-        applied = []
+        fresh = []
         for record, event in events:
-            if event.event_id not in new:
-                continue
-            new.discard(event.event_id)
+            if event.event_id in new:
+                new.discard(event.event_id)
+                fresh.append((record, event))
+        positions = await self._positions(conn, fresh)
+        ready = []
+        for arrival in fresh:
+            ready += self._arrive(positions, arrival)
+        await self._save(conn, positions)
+        for record, event in ready:
             with event_context(event_id=event.event_id, case_id=event.case_id), \
                     HANDLER_SECONDS.labels(self.consumer).time():
                 await self.handler(conn, event, Delivery.of(record))
-            applied.append((record, event))
-        return applied
+        return ready, len(events) - len(fresh)
 
     def _count(self, applied: list, duplicates: int) -> None:
         for record, event in applied:
@@ -159,18 +182,40 @@ class IdempotentApplier:
         if duplicates:
             EVENTS_DUPLICATE.labels(self.consumer).inc(duplicates)
 
-    async def _apply_one(self, conn: asyncpg.Connection, record: ConsumerRecord, event: Envelope) -> str | None:
+    async def _apply_one(self, conn: asyncpg.Connection, record: ConsumerRecord, event: Envelope) -> list[DeadLetter]:
+        """One event, and the held events of its case it lets through, each handler call
+        in a savepoint with retries. An event that fails every attempt is not processed:
+        it goes to the dead letters, and its case's later events wait (held) until it is
+        published again."""
+        first_time = await conn.fetchval(
+            self._mark_processed, self.consumer, event.event_id, record.topic, record.partition, record.offset,
+        )
+        if not first_time:
+            EVENTS_DUPLICATE.labels(self.consumer).inc()
+            return []
+        positions = await self._positions(conn, [(record, event)])
+        ready = self._arrive(positions, (record, event))
+        for index, (ready_record, ready_event) in enumerate(ready):
+            error = await self._apply_effects(conn, ready_record, ready_event)
+            if error is None:
+                continue
+            await conn.execute(self._unmark, self.consumer, ready_event.event_id)
+            if ready_event.case_id in positions:
+                position = positions[ready_event.case_id]
+                failed = position.applied - (len(ready) - 1 - index)
+                positions[ready_event.case_id] = stop_before(position, failed, ready[index + 1:])
+            await self._save(conn, positions)
+            return [(ready_record, error)]
+        await self._save(conn, positions)
+        return []
+
+    async def _apply_effects(self, conn: asyncpg.Connection, record: ConsumerRecord, event: Envelope) -> str | None:
+        """The handler on one event, in a savepoint, retried with backoff; the error if
+        every attempt failed."""
         last_error: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
                 async with conn.transaction():
-                    first_time = await conn.fetchval(
-                        self._mark_processed,
-                        self.consumer, event.event_id, record.topic, record.partition, record.offset,
-                    )
-                    if not first_time:
-                        EVENTS_DUPLICATE.labels(self.consumer).inc()
-                        return None
                     with HANDLER_SECONDS.labels(self.consumer).time():
                         await self.handler(conn, event, Delivery.of(record))
                 EVENTS_CONSUMED.labels(self.consumer, record.topic, event.event_type).inc()
@@ -186,6 +231,61 @@ class IdempotentApplier:
                 if attempt < self.max_attempts:
                     await asyncio.sleep(self.retry_base_seconds * 2 ** (attempt - 1))
         return f"failed {self.max_attempts} attempts: {type(last_error).__name__}: {last_error}"[:1000]
+
+    # --- each case's events in sequence order (shared/ordering.py) ----------------------
+
+    async def _positions(self, conn: asyncpg.Connection, arrivals: list[Arrival]) -> dict[uuid.UUID, Position]:
+        """The stored positions of the arrivals' cases (one query), locked; a case with
+        none stored starts at the beginning."""
+        cases = list({event.case_id for _, event in arrivals if event.event_type in CASE_EVENT_MODELS})
+        if not cases:
+            return {}
+        positions: dict[uuid.UUID, Position] = dict.fromkeys(cases, Position())
+        for row in await conn.fetch(self._load_positions, self.consumer, cases):
+            positions[row["case_id"]] = Position(row["applied"], {int(k): v for k, v in row["held"].items()})
+        return positions
+
+    def _arrive(self, positions: dict[uuid.UUID, Position], arrival: Arrival) -> list[Arrival]:
+        """What `arrival` makes ready (a non-case event: itself), its case's position moved on."""
+        record, event = arrival
+        if event.event_type not in CASE_EVENT_MODELS:
+            return [arrival]
+        positions[event.case_id], ready = arrive(positions[event.case_id], event.sequence, arrival)
+        return [item if isinstance(item, tuple) else self._held_arrival(item) for item in ready]
+
+    async def _save(self, conn: asyncpg.Connection, positions: dict[uuid.UUID, Position]) -> None:
+        if positions:
+            await conn.execute(
+                self._save_positions, self.consumer, list(positions),
+                [p.applied for p in positions.values()],
+                [{str(k): held_record(v) for k, v in p.held.items()} for p in positions.values()],
+            )
+
+    def _held_arrival(self, stored: dict) -> Arrival:
+        record = ConsumerRecord(
+            topic=stored["topic"], partition=stored["partition"], offset=stored["offset"],
+            timestamp=stored["timestamp"], timestamp_type=0,
+            key=None if stored["key"] is None else stored["key"].encode(), value=stored["value"].encode(),
+            checksum=None, serialized_key_size=-1, serialized_value_size=len(stored["value"]),
+            headers=tuple((name, value.encode()) for name, value in stored["headers"]),
+        )
+        return record, self.adapter.validate_json(record.value)
+
+
+Arrival = tuple[ConsumerRecord, Envelope]
+
+
+def held_record(item: Arrival | dict) -> dict:
+    """An early record as `case_positions.held` keeps it (a stored one as it is)."""
+    if isinstance(item, dict):
+        return item
+    record, _ = item
+    return {
+        "topic": record.topic, "partition": record.partition, "offset": record.offset, "timestamp": record.timestamp,
+        "key": None if record.key is None else record.key.decode(errors="replace"),
+        "value": record.value.decode(),
+        "headers": [(name, value.decode(errors="replace")) for name, value in record.headers or ()],
+    }
 
 
 def consumer_name(group_id: str, topic: str) -> str:

@@ -240,6 +240,10 @@ class Actor(Strict):
     id: Text(64)
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class Envelope(Strict):
     event_id: UUID
     event_type: str
@@ -249,6 +253,19 @@ class Envelope(Strict):
     received_at: AwareDatetime
     recorded_at: AwareDatetime
     actor: Actor
+    # Optional, and left out of the JSON when absent: events recorded before they existed
+    # have neither, and only case events have a sequence, only derived events a cause.
+    sequence: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Case events: 1, 2, 3 … per case, assigned by intake in commit order"
+        " (SPEC §3). Consumers apply a case's events in this order.",
+    )
+    causation_id: UUID | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Derived events (routing's, deadlines'): the event_id of the event that caused them.",
+    )
 
 
 class IncidentNotified(Envelope):

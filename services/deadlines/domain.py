@@ -203,10 +203,12 @@ def deadline_event(
     met_at: dt.datetime | None = None,
     breached_at: dt.datetime | None = None,
     working_days_late: int | None = None,
+    causation_id: uuid.UUID | None = None,
 ) -> Envelope:
     """`deadline.<kind>` of a deadline (a row, or a mapping with its keys: case_id,
     local_authority, rule, sequence, started_at, due_at); received_at is the moment that
-    caused it (the start, the stop, the warning or due time, the closing)."""
+    caused it (the start, the stop, the warning or due time, the closing), causation_id
+    the event that did (a warning's or breach's: the deadline's `deadline.opened`)."""
     return DEADLINE_MODELS[kind](
         event_id=event_id(row["case_id"], row["rule"], row["sequence"], kind),
         event_type=f"deadline.{kind}",
@@ -215,6 +217,7 @@ def deadline_event(
         received_at=received_at,
         recorded_at=recorded_at,
         actor=ACTOR,
+        causation_id=causation_id,
         data=DeadlineData(
             rule=row["rule"], started_at=row["started_at"], due_at=row["due_at"], met_at=met_at,
             breached_at=breached_at, working_days_late=working_days_late,

@@ -35,20 +35,23 @@ SERVICE = "deadlines"
 class _Effects:
     """The deadline events one incoming event causes, enqueued together at the end."""
 
-    def __init__(self, recorded_at: dt.datetime):
+    def __init__(self, recorded_at: dt.datetime, cause: Envelope):
         self.recorded_at = recorded_at
+        self.cause = cause.event_id
         self.settle_until: dt.datetime | None = None  # imported history: see on_event
         self.events: list[Envelope] = []
 
     def emit(self, kind: str, row, received_at: dt.datetime, **data) -> None:
-        self.events.append(deadline_event(kind, row, received_at=received_at, recorded_at=self.recorded_at, **data))
+        self.events.append(deadline_event(
+            kind, row, received_at=received_at, recorded_at=self.recorded_at, causation_id=self.cause, **data
+        ))
 
 
 async def on_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
     stops, starts, cancels = RULES.stopped_by(event), RULES.started_by(event), RULES.cancels(event)
     if not (stops or starts or cancels or event.event_type == "incident.notified"):
         return
-    effects = _Effects(await repository.lock_case(conn, event.case_id))
+    effects = _Effects(await repository.lock_case(conn, event.case_id), event)
     if delivery.imported:
         # More of this case's history may follow: keep the scheduler off its deadlines
         # until it has settled (each later imported event of the case pushes this on).

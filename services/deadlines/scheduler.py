@@ -22,7 +22,7 @@ from typing import Protocol
 import asyncpg
 
 from services.deadlines import repository
-from services.deadlines.domain import RULE_NAMES, deadline_event
+from services.deadlines.domain import RULE_NAMES, deadline_event, event_id
 from services.deadlines.repository import SCHEMA
 from shared.metrics import DEADLINE_BREACHES, DEADLINE_WARNINGS, SCHEDULER_LAG
 from shared.outbox import enqueue_many
@@ -81,6 +81,7 @@ async def fire(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[a
                 "breached" if row["status"] == "breached" else "warning", row,
                 received_at=_fire_time(row), recorded_at=recorded_at,
                 breached_at=row["due_at"] if row["status"] == "breached" else None,
+                causation_id=event_id(row["case_id"], row["rule"], row["sequence"], "opened"),
             )
             for row in rows if row["imported"] is imported
         ]

@@ -209,8 +209,9 @@ def _validate(obj: object) -> Envelope:
 
 
 def _content(event: Envelope) -> str:
-    """What must match for a stored event to be the same event (not when it was recorded)."""
-    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at"}), sort_keys=True)
+    """What must match for a stored event to be the same event (not when it was recorded,
+    nor the sequence intake gave it)."""
+    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence"}), sort_keys=True)
 
 
 def _case_id_of(obj: object) -> uuid.UUID | None:

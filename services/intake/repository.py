@@ -12,6 +12,9 @@ from shared.lifecycle import Case, fold
 from shared.outbox import enqueue, enqueue_many
 
 SCHEMA = "intake"
+# The stored envelope with its case sequence: events stored before sequences existed
+# have it in the `sequence` column only (the envelope is immutable).
+_ENVELOPE = "envelope || jsonb_strip_nulls(jsonb_build_object('sequence', sequence))"
 
 
 async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> Case | None:
@@ -24,7 +27,7 @@ async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> Case | None
 async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID) -> tuple[Case, list[dict]] | None:
     """The case and its events' envelopes, oldest first; None if there is no such case."""
     rows = await conn.fetch(
-        f"SELECT envelope FROM {SCHEMA}.events WHERE case_id = $1 ORDER BY position", case_id
+        f"SELECT {_ENVELOPE} AS envelope FROM {SCHEMA}.events WHERE case_id = $1 ORDER BY position", case_id
     )
     if not rows:
         return None
@@ -37,25 +40,36 @@ async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID)
 async def stored_envelopes(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
     """The stored envelopes of those of `event_ids` that are in the store."""
     rows = await conn.fetch(
-        f"SELECT event_id, envelope FROM {SCHEMA}.events WHERE event_id = ANY($1::uuid[])", event_ids
+        f"SELECT event_id, {_ENVELOPE} AS envelope FROM {SCHEMA}.events WHERE event_id = ANY($1::uuid[])", event_ids
     )
     return {r["event_id"]: r["envelope"] for r in rows}
 
 
-async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, imported: bool = False) -> None:
-    """Store the event and its outbox row in the caller's transaction."""
+async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, imported: bool = False) -> Envelope:
+    """Store the event and its outbox row in the caller's transaction, which holds the
+    case's lock (`lock_case`; a new case: its row's insert). A case event gets the case's
+    next sequence number, whatever it carried; returns the event as stored."""
     if event.event_type == "incident.notified":
         await conn.execute(
             f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) VALUES ($1, $2, $3)",
             event.case_id, event.local_authority, case.sog_region,
         )
+        sequence = 1
+    elif event.event_type in CASE_EVENT_MODELS:
+        sequence = await conn.fetchval(
+            f"SELECT coalesce(max(sequence), 0) + 1 FROM {SCHEMA}.events WHERE case_id = $1", event.case_id
+        )
+    else:
+        sequence = None  # a forwarding record of imported history
+    event = event.model_copy(update={"sequence": sequence})
     await conn.execute(
         f"INSERT INTO {SCHEMA}.events (event_id, case_id, event_type, local_authority,"
-        " received_at, recorded_at, imported, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " received_at, recorded_at, imported, sequence, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         event.event_id, event.case_id, event.event_type, event.local_authority,
-        event.received_at, event.recorded_at, imported, event.model_dump(mode="json"),
+        event.received_at, event.recorded_at, imported, sequence, event.model_dump(mode="json"),
     )
     await enqueue(conn, SCHEMA, event, "intake", imported=imported)
+    return event
 
 
 async def now(conn: asyncpg.Connection):
@@ -88,7 +102,7 @@ async def replay(pool: asyncpg.Pool, chunk: int = 1000) -> int:
     while True:
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"SELECT position, imported, envelope FROM {SCHEMA}.events WHERE position > $1"
+                f"SELECT position, imported, {_ENVELOPE} AS envelope FROM {SCHEMA}.events WHERE position > $1"
                 " ORDER BY position LIMIT $2",
                 after, chunk,
             )

@@ -42,9 +42,11 @@ from services.reporting.domain import (
 )
 from services.reporting.render import render
 from shared.consumer import consumer_name as shared_consumer_name
-from shared.events import ANY_EVENT, Envelope
+from shared.consumer import held_record
+from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.lifecycle import POSTED_BY, Case, Refused, State, apply
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, IMPORTED_HEADER, ROUTING_EVENTS
+from shared.ordering import Position, arrive, stop_before
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,10 @@ class Projection:
     deadlines: dict[tuple, Deadline] = field(default_factory=dict)
     casework_cases: dict[uuid.UUID, tuple[Case, object, bool]] = field(default_factory=dict)
     casework_deadlines: dict[tuple, dict] = field(default_factory=dict)
-    processed: list[tuple] = field(default_factory=list)
-    seen: dict[str, set[uuid.UUID]] = field(default_factory=lambda: {t: set() for t in TOPICS})
+    # processed_events rows by (topic, event_id), as the live consumers write them
+    processed: dict[tuple[str, uuid.UUID], tuple] = field(default_factory=dict)
+    # Each case's place in its sequence, as the live case-events consumer keeps it
+    positions: dict[uuid.UUID, Position] = field(default_factory=dict)
     skipped: int = 0  # invalid or failing events: the live consumers send them to the dead letters
 
     def add(self, record: ConsumerRecord) -> None:
@@ -82,17 +86,33 @@ class Projection:
         except ValidationError:
             self.skipped += 1
             return
-        seen = self.seen[record.topic]
-        if event.event_id in seen:
+        if (record.topic, event.event_id) in self.processed:
             return
+        self.processed[record.topic, event.event_id] = (
+            consumer_name(record.topic), event.event_id, record.topic, record.partition, record.offset
+        )
+        if record.topic != CASE_EVENTS or event.event_type not in CASE_EVENT_MODELS:
+            self._apply_or_skip(record, event)
+            return
+        # A case's events in sequence order, whatever the topic's order: the live
+        # consumers' gate (shared/ordering.py), positions kept here in memory.
+        position, ready = arrive(self.positions.get(event.case_id, Position()), event.sequence, (record, event))
+        for index, (ready_record, ready_event) in enumerate(ready):
+            if not self._apply_or_skip(ready_record, ready_event):
+                failed = position.applied - (len(ready) - 1 - index)
+                position = stop_before(position, failed, ready[index + 1:])
+                break
+        self.positions[event.case_id] = position
+
+    def _apply_or_skip(self, record: ConsumerRecord, event: Envelope) -> bool:
         try:
             self._apply(record.topic, event, record.headers or ())
         except Exception as error:  # as the live handler would fail on it
             log.warning("rebuild: event %s not applied: %r", event.event_id, error)
             self.skipped += 1
-            return
-        seen.add(event.event_id)
-        self.processed.append((consumer_name(record.topic), event.event_id, record.topic, record.partition, record.offset))
+            del self.processed[record.topic, event.event_id]
+            return False
+        return True
 
     def _apply(self, topic: str, event: Envelope, record_headers=()) -> None:
         if topic == CASE_EVENTS:
@@ -126,6 +146,14 @@ class Projection:
 
     def _casework_deadline(self, key: tuple, event: Envelope) -> None:
         self.casework_deadlines[key] = casework.deadline_row(self.casework_deadlines.get(key), event)
+
+    def position_rows(self) -> list[tuple]:
+        """`case_positions` rows of the live case-events consumer."""
+        consumer = consumer_name(CASE_EVENTS)
+        return [
+            (consumer, case_id, p.applied, {str(k): held_record(v) for k, v in p.held.items()})
+            for case_id, p in self.positions.items()
+        ]
 
     def tables(self) -> dict[str, list]:
         return {
@@ -217,21 +245,7 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
             await conn.execute(f"LOCK TABLE {schema}.processed_events IN EXCLUSIVE MODE")
             with _timed(timings, "catch_up"):
                 records += await read_topics(consumer, projection, idle_polls, poll_ms)
-            with _timed(timings, "write_projections"):
-                await repository.replace_all(conn, projection.tables())
-            with _timed(timings, "write_casework"):
-                for table, rows in projection.casework_tables().items():
-                    await conn.execute(f"TRUNCATE {schema}.{table}")
-                    columns = CASEWORK_CASES if table == "casework_cases" else casework.DEADLINE_COLUMNS
-                    await conn.copy_records_to_table(table, records=rows, columns=columns, schema_name=schema)
-            with _timed(timings, "write_processed_events"):
-                await conn.execute(
-                    f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])",
-                    [consumer_name(t) for t in TOPICS],
-                )
-                await conn.copy_records_to_table(
-                    "processed_events", records=projection.processed, columns=PROCESSED, schema_name=schema
-                )
+            await write_projection(conn, projection, timings)
             with _timed(timings, "commit"):
                 pass
         log.info("rebuild: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
@@ -242,6 +256,37 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
     return RebuildResult(
         len(projection.processed), records, time.perf_counter() - started, read_seconds, projection.skipped, timings
     )
+
+
+async def write_projection(conn: asyncpg.Connection, projection: Projection, timings: dict[str, float]) -> None:
+    """Inside the caller's transaction: replace reporting's projection tables, the
+    consumers' processed events and case positions by the rebuilt ones."""
+    schema = repository.SCHEMA
+    with _timed(timings, "write_projections"):
+        await repository.replace_all(conn, projection.tables())
+    with _timed(timings, "write_casework"):
+        for table, rows in projection.casework_tables().items():
+            await conn.execute(f"TRUNCATE {schema}.{table}")
+            columns = CASEWORK_CASES if table == "casework_cases" else casework.DEADLINE_COLUMNS
+            await conn.copy_records_to_table(table, records=rows, columns=columns, schema_name=schema)
+    with _timed(timings, "write_processed_events"):
+        await conn.execute(
+            f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])",
+            [consumer_name(t) for t in TOPICS],
+        )
+        await conn.copy_records_to_table(
+            "processed_events", records=list(projection.processed.values()), columns=PROCESSED,
+            schema_name=schema,
+        )
+        await conn.execute(f"DELETE FROM {schema}.case_positions WHERE consumer = $1", consumer_name(CASE_EVENTS))
+        # Not COPY: the pool's jsonb codec is text, and COPY is binary.
+        await conn.execute(
+            f"INSERT INTO {schema}.case_positions (consumer, case_id, applied, held)"
+            " SELECT * FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::jsonb[])",
+            *[list(column) for column in zip(*projection.position_rows())] or [[], [], [], []],
+        )
+
+
 
 
 @contextlib.contextmanager

@@ -51,7 +51,7 @@ async def deliver_by_topic(conn: asyncpg.Connection, row: asyncpg.Record, lease:
 async def _record_forwarded(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
     event = domain.forwarded(
         row["case_id"], row["local_authority"], row["recipient"], row["channel"], row["attempts"],
-        row["delivered_at"], await conn.fetchval("SELECT clock_timestamp()"),
+        row["delivered_at"], await conn.fetchval("SELECT clock_timestamp()"), row["causation_id"],
     )
     await enqueue(conn, repository.SCHEMA, event, SERVICE)
     DELIVERIES.labels(row["recipient"], row["channel"], "delivered").inc()
@@ -62,7 +62,8 @@ async def _record_forwarded(conn: asyncpg.Connection, row: asyncpg.Record) -> No
 
 async def _record_failed(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
     event = domain.forward_failed(
-        row["case_id"], row["local_authority"], row["recipient"], row["attempts"], row["last_error"], row["failed_at"]
+        row["case_id"], row["local_authority"], row["recipient"], row["attempts"], row["last_error"], row["failed_at"],
+        row["causation_id"],
     )
     await enqueue(conn, repository.SCHEMA, event, SERVICE)
     DELIVERIES.labels(row["recipient"], row["channel"], "failed").inc()

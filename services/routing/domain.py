@@ -181,8 +181,9 @@ def after_failure(
 
 def forwarded(
     case_id: uuid.UUID, local_authority: str, recipient: str, channel: str, attempts: int, delivered_at: dt.datetime,
-    recorded_at: dt.datetime,
+    recorded_at: dt.datetime, causation_id: uuid.UUID | None = None,
 ) -> NotificationForwarded:
+    """`causation_id`: the incident.notified event forwarded."""
     return NotificationForwarded(
         event_id=uuid.uuid5(_RECORD_IDS, f"{case_id}/{recipient}/forwarded"),
         event_type="notification.forwarded",
@@ -191,6 +192,7 @@ def forwarded(
         received_at=delivered_at,
         recorded_at=recorded_at,
         actor=ACTOR,
+        causation_id=causation_id,
         data=NotificationForwardedData(
             recipient=recipient, channel=channel, attempts=attempts, delivered_at=delivered_at
         ),
@@ -199,6 +201,7 @@ def forwarded(
 
 def forward_failed(
     case_id: uuid.UUID, local_authority: str, recipient: str, attempts: int, error: str, failed_at: dt.datetime,
+    causation_id: uuid.UUID | None = None,
 ) -> NotificationForwardFailed:
     return NotificationForwardFailed(
         # One per failed round: an operator's retry that fails again is a new record.
@@ -209,5 +212,6 @@ def forward_failed(
         received_at=failed_at,
         recorded_at=failed_at,
         actor=ACTOR,
+        causation_id=causation_id,
         data=NotificationForwardFailedData(recipient=recipient, attempts=attempts, error=(error or "failed")[:200]),
     )

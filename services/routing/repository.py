@@ -17,6 +17,8 @@ SCHEMA = "routing"
 WAKE_CHANNEL = "routing_deliveries"
 _CONFIG_FIELDS = tuple(RecipientConfig.model_fields)
 # What the operator API shows of a delivery (never the notification body).
+# The incident.notified event a delivery forwards: the cause of its routing records.
+_CAUSE = "(notification::jsonb ->> 'event_id')::uuid AS causation_id"
 _DELIVERY_COLUMNS = (
     "id, case_id, recipient, local_authority, received_at, status, channel, attempts,"
     " next_attempt_at, last_error, delivered_at, failed_at, created_at"
@@ -122,7 +124,7 @@ async def mark_delivered(
         f"UPDATE {SCHEMA}.deliveries SET status = 'delivered', channel = $2, attempts = attempts + 1,"
         " round_attempts = round_attempts + 1, delivered_at = clock_timestamp(), last_error = NULL,"
         " next_attempt_at = NULL, lease = NULL, leased_until = NULL"
-        " WHERE id = $1 AND status = 'pending' AND lease IS NOT DISTINCT FROM $3 RETURNING *",
+        f" WHERE id = $1 AND status = 'pending' AND lease IS NOT DISTINCT FROM $3 RETURNING *, {_CAUSE}",
         delivery_id, channel, lease,
     )
 
@@ -145,7 +147,7 @@ async def mark_failed(
         f"UPDATE {SCHEMA}.deliveries SET status = 'failed', channel = $2, attempts = attempts + 1,"
         " round_attempts = round_attempts + 1, failed_at = clock_timestamp(), last_error = $4,"
         " next_attempt_at = NULL, lease = NULL, leased_until = NULL"
-        " WHERE id = $1 AND status = 'pending' AND lease = $3 RETURNING *",
+        f" WHERE id = $1 AND status = 'pending' AND lease = $3 RETURNING *, {_CAUSE}",
         delivery_id, channel, lease, error,
     )
 

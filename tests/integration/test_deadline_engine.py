@@ -254,7 +254,9 @@ async def test_a_live_event_recorded_after_its_deadline_passed_is_not_watched(po
 
 async def test_the_scheduler_warns_then_breaches_once(pool):
     case = uuid.uuid4()
-    await _apply(pool, _event("incident.notified", notification(), case, MONDAY, recorded_at=MONDAY))
+    notice = _event("incident.notified", notification(), case, MONDAY, recorded_at=MONDAY)
+    notified = notice.event_id
+    await _apply(pool, notice)
     sg = (await _deadlines(pool, case))["sg_forward", 1]
     # One working day before the breach (Thu 5 Nov begins): as Wed 4 Nov, its last day, begins.
     assert sg["warn_at"] == dt.datetime(2026, 11, 4, 0, 0, tzinfo=UTC)
@@ -274,6 +276,12 @@ async def test_the_scheduler_warns_then_breaches_once(pool):
     assert _kinds(events, "review_submission") == ["deadline.opened", "deadline.breached"]
     breach = next(e for e in events if e["event_type"] == "deadline.breached" and e["data"]["rule"] == "sg_forward")
     assert breach["data"]["breached_at"] == breach["data"]["due_at"] == breach["received_at"]
+    # Each event names its cause: the notification opened the deadline, which caused its
+    # warning and breach.
+    opened = next(e for e in events if e["event_type"] == "deadline.opened" and e["data"]["rule"] == "sg_forward")
+    warning = next(e for e in events if e["event_type"] == "deadline.warning" and e["data"]["rule"] == "sg_forward")
+    assert opened["causation_id"] == str(notified)
+    assert warning["causation_id"] == breach["causation_id"] == opened["event_id"]
     # The forwarding comes at last: met, late, after the breach.
     await _apply(pool, _forwarded(case, "scottish-government", dt.datetime(2026, 11, 9, 9, 0, tzinfo=UTC)))
     sg = (await _deadlines(pool, case))["sg_forward", 1]

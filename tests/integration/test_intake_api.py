@@ -60,6 +60,23 @@ async def test_the_review_path_over_http(platform, tokens):
         assert answer.status_code == 201, (event_type, answer.text)
         assert answer.json()["state"] == state
 
+    # Each case event numbered in commit order (SPEC §3 `sequence`), shown by GET.
+    case = await platform.clients["intake"].get(f"/v1/cases/{case_id}", headers=bearer(tokens["glasgow"]))
+    assert [e["sequence"] for e in case.json()["events"]] == [1, 2, 3, 4, 5, 6, 7]
+    stored = await platform.pool.fetch(
+        "SELECT sequence, envelope->'sequence' AS in_envelope FROM intake.events WHERE case_id = $1 ORDER BY position",
+        uuid.UUID(case_id),
+    )
+    assert [(r["sequence"], r["in_envelope"]) for r in stored] == [(n, n) for n in range(1, 8)]
+
+
+async def test_a_new_case_starts_at_sequence_one(platform, tokens):
+    for _ in range(2):
+        case_id = (await _notify(platform, tokens["glasgow"])).json()["case_id"]
+        await _post(platform, tokens["inspectorate"], case_id, "notification.criteria_assessed", {"meets_criteria": True})
+        case = await platform.clients["intake"].get(f"/v1/cases/{case_id}", headers=bearer(tokens["glasgow"]))
+        assert [e["sequence"] for e in case.json()["events"]] == [1, 2]
+
 
 @pytest.mark.parametrize("authorization", [None, "Bearer nonsense", "Bearer sir_000000000000_wrong"])
 async def test_no_valid_token_is_401(platform, authorization):

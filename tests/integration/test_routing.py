@@ -196,6 +196,7 @@ async def test_a_flaky_webhook_gets_the_notification_once_signed(routing, receiv
     assert calls[0].headers["ce-id"] == str(event.event_id) and calls[0].headers["ce-type"] == "incident.notified"
     [record] = await routing.records(event.case_id)
     assert record["event_type"] == "notification.forwarded"
+    assert record["causation_id"] == str(event.event_id)  # caused by the notification
     assert record["data"] | {"delivered_at": None} == {
         "recipient": "scottish-government", "channel": "webhook", "attempts": 3, "delivered_at": None,
     }
