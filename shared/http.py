@@ -1,4 +1,4 @@
-"""What every service's HTTP answers share (docs/api-errors.md): one error shape, the
+"""What every service's HTTP answers share (docs/api.md): one error shape, the
 body limits, the security headers, and the request metrics that count every answer,
 server errors included.
 
