@@ -21,8 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
-from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, SERVICE_READY
-from shared.outbox import OutboxRelay, backlog
+from shared.metrics import (
+    HTTP_REQUESTS, HTTP_SECONDS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PARKED_WAITING, SERVICE_READY,
+)
+from shared.outbox import OutboxRelay, backlog, parked_waiting
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,6 +168,7 @@ def _operations_router(service: Service) -> APIRouter:
                 waiting, age = await backlog(request.app.state.pool, schema)
                 OUTBOX_BACKLOG.labels(schema).set(waiting)
                 OUTBOX_OLDEST_AGE.labels(schema).set(age)
+                OUTBOX_PARKED_WAITING.labels(schema).set(await parked_waiting(request.app.state.pool, schema))
                 if service.refresh_metrics is not None:
                     await service.refresh_metrics(request.app.state.pool)
             except Exception as error:

@@ -67,7 +67,7 @@ async def _deadlines(pool, case_id) -> dict[tuple[str, int], dict]:
 
 
 async def _outbox(pool, case_id=None) -> list[dict]:
-    rows = await pool.fetch("SELECT value FROM deadlines.outbox ORDER BY id")
+    rows = await pool.fetch("SELECT value FROM deadlines.emitted_events ORDER BY position")
     events = [json.loads(r["value"]) for r in rows]
     return [e for e in events if case_id is None or e["case_id"] == str(case_id)]
 
