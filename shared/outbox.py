@@ -54,6 +54,10 @@ REFUSED_FOR_GOOD = (
 )
 
 
+class BrokerReplaced(RuntimeError):
+    """The broker lost its topics (and the record marker) while a batch was published."""
+
+
 class EventTooLarge(ValueError):
     """The serialised event exceeds `Settings.max_message_bytes`: it is not stored (a
     broker would refuse it). Intake answers 413."""
@@ -181,6 +185,8 @@ class OutboxRelay:
         # Before any claim: a producer's (re)connection may restore a blank broker, which
         # waits for every relay's batch to finish (see shared/record.py).
         producer = await self._ensure_producer()
+        if not await record.marker_seen_by(producer):  # the broker was replaced under us
+            await record.ensure_restored(self.pool, self.bootstrap, self.partitions)
         async with self.pool.acquire() as conn, conn.transaction():
             # Shared with every other relay, exclusive for a restore: nothing new goes out
             # while a restorer re-publishes the record. The second lock keeps two relays of
@@ -210,6 +216,10 @@ class OutboxRelay:
                     sent.append(error)
             # Any other error (broker away) propagates: the claim rolls back, all go again.
             outcomes = await asyncio.gather(*(_refusal_or_ack(s) for s in sent))
+            if not await record.marker_seen_by(producer):
+                # Replaced while this batch went out: keep the rows queued, so they go
+                # again after the restore, in their place behind the events they follow.
+                raise BrokerReplaced(f"the broker at {self.bootstrap} lost its topics while publishing")
             refused = [(row, o) for row, o in zip(rows, outcomes) if isinstance(o, BaseException)]
             await conn.execute(
                 f"DELETE FROM {self.schema}.outbox WHERE position = ANY($1::bigint[])", [r["position"] for r in rows]

@@ -32,6 +32,7 @@ import time
 from typing import Callable
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.messaging import all_topics, encode_headers, ensure_topics, new_producer
@@ -57,6 +58,13 @@ async def marker_present(bootstrap: str) -> bool:
         return MARKER_TOPIC in await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def marker_seen_by(producer: AIOKafkaProducer) -> bool:
+    """The same question over a running producer's connection: one metadata round trip.
+    A broker replaced under a producer is not always noticed by its sends: a blank Tansu
+    auto-creates a topic that a client (a consumer rejoining its group) asks about."""
+    return MARKER_TOPIC in (await producer.client.fetch_all_metadata()).topics()
 
 
 async def write_marker(bootstrap: str, restored: int) -> None:

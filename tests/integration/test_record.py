@@ -220,7 +220,7 @@ async def test_sir_replay_restores_routings_and_deadlines_events(infra, monkeypa
             await pool.close()
 
 
-async def test_a_broker_replaced_while_notifications_arrive_loses_nothing_and_applies_each_once(infra):
+async def test_a_broker_replaced_while_notifications_arrive_loses_nothing_and_applies_each_once(infra, caplog):
     if infra.tansu is None:
         pytest.skip("needs a broker this test can restart: runs with the suite's own Tansu")
     total, restart_after = 30, 10
@@ -258,3 +258,5 @@ async def test_a_broker_replaced_while_notifications_arrive_loses_nothing_and_ap
             opened = await pool.fetchval(
                 "SELECT count(*) FROM deadlines.emitted_events WHERE event_type = 'deadline.opened'")
             assert deadline_rows == opened
+            # Restored by the services themselves, nobody typing a command; said in the log.
+            assert "has lost its topics" in caplog.text and "restore: " in caplog.text
