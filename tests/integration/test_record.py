@@ -160,12 +160,16 @@ async def _recorded_ids(pool, schema: str) -> dict[str, set[str]]:
     return by_topic
 
 
-async def _on_topics(bootstrap: str, pool) -> None:
-    """Every recorded event of every service is on its topic."""
+async def _on_topics(bootstrap: str, pool) -> dict[str, list[int]]:
+    """Every recorded event of every service is on its topic; returns the timestamps (set
+    by the producer as it sent them) of each service's records there."""
+    sent_at: dict[str, list[int]] = {}
     for schema in RECORDING:
         for topic, ids in (await _recorded_ids(pool, schema)).items():
             found = await find_records(bootstrap, topic, lambda r: header(r, "ce_id") in ids, count=len(ids), timeout=60)
             assert {header(r, "ce_id") for r in found} == ids, (schema, topic)
+            sent_at.setdefault(schema, []).extend(r.timestamp for r in found)
+    return sent_at
 
 
 async def _projections(pool) -> dict:
@@ -210,7 +214,10 @@ async def test_sir_replay_restores_routings_and_deadlines_events(infra, monkeypa
             assert await asyncio.to_thread(cli.main, ["replay"]) == 0
         pool = await create_pool(settings.database_url)
         try:
-            await _on_topics(broker.bootstrap, pool)
+            sent_at = await _on_topics(broker.bootstrap, pool)
+            # Causal order: all of intake's record, then routing's, then deadlines'.
+            assert max(sent_at["intake"]) <= min(sent_at["routing"])
+            assert max(sent_at["routing"]) <= min(sent_at["deadlines"])
             # Reporting rebuilt from the restored topics: the forwards and deadlines are back.
             await commands.rebuild(pool, settings, idle_polls=2, poll_ms=200)
             after = await _projections(pool)
