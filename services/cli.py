@@ -42,8 +42,16 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply the SQL migrations of every schema")
     migrate.set_defaults(run=lambda _: asyncio.run(_migrate(get_settings())))
 
-    replay = commands.add_parser("replay", help="re-publish the event store to the topics")
+    replay = commands.add_parser("replay", help="re-publish every service's emitted events to the topics, in causal order")
     replay.set_defaults(run=lambda _: asyncio.run(_replay(get_settings())))
+
+    outbox = commands.add_parser("outbox", help="review the outbox rows the broker refused for good")
+    actions = outbox.add_subparsers(required=True, metavar="ACTION", dest="action")
+    actions.add_parser("parked", help="list parked rows awaiting a decision")
+    for action, what in (("retry", "queue a parked row for publication again"),
+                         ("discard", "record that a parked row is not to be published (the event is kept)")):
+        actions.add_parser(action, help=what).add_argument("id", help="SCHEMA:POSITION, as `sir outbox parked` lists it")
+    outbox.set_defaults(run=lambda a: asyncio.run(_outbox(a)))
 
     history = commands.add_parser("import", help="import history: NDJSON of events (docs/import.md)")
     history.add_argument("file", type=Path, help="one SPEC §3 event per line, with historical received_at")
@@ -121,27 +129,70 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _replay(settings: Settings) -> None:
-    from services.intake.repository import replay
+    from shared import record
 
     async def run(pool):
-        count = await replay(pool)
-        await _publish_intake_outbox(pool, settings)
+        await _migrate_emitting(pool)
+
+        def progress(done: int, total: int) -> None:
+            print(f"\rre-published {done}/{total} events", end="", flush=True)
+
+        count = await record.replay(pool, settings.kafka_bootstrap, settings.kafka_partitions, progress)
+        print()
+        for schema in record.EMITTING:
+            await _publish_outbox(pool, settings, schema)
         return count
 
-    print(f"re-published {await _with_pool(run)} events")
+    print(f"re-published {await _with_pool(run)} events (intake, routing, deadlines, in causal order)")
 
 
-async def _publish_intake_outbox(pool, settings: Settings) -> None:
-    """Publish intake's outbox here: intake may not be running. A running intake's relay
-    shares the work; an advisory lock keeps their batches apart."""
-    from services.intake.repository import SCHEMA
+async def _migrate_emitting(pool) -> None:
+    from shared.db import COMMON, migrate
+    from shared.record import EMITTING
+
+    for name in EMITTING:
+        await migrate(pool, name, COMMON, importlib.import_module(f"services.{name}.app").SERVICE.migrations)
+
+
+async def _publish_outbox(pool, settings: Settings, schema: str = "intake") -> None:
+    """Publish a service's outbox here: the service may not be running. A running
+    service's relay shares the work; an advisory lock keeps their batches apart."""
     from shared.outbox import OutboxRelay
 
-    relay = OutboxRelay(pool, SCHEMA, settings.kafka_bootstrap, partitions=settings.kafka_partitions)
+    relay = OutboxRelay(pool, schema, settings.kafka_bootstrap, partitions=settings.kafka_partitions)
     try:
         await relay.drain(timeout=3600)
     finally:
         await relay.stop()
+
+
+async def _outbox(args: argparse.Namespace) -> int:
+    """`sir outbox parked|retry|discard`: rows the broker refused for good."""
+    from shared import outbox
+    from shared.record import EMITTING
+
+    async def run(pool):
+        await _migrate_emitting(pool)
+        if args.action == "parked":
+            rows = await outbox.list_parked(pool, EMITTING)
+            for row in rows:
+                print(f"{row['id']:<18} {row['parked_at']:%Y-%m-%d %H:%M:%S}  {row['event_type']:<24} "
+                      f"{row['event_id']}  {row['size']} bytes  {row['topic']}  {row['error']}")
+            print(f"{len(rows)} parked row(s) awaiting a decision")
+            return 0
+        schema, _, position = args.id.partition(":")
+        if schema not in EMITTING or not position.isdigit():
+            print(f"sir outbox {args.action}: ID is SCHEMA:POSITION as `sir outbox parked` lists it", file=sys.stderr)
+            return 2
+        decision = "retried" if args.action == "retry" else "discarded"
+        if not await outbox.decide_parked(pool, schema, int(position), decision):
+            print(f"sir outbox {args.action}: no parked row {args.id} awaits a decision", file=sys.stderr)
+            return 1
+        print(f"{args.id} {decision}" + (" (queued for publication again)" if decision == "retried"
+                                          else " (kept in the record, not published)"))
+        return 0
+
+    return await _with_pool(run)
 
 
 async def _import(path: Path, settings: Settings) -> int:
@@ -159,7 +210,7 @@ async def _import(path: Path, settings: Settings) -> int:
     async def run(pool):
         await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
         report = await history.import_history(pool, parsed)
-        await _publish_intake_outbox(pool, settings)
+        await _publish_outbox(pool, settings)
         return report
 
     report = await _with_pool(run)
@@ -234,7 +285,7 @@ def _up(args: argparse.Namespace) -> int:
         broker = devstack.Tansu(port, log_path=STATE_DIR / "tansu.log").start()
         stack.append(broker)
         env["KAFKA_BOOTSTRAP"] = broker.bootstrap
-        print(f"broker    Tansu at {broker.bootstrap} (in memory; `sir replay` re-publishes the event store)")
+        print(f"broker    Tansu at {broker.bootstrap} (in memory; the services restore its topics from their records at start)")
     if "DATABASE_URL" not in env:
         if devstack.postgres_reachable(LOCAL_SERVER):
             env["DATABASE_URL"] = LOCAL_DATABASE

@@ -57,6 +57,16 @@ OUTBOX_OLDEST_AGE = Gauge(
     "Age of the oldest outbox row waiting, by schema",
     ["schema"],
 )
+OUTBOX_PARKED = Counter(
+    "sir_outbox_parked_total",
+    "Outbox rows the broker refused for good (too large, invalid, corrupt), parked for review, by schema and topic",
+    ["schema", "topic"],
+)
+OUTBOX_PARKED_WAITING = Gauge(
+    "sir_outbox_parked_waiting",
+    "Parked outbox rows awaiting an operator's decision (`sir outbox parked`), by schema",
+    ["schema"],
+)
 EVENTS_RECORDED = Counter(
     "sir_events_recorded_total",
     "Events intake accepted into the event store, by event type",

@@ -1,12 +1,24 @@
-"""The transactional outbox: rows written with the state that produced them, and the
-relay that publishes them.
+"""The record of emitted events, and the relay that publishes them.
 
-Order: one case's events are written under a lock on the case, so their ids follow
-their commit order. The relay publishes rows in id order, one batch at a time, holding
-an advisory lock so that two relays never publish interleaved batches; the rows are
-also claimed `FOR UPDATE SKIP LOCKED`, so a relay never waits on a writer's lock.
-A batch is deleted only after the broker acknowledged every message of it; a failure
-rolls the claim back and the batch goes again (at least once: consumers dedupe).
+Every event a service emits is appended to `<schema>.emitted_events` (kept for good,
+never updated or deleted) in the same transaction as the state that produced it, and
+its position is queued in `<schema>.outbox`. The relay publishes queued events and
+deletes their queue rows once the broker acknowledged them; `sir replay` and the
+automatic restore of a blank broker (shared/record.py) read the record itself.
+
+Why a queue of positions rather than a publication cursor over the record: positions
+come from a sequence, and a sequence's order is not commit order, so "publish what is
+above the last position published" could skip a row that commits after a later one.
+A queue row is found whenever it commits (the PgQ technique, a cursor over transaction
+ids, would do too, but any long transaction in the cluster would hold the relay back).
+
+Order: one case's events are written under a lock on the case, so their positions
+follow their commit order. The relay publishes queued rows in position order, one batch
+at a time, holding an advisory lock so that two relays never publish interleaved
+batches; the rows are also claimed `FOR UPDATE SKIP LOCKED`, so a relay never waits on a
+writer's lock. A failure rolls the claim back and the batch goes again (at least once:
+consumers dedupe). A row the broker refuses for good (too large, invalid topic, corrupt)
+is parked with its error instead (`outbox_parked`), so it cannot block the rows after it.
 """
 
 from __future__ import annotations
@@ -17,38 +29,78 @@ from collections import Counter
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 from aiokafka.structs import RecordMetadata
 
+from shared import record
 from shared.events import Envelope
 from shared.messaging import all_topics, cloudevent_headers, encode_headers, ensure_topics, new_producer, topic_of
-from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_PUBLISHED_OFFSET
+from shared.metrics import OUTBOX_PARKED, OUTBOX_PUBLISHED, OUTBOX_PUBLISHED_OFFSET
+from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+# What a broker (or the producer's own check) answers for a record it will never take:
+# retrying it would block every row behind it, so it is parked for an operator instead.
+REFUSED_FOR_GOOD = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.InvalidMessageError,
+    kafka_errors.UnsupportedForMessageFormatError,
+    kafka_errors.PolicyViolationError,
+)
+
+
+class BrokerReplaced(RuntimeError):
+    """The broker lost its topics (and the record marker) while a batch was published."""
+
+
+class EventTooLarge(ValueError):
+    """The serialised event exceeds `Settings.max_message_bytes`: it is not stored (a
+    broker would refuse it). Intake answers 413."""
+
+    def __init__(self, event_type: str, size: int, limit: int):
+        super().__init__(f"{event_type} is {size} bytes serialised; the limit is {limit} bytes")
+        self.event_type, self.size, self.limit = event_type, size, limit
 
 
 async def enqueue(
     conn: asyncpg.Connection, schema: str, event: Envelope, service: str, *, imported: bool = False,
-    topic: str | None = None,
+    topic: str | None = None, max_bytes: int | None = None,
 ) -> None:
-    """Add `event` to the outbox inside the caller's transaction; `topic` overrides the
-    event type's own topic (routing forwards notifications to outbound topics)."""
-    await enqueue_many(conn, schema, [event], service, imported=imported, topic=topic)
+    """Record `event` and queue it for publication inside the caller's transaction;
+    `topic` overrides the event type's own topic (routing forwards notifications to
+    outbound topics). Raises EventTooLarge (nothing written) past `max_bytes`
+    (default `Settings.max_message_bytes`)."""
+    await enqueue_many(conn, schema, [event], service, imported=imported, topic=topic, max_bytes=max_bytes)
 
 
 async def enqueue_many(
     conn: asyncpg.Connection, schema: str, events: list[Envelope], service: str, *, imported: bool = False,
-    topic: str | None = None,
+    topic: str | None = None, max_bytes: int | None = None,
 ) -> None:
     if not events:
         return
+    limit = get_settings().max_message_bytes if max_bytes is None else max_bytes
+    values = [event.model_dump_json().encode() for event in events]
+    for event, value in zip(events, values):
+        if len(value) > limit:
+            raise EventTooLarge(event.event_type, len(value), limit)
     # One statement for the whole list: a scheduler round enqueues a thousand events.
     await conn.execute(
-        f"INSERT INTO {schema}.outbox (topic, key, value, headers)"
-        " SELECT t, k, v, h FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[])"
-        " WITH ORDINALITY AS e(t, k, v, h, n) ORDER BY n",  # ids in the list's order
+        f"WITH stored AS (INSERT INTO {schema}.emitted_events (event_id, event_type, topic, key, value, headers)"
+        " SELECT i, y, t, k, v, h FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::jsonb[])"
+        " WITH ORDINALITY AS e(i, y, t, k, v, h, n) ORDER BY n"  # positions in the list's order
+        " RETURNING position)"
+        f" INSERT INTO {schema}.outbox (position) SELECT position FROM stored",
+        [event.event_id for event in events],
+        [event.event_type for event in events],
         [topic or topic_of(event.event_type) for event in events],
         [str(event.case_id).encode() for event in events],
-        [event.model_dump_json().encode() for event in events],
+        values,
         [cloudevent_headers(event, service, imported) for event in events],
     )
 
@@ -62,7 +114,10 @@ async def backlog(pool: asyncpg.Pool, schema: str) -> tuple[int, float]:
     return row["n"], float(row["age"])
 
 
-def _count_published(schema: str, rows: list[asyncpg.Record], acknowledged: list[RecordMetadata]) -> None:
+def _count_published(
+    schema: str, rows: list[asyncpg.Record], acknowledged: list[RecordMetadata]
+) -> set[tuple[str, str]]:
+    """Count the rows published; returns the (topic, partition) offset series it set."""
     published = Counter((row["topic"], row["headers"].get("ce_type", "unknown")) for row in rows)
     for (topic, event_type), count in published.items():
         OUTBOX_PUBLISHED.labels(schema, topic, event_type).inc(count)
@@ -71,6 +126,7 @@ def _count_published(schema: str, rows: list[asyncpg.Record], acknowledged: list
         highest[ack.topic, ack.partition] = max(ack.offset, highest.get((ack.topic, ack.partition), -1))
     for (topic, partition), offset in highest.items():
         OUTBOX_PUBLISHED_OFFSET.labels(schema, topic, str(partition)).set(offset)
+    return {(topic, str(partition)) for topic, partition in highest}
 
 
 class OutboxRelay:
@@ -94,6 +150,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task | None = None
+        self._offset_series: set[tuple[str, str]] = set()  # published-offset series this relay set
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self.schema}")
@@ -103,6 +160,14 @@ class OutboxRelay:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._close_producer()
+        # A stopped relay reports no offsets: a series left behind would be compared with
+        # the consumers' offsets (the lag) long after it meant anything.
+        for topic, partition in self._offset_series:
+            try:
+                OUTBOX_PUBLISHED_OFFSET.remove(self.schema, topic, partition)
+            except KeyError:
+                pass
+        self._offset_series.clear()
 
     async def run(self) -> None:
         listener = await self.pool.acquire()
@@ -129,33 +194,62 @@ class OutboxRelay:
             await self.pool.release(listener)
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch; returns how many rows went out."""
+        """Publish up to one batch; returns how many rows left the queue (published or parked)."""
+        # Before any claim: a producer's (re)connection may restore a blank broker, which
+        # waits for every relay's batch to finish (see shared/record.py).
+        producer = await self._ensure_producer()
+        if not await record.marker_seen_by(producer):  # the broker was replaced under us
+            await record.ensure_restored(self.pool, self.bootstrap, self.partitions)
         async with self.pool.acquire() as conn, conn.transaction():
+            # Shared with every other relay, exclusive for a restore: nothing new goes out
+            # while a restorer re-publishes the record. The second lock keeps two relays of
+            # one schema from interleaving their batches.
             if not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"{self.schema}.outbox"
+                "SELECT pg_try_advisory_xact_lock_shared($1) AND pg_try_advisory_xact_lock(hashtext($2))",
+                record.RESTORE_LOCK, f"{self.schema}.outbox",
             ):
-                return 0  # another relay is publishing; it will take these rows
+                return 0  # a restore is running, or another relay is publishing these rows
             rows = await conn.fetch(
-                f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                f"SELECT o.position, e.topic, e.key, e.value, e.headers FROM {self.schema}.outbox o"
+                f" JOIN {self.schema}.emitted_events e USING (position)"
+                " ORDER BY o.position LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
                 self.batch_size,
             )
             if not rows:
                 return 0
-            producer = await self._ensure_producer()
-            # Sends are queued in id order and each partition's batches go out in turn,
-            # so one case's events keep their order on its partition.
-            pending = [
-                await producer.send(
-                    row["topic"], row["value"], key=row["key"], headers=encode_headers(row["headers"])
-                )
-                for row in rows
-            ]
-            acknowledged = await asyncio.gather(*pending)
+            # Sends are queued in position order and each partition's batches go out in
+            # turn, so one case's events keep their order on its partition.
+            sent = []
+            for row in rows:
+                try:
+                    sent.append(await producer.send(
+                        row["topic"], row["value"], key=row["key"], headers=encode_headers(row["headers"])
+                    ))
+                except REFUSED_FOR_GOOD as error:  # the producer's own size check
+                    sent.append(error)
+            # Any other error (broker away) propagates: the claim rolls back, all go again.
+            outcomes = await asyncio.gather(*(_refusal_or_ack(s) for s in sent))
+            if not await record.marker_seen_by(producer):
+                # Replaced while this batch went out: keep the rows queued, so they go
+                # again after the restore, in their place behind the events they follow.
+                raise BrokerReplaced(f"the broker at {self.bootstrap} lost its topics while publishing")
+            refused = [(row, o) for row, o in zip(rows, outcomes) if isinstance(o, BaseException)]
             await conn.execute(
-                f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+                f"DELETE FROM {self.schema}.outbox WHERE position = ANY($1::bigint[])", [r["position"] for r in rows]
             )
-        _count_published(self.schema, rows, acknowledged)
+            if refused:
+                await _park(conn, self.schema, refused)
+        published = [row for row, o in zip(rows, outcomes) if not isinstance(o, BaseException)]
+        self._offset_series |= _count_published(
+            self.schema, published, [o for o in outcomes if not isinstance(o, BaseException)]
+        )
+        for row, error in refused:
+            OUTBOX_PARKED.labels(self.schema, row["topic"]).inc()
+            log.error(
+                "outbox relay %s: the broker refused event at position %s (%s, %d bytes) for good: %r;"
+                " parked for review (`sir outbox parked`)",
+                self.schema, row["position"], row["headers"].get("ce_type", "unknown"), len(row["value"]), error,
+            )
         return len(rows)
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -187,6 +281,8 @@ class OutboxRelay:
             producer = new_producer(self.bootstrap)
             try:
                 await producer.start()
+                # A blank broker gets the record back before this relay sends anything new.
+                await record.ensure_restored(self.pool, self.bootstrap, self.partitions)
             except BaseException:
                 await producer.stop()
                 raise
@@ -200,3 +296,61 @@ class OutboxRelay:
                 await producer.stop()
             except Exception as error:
                 log.debug("closing producer: %s", error)
+
+
+async def _refusal_or_ack(sent: asyncio.Future | BaseException) -> RecordMetadata | BaseException:
+    if isinstance(sent, BaseException):
+        return sent
+    try:
+        return await sent
+    except REFUSED_FOR_GOOD as error:
+        return error
+
+
+async def _park(conn: asyncpg.Connection, schema: str, refused: list[tuple[asyncpg.Record, BaseException]]) -> None:
+    await conn.execute(
+        f"INSERT INTO {schema}.outbox_parked (position, error)"
+        " SELECT * FROM unnest($1::bigint[], $2::text[])",
+        [row["position"] for row, _ in refused],
+        [f"{type(error).__name__}: {error}"[:2000] for _, error in refused],
+    )
+
+
+# --- parked rows: review, retry, discard (`sir outbox ...`) ---------------------------
+
+
+async def parked_waiting(pool: asyncpg.Pool, schema: str) -> int:
+    """Parked rows awaiting an operator's decision."""
+    return await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox_parked WHERE decision IS NULL")
+
+
+async def list_parked(pool: asyncpg.Pool, schemas: tuple[str, ...]) -> list[dict]:
+    """Parked rows awaiting a decision, oldest first, across `schemas` (those that exist)."""
+    found = []
+    for schema in schemas:
+        if not await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{schema}.outbox_parked"):
+            continue
+        rows = await pool.fetch(
+            f"SELECT p.position, p.error, p.parked_at, e.event_id, e.event_type, e.topic, length(e.value) AS size"
+            f" FROM {schema}.outbox_parked p JOIN {schema}.emitted_events e USING (position)"
+            " WHERE p.decision IS NULL ORDER BY p.id"
+        )
+        found += [{"id": f"{schema}:{r['position']}", "schema": schema, **dict(r)} for r in rows]
+    return sorted(found, key=lambda r: r["parked_at"])
+
+
+async def decide_parked(pool: asyncpg.Pool, schema: str, position: int, decision: str) -> bool:
+    """Record the operator's decision on a parked row: `retried` queues the event again
+    (published in the queue's order from now on), `discarded` leaves it unpublished. The
+    event stays in the record either way. False when no such row awaits a decision."""
+    if decision not in ("retried", "discarded"):
+        raise ValueError(f"unknown decision {decision!r}")
+    async with pool.acquire() as conn, conn.transaction():
+        decided = await conn.fetchval(
+            f"UPDATE {schema}.outbox_parked SET decision = $2, decided_at = now()"
+            " WHERE position = $1 AND decision IS NULL RETURNING position",
+            position, decision,
+        )
+        if decided is not None and decision == "retried":
+            await conn.execute(f"INSERT INTO {schema}.outbox (position) VALUES ($1)", position)
+    return decided is not None

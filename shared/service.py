@@ -23,8 +23,8 @@ from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.http import ERROR_RESPONSES, Guard, install_error_handlers
-from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, SERVICE_READY
-from shared.outbox import OutboxRelay, backlog
+from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PARKED_WAITING, SERVICE_READY
+from shared.outbox import OutboxRelay, backlog, parked_waiting
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ async def _scrape(service: Service, app: FastAPI) -> Response:
             waiting, age = await backlog(app.state.pool, service.name)
             OUTBOX_BACKLOG.labels(service.name).set(waiting)
             OUTBOX_OLDEST_AGE.labels(service.name).set(age)
+            OUTBOX_PARKED_WAITING.labels(service.name).set(await parked_waiting(app.state.pool, service.name))
             if service.refresh_metrics is not None:
                 await service.refresh_metrics(app.state.pool)
         except Exception as error:

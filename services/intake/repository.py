@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 
 import asyncpg
 
-from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
+from shared.events import CASE_EVENT_MODELS, Envelope
 from shared.lifecycle import Case, fold
-from shared.outbox import enqueue, enqueue_many
+from shared.outbox import enqueue
 
 SCHEMA = "intake"
 # The stored envelope with its case sequence: events stored before sequences existed
@@ -46,9 +45,10 @@ async def stored_envelopes(conn: asyncpg.Connection, event_ids: list[uuid.UUID])
 
 
 async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, imported: bool = False) -> Envelope:
-    """Store the event and its outbox row in the caller's transaction, which holds the
-    case's lock (`lock_case`; a new case: its row's insert). A case event gets the case's
-    next sequence number, whatever it carried; returns the event as stored."""
+    """Store the event, and record and queue it for publication (shared/outbox.py), in
+    the caller's transaction, which holds the case's lock (`lock_case`; a new case: its
+    row's insert). A case event gets the case's next sequence number, whatever it
+    carried; returns the event as stored."""
     if event.event_type == "incident.notified":
         await conn.execute(
             f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) VALUES ($1, $2, $3)",
@@ -93,24 +93,3 @@ async def remember_answer(
         " VALUES ($1, $2, $3, $4)",
         token_id, key, request_sha256, response,
     )
-
-
-async def replay(pool: asyncpg.Pool, chunk: int = 1000) -> int:
-    """Put every stored event back in the outbox, in store order, for the relay to
-    publish again (a broker that lost its topics); consumers skip what they have seen."""
-    replayed, after = 0, 0
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"SELECT position, imported, {_ENVELOPE} AS envelope FROM {SCHEMA}.events WHERE position > $1"
-                " ORDER BY position LIMIT $2",
-                after, chunk,
-            )
-            if not rows:
-                return replayed
-            # Keep live and imported events apart: the imported mark travels in a header.
-            for imported, group in itertools.groupby(rows, key=lambda r: r["imported"]):
-                events = [ANY_EVENT.validate_python(r["envelope"]) for r in group]
-                await enqueue_many(conn, SCHEMA, events, "intake", imported=imported)
-        replayed += len(rows)
-        after = rows[-1]["position"]

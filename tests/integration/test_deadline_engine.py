@@ -68,7 +68,7 @@ async def _deadlines(pool, case_id) -> dict[tuple[str, int], dict]:
 
 
 async def _outbox(pool, case_id=None) -> list[dict]:
-    rows = await pool.fetch("SELECT value FROM deadlines.outbox ORDER BY id")
+    rows = await pool.fetch("SELECT value FROM deadlines.emitted_events ORDER BY position")
     events = [json.loads(r["value"]) for r in rows]
     return [e for e in events if case_id is None or e["case_id"] == str(case_id)]
 
@@ -195,7 +195,7 @@ async def test_imported_history_is_settled_by_timestamps(pool):
 
 async def _outbox_imported(pool, case_id) -> list[tuple[str, str, bool]]:
     """(event type, rule, carries the imported mark) of each deadline event of the case."""
-    rows = await pool.fetch("SELECT value, headers FROM deadlines.outbox ORDER BY id")
+    rows = await pool.fetch("SELECT value, headers FROM deadlines.emitted_events ORDER BY position")
     return [(e["event_type"], e["data"]["rule"], r["headers"].get(IMPORTED_HEADER) == "true")
             for r in rows if (e := json.loads(r["value"]))["case_id"] == str(case_id)]
 

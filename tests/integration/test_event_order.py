@@ -143,7 +143,8 @@ def _records(events: list[dict]) -> dict[str, list[ConsumerRecord]]:
 
 async def _reset(pool) -> None:
     names = await pool.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'reporting' AND tablename <> 'schema_migrations'"
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'reporting'"
+        " AND tablename NOT IN ('schema_migrations', 'emitted_events', 'outbox', 'outbox_parked')"
     )
     await pool.execute("TRUNCATE " + ", ".join(f"reporting.{r['tablename']}" for r in names))
 
@@ -444,7 +445,7 @@ async def test_the_deadlines_service_gives_the_same_deadlines_and_events_in_any_
                 "SELECT rule, sequence, status, started_at, due_at, met_at, cancelled_at, working_days_late"
                 " FROM deadlines.deadlines ORDER BY rule, sequence"
             )
-            emitted = await pool.fetch("SELECT value FROM deadlines.outbox")
+            emitted = await pool.fetch("SELECT value FROM deadlines.emitted_events")
             return [tuple(r.values()) for r in rows], sorted(
                 (e["event_id"], e["event_type"], e.get("causation_id"), json.dumps(e["data"], sort_keys=True))
                 for e in (json.loads(r["value"]) for r in emitted)

@@ -26,9 +26,8 @@ import pytest
 
 from services import cli
 from services.deadlines.scheduler import FixedClock, Scheduler
-from services.intake.repository import replay
 from services.reporting import commands, repository
-from shared import devstack
+from shared import devstack, record
 from shared.auth import issue_token
 from shared.messaging import DEADLINE_EVENTS
 from shared.reference import LOCAL_AUTHORITIES
@@ -317,8 +316,8 @@ async def test_rebuild_equals_the_live_projections(seeded):
             return {t: await repository.table_contents(conn, t) for t in TABLES}
 
     # `sir replay` first: every event is on the topics twice, as after a broker restart.
-    await replay(seeded.pool)
-    await eventually(lambda: seeded.pool.fetchval("SELECT count(*) = 0 FROM intake.outbox"), what="the replay")
+    settings = seeded.settings
+    await record.replay(seeded.pool, settings.kafka_bootstrap, settings.kafka_partitions)
     live = await contents()
     assert len(live["notifications"]) == 111 and len(live["reviews"]) == 80 and live["deadlines"]
     processed = await seeded.pool.fetchval("SELECT count(*) FROM reporting.processed_events")

@@ -176,8 +176,8 @@ class Loop:
         return row if row is not None and row["status"] == status else None
 
     async def records(self, case_id, topic=ROUTING_EVENTS) -> list:
-        """What routing's outbox holds for the topic (no relay runs here)."""
-        rows = await self.pool.fetch("SELECT value FROM routing.outbox WHERE topic = $1 ORDER BY id", topic)
+        """What routing has recorded for the topic (no relay runs here)."""
+        rows = await self.pool.fetch("SELECT value FROM routing.emitted_events WHERE topic = $1 ORDER BY position", topic)
         values = [json.loads(r["value"]) for r in rows]
         return [v for v in values if v["case_id"] == str(case_id)]
 
