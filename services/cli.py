@@ -24,7 +24,10 @@ STATE_DIR = Path(".sir")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format, service=getattr(args, "service", None) or "sir")
+    configure_logging(
+        settings.log_level, settings.log_format, service=getattr(args, "service", None) or "sir",
+        repeat_seconds=settings.log_repeat_seconds,
+    )
     return args.run(args) or 0
 
 
