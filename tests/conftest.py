@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 INTEGRATION = Path(__file__).parent / "integration"
+FAULTS = Path(__file__).parent / "faults"
 
 
 def pytest_collection_modifyitems(items):
@@ -11,3 +12,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if INTEGRATION in Path(item.fspath).parents:
             item.add_marker(pytest.mark.integration)
+        if FAULTS in Path(item.fspath).parents:  # real processes, killed and restarted
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.faults)
