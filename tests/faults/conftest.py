@@ -129,16 +129,15 @@ def private_postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-async def fault_platform(private_postgres, tmp_path_factory):
-    """The four services as processes on the private cluster and a Tansu of their own."""
+@contextlib.asynccontextmanager
+async def running_platform(postgres: PrivatePostgres, server_dsn: str, logs: Path):
+    """The four services as processes on a fresh database of the private cluster and a
+    Tansu of their own, with a token of each role."""
     from shared.auth import issue_token
     from shared.db import create_pool
 
-    server, server_dsn = private_postgres
     database_url = server_dsn.rsplit("/", 1)[0] + f"/sir_faults_{uuid.uuid4().hex[:8]}"
     devstack.ensure_database(database_url)
-    logs = tmp_path_factory.mktemp("service-logs")
     with devstack.Tansu(log_path=logs / "tansu.log") as tansu:
         env = dict(
             os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=tansu.bootstrap, KAFKA_PARTITIONS="3",
@@ -146,7 +145,7 @@ async def fault_platform(private_postgres, tmp_path_factory):
             SIR_ROUTING_POLL_SECONDS="0.2", SIR_LOG_LEVEL="WARNING",
         )
         services = {name: Service(name, devstack.free_port(), logs / f"{name}.log") for name in SERVICES}
-        platform = FaultPlatform(database_url, tansu.bootstrap, env, services, server)
+        platform = FaultPlatform(database_url, tansu.bootstrap, env, services, postgres)
         # Migrations once, before four processes race to apply them.
         subprocess.run([*SIR, "migrate"], env=env, check=True, capture_output=True, timeout=120)
         try:
@@ -167,3 +166,17 @@ async def fault_platform(private_postgres, tmp_path_factory):
         finally:
             for name in SERVICES:
                 platform.stop(name)
+
+
+@pytest.fixture(scope="session")
+async def fault_platform(private_postgres, tmp_path_factory):
+    """The platform the kill and restart tests strike."""
+    async with running_platform(*private_postgres, tmp_path_factory.mktemp("fault-logs")) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="session")
+async def fuzz_platform(private_postgres, tmp_path_factory):
+    """A platform of its own for the fuzz run (it may change recipients' channels)."""
+    async with running_platform(*private_postgres, tmp_path_factory.mktemp("fuzz-logs")) as platform:
+        yield platform
