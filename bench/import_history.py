@@ -121,7 +121,9 @@ def main() -> None:
         size = path.stat().st_size
         print(f"history: {size / 1e6:.1f} MB, {lines:,} events in {lines // len(STEPS):,} cases")
         seconds, peak_kb, output = run_import(path, database_url, broker.bootstrap)
-        print(output.strip().splitlines()[0])
+        for line in output.strip().splitlines():
+            if line.startswith("imported ") or "events/s stored" in line:
+                print(line)
         ceiling = asyncio.run(executemany_ceiling(path, database_url, lines))
     rate = lines / seconds
     print(f"sir import: {seconds:.1f} s (storing and publishing), {rate:,.0f} events/s, peak RSS {peak_kb / 1024:.0f} MB"
