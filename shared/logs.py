@@ -22,6 +22,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -81,6 +82,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+# Plain numbers in a message (a backoff, an attempt, a count), not parts of an id.
+_FIGURES = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?:ms|s)?(?![\w-])")
+
+
 @dataclass
 class _Repeats:
     since: float  # when the line that opened this window was written
@@ -92,8 +97,9 @@ class RepeatFilter(logging.Filter):
     """Collapses repeated warnings and errors: one line per kind and interval, with a count.
 
     Two records are of a kind when they come from the same logger at the same level with
-    the same message template and the same event context (so the lines about different
-    events stay apart, while "retrying in 1.2s" and "retrying in 2.4s" do not). The first
+    the same message once its plain numbers are set aside, and the same event context: so
+    "retrying in 1.2s" and "retrying in 2.4s" are one kind, while lines naming different
+    events, deliveries or hosts (ids with letters) stay apart. The first
     record of a kind passes; the next ones within `interval` seconds are held back and
     counted. When the interval has passed, the next record through the handler (of any
     kind) brings out one summary per kind held back: its last message, then
@@ -122,7 +128,8 @@ class RepeatFilter(logging.Filter):
         summaries = self._expired(now)
         passes = True
         if record.levelno >= logging.WARNING and self.interval > 0:
-            key = (record.name, record.levelno, str(record.msg), tuple(sorted(_CONTEXT.get().items())))
+            key = (record.name, record.levelno, _FIGURES.sub("#", record.getMessage()),
+                   tuple(sorted(_CONTEXT.get().items())))
             with self._lock:
                 repeats = self._kinds.get(key)
                 if repeats is None:

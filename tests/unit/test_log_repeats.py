@@ -84,3 +84,11 @@ def test_held_back_lines_are_counted_at_exit_and_an_interval_of_zero_writes_all(
     for _ in range(3):
         log(_filtered())
     assert len(written) == 3
+
+
+def test_lines_about_different_deliveries_stay_apart():
+    _, _, log, written = _setup()
+    for delivery in ("415b6547-ec7f-4685", "9c0d2e11-aa01-4b7e"):
+        for attempt in (1, 2):
+            log(_filtered("services.routing.delivery", logging.WARNING, "delivery %s: attempt %d failed", (delivery, attempt)))
+    assert written == ["delivery 415b6547-ec7f-4685: attempt 1 failed", "delivery 9c0d2e11-aa01-4b7e: attempt 1 failed"]
