@@ -270,3 +270,17 @@ def test_sir_import_says_so_when_the_database_is_away(tmp_path, monkeypatch):
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr and "the database at postgresql://postgres:***@127.0.0.1" in done.stderr
     assert "secret" not in done.stderr
+
+
+def test_sir_import_stores_and_says_so_when_the_broker_is_away(cli_environment, tmp_path, capsys, monkeypatch):
+    from shared import devstack
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{devstack.free_port()}")
+    get_settings.cache_clear()
+    path = tmp_path / "history.ndjson"
+    path.write_bytes(_ndjson(*_concluded_case(uuid.uuid4())))
+    assert cli.main(["import", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "imported 6, skipped 0 (already present), rejected 0" in captured.out
+    assert "stored, but not yet published" in captured.err and "Traceback" not in captured.err
