@@ -284,3 +284,21 @@ def test_sir_import_stores_and_says_so_when_the_broker_is_away(cli_environment, 
     captured = capsys.readouterr()
     assert "imported 6, skipped 0 (already present), rejected 0" in captured.out
     assert "stored, but not yet published" in captured.err and "Traceback" not in captured.err
+
+
+async def test_a_body_over_the_limit_is_refused_whole_even_when_streamed(platform, tokens, monkeypatch):
+    from services.intake import history
+
+    case_id = uuid.uuid4()
+    body = _ndjson(*_concluded_case(case_id))
+    monkeypatch.setattr(history, "MAX_BODY_BYTES", len(body) // 2)
+
+    async def chunks():  # no Content-Length: the limit is found while reading
+        yield body[: len(body) // 3]
+        yield body[len(body) // 3:]
+
+    answer = await platform.clients["intake"].post(
+        "/v1/import", content=chunks(), headers={**bearer(tokens["admin"]), **NDJSON}
+    )
+    assert answer.status_code == 413
+    assert await _stored(platform, case_id) == []
