@@ -28,7 +28,15 @@ import pytest
 from shared import devstack
 from shared.settings import SERVICES
 
-POSTGRES_BIN = Path(os.environ.get("SIR_TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+def _postgres_bin() -> Path:
+    """SIR_TEST_POSTGRES_BIN, else Debian's newest installed PostgreSQL (15 here)."""
+    if "SIR_TEST_POSTGRES_BIN" in os.environ:
+        return Path(os.environ["SIR_TEST_POSTGRES_BIN"])
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return installed[-1].parent if installed else Path("/usr/lib/postgresql/15/bin")
+
+
+POSTGRES_BIN = _postgres_bin()
 SIR = [sys.executable, "-m", "services.cli"]
 COUNCIL = "glasgow-city"
 
