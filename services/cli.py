@@ -216,11 +216,11 @@ class _ImportProgress:
         if now - self.shown < 0.5:
             return
         self.shown = now
-        read = f"read {lines:,} lines ({lines / max(now - self.started, 1e-3):,.0f} lines/s)"
-        if self.stored_since is None:
-            text = f"{read}, checking"
-        else:
-            text = f"{read}, stored {events:,} events ({events / max(now - self.stored_since, 1e-3):,.0f} events/s)"
+        if self.stored_since is None:  # pass 1: reading and checking every line
+            text = f"checked {lines:,} lines ({lines / max(now - self.started, 1e-3):,.0f} lines/s)"
+        else:  # pass 2: storing the good cases
+            text = (f"checked {lines:,} lines in {self.stored_since - self.started:.0f} s, stored {events:,} events"
+                    f" ({events / max(now - self.stored_since, 1e-3):,.0f} events/s)")
         print(f"\r{text}\033[K" if self.terminal else text, end="" if self.terminal else "\n",
               file=sys.stderr, flush=True)
 
