@@ -162,8 +162,8 @@ class RepeatFilter(logging.Filter):
     def _summary(repeats: _Repeats, seconds: float) -> logging.LogRecord:
         last = repeats.last
         summary = logging.makeLogRecord(vars(last))
-        summary.msg = "%s (repeated %d times in the last %.0f s)"
-        summary.args = (last.getMessage(), repeats.count, seconds)
+        summary.msg = "%s (repeated %d time%s in the last %.0f s)"
+        summary.args = (last.getMessage(), repeats.count, "" if repeats.count == 1 else "s", seconds)
         summary.exc_info = summary.exc_text = None  # the first line of the kind had the traceback
         summary._sir_summary = True
         return summary

@@ -78,7 +78,7 @@ def test_held_back_lines_are_counted_at_exit_and_an_interval_of_zero_writes_all(
     log(_filtered())
     log(_filtered())
     repeats.flush()
-    assert written[-1].endswith("(repeated 1 times in the last 0 s)")
+    assert written[-1].endswith("(repeated 1 time in the last 0 s)")
 
     _, _, log, written = _setup(interval=0)
     for _ in range(3):
