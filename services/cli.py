@@ -24,7 +24,10 @@ STATE_DIR = Path(".sir")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format, service=getattr(args, "service", None) or "sir")
+    configure_logging(
+        settings.log_level, settings.log_format, service=getattr(args, "service", None) or "sir",
+        repeat_seconds=settings.log_repeat_seconds,
+    )
     return args.run(args) or 0
 
 
@@ -196,28 +199,99 @@ async def _outbox(args: argparse.Namespace) -> int:
 
 
 async def _import(path: Path, settings: Settings) -> int:
+    """Never a traceback: a bad line is reported by number, a missing file or an
+    unreachable database by a sentence and an exit code (docs/import.md)."""
+    import asyncpg
+
     from services.intake import history
     from services.intake.app import SERVICE
     from shared.db import COMMON, migrate
 
     try:
-        with path.open("rb") as lines:  # read line by line: history files can be large
-            parsed = history.parse(lines)
+        size = path.stat().st_size
+        path.open("rb").close()
     except OSError as error:
         print(f"sir import: {error}", file=sys.stderr)
         return 2
+    progress = _ImportProgress(size)
 
     async def run(pool):
         await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
-        report = await history.import_history(pool, parsed)
-        await _publish_outbox(pool, settings)
+        report = await history.import_history(
+            pool, history.read_file(path), max_line_bytes=settings.max_message_bytes, progress=progress
+        )
+        progress.done(report)
+        try:
+            await _publish_outbox(pool, settings)
+        except Exception as error:  # noqa: BLE001 - stored is what matters; the relay publishes later
+            print(
+                f"sir import: stored, but not yet published ({type(error).__name__}: {error}); intake's"
+                " outbox relay publishes the events when the broker answers",
+                file=sys.stderr,
+            )
         return report
 
-    report = await _with_pool(run)
+    try:
+        report = await _with_pool(run)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        print(
+            f"sir import: the database at {_redacted(settings.database_url)} failed ({type(error).__name__}:"
+            f" {error}); read {progress.lines} lines. Cases stored before stay stored: run the same"
+            " import again when the database answers (it skips what is there).",
+            file=sys.stderr,
+        )
+        return 3
     print(f"imported {report.imported}, skipped {report.skipped} (already present), rejected {report.rejected}")
     for error in report.as_dict()["errors"]:
         print(f"line {error['line']} (case {error['case_id'] or '?'}): {error['reason']}")
     return 1 if report.rejected else 0
+
+
+class _ImportProgress:
+    """Lines read and events stored, with their rates, on stderr at most twice a second."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.lines = 0
+        self.stored_since: float | None = None
+        self.terminal = sys.stderr.isatty()
+
+    def __call__(self, lines: int, events: int) -> None:
+        self.lines = lines
+        now = time.monotonic()
+        if events and self.stored_since is None:
+            self.stored_since = now
+        if now - self.shown < 0.5:
+            return
+        self.shown = now
+        if self.stored_since is None:  # pass 1: reading and checking every line
+            text = f"checked {lines:,} lines ({lines / max(now - self.started, 1e-3):,.0f} lines/s)"
+        else:  # pass 2: storing the good cases
+            text = (f"checked {lines:,} lines in {self.stored_since - self.started:.0f} s, stored {events:,} events"
+                    f" ({events / max(now - self.stored_since, 1e-3):,.0f} events/s)")
+        print(f"\r{text}\033[K" if self.terminal else text, end="" if self.terminal else "\n",
+              file=sys.stderr, flush=True)
+
+    def done(self, report) -> None:
+        seconds = time.monotonic() - self.started
+        if self.terminal:
+            print(file=sys.stderr)
+        print(
+            f"{report.lines:,} lines in {seconds:.1f} s: {report.imported / max(seconds, 1e-3):,.0f} events/s stored",
+            file=sys.stderr,
+        )
+
+
+def _redacted(dsn: str) -> str:
+    """The DSN without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return urlunsplit(parts)
 
 
 def _docs(args: argparse.Namespace) -> int:

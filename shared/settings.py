@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     routing_poll_seconds: float = Field(1.0, validation_alias="SIR_ROUTING_POLL_SECONDS")
     # `json` (one object per line, for collectors) or `text` (for reading by eye).
     log_format: Literal["json", "text"] = Field("json", validation_alias="SIR_LOG_FORMAT")
+    # A warning or error repeated within this many seconds (same logger, same message,
+    # e.g. each retry while the broker is away) is written once, then once with its count.
+    log_repeat_seconds: float = Field(60.0, validation_alias="SIR_LOG_REPEAT_SECONDS")
 
     def port_of(self, service: str) -> int:
         return getattr(self, f"{service}_port")

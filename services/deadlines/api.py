@@ -79,7 +79,8 @@ async def search_deadlines(
     rule: DeadlineRule | None = None,
     local_authority: LocalAuthoritySlug | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # Bounded: a number beyond the database's bigint is a 422, not a server error.
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> DeadlinePage:
     """Deadlines by due time, filtered. A council sees its own authority's (asking for
     another's is refused); a SOG those of the cases routed to its region."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from shared.lifecycle import Refused
 from shared.http import BODY_LIMIT
 from shared.logs import event_fields
 from shared.metrics import EVENTS_RECORDED
+from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["cases"])
@@ -162,14 +162,13 @@ async def post_import(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > history.MAX_BODY_BYTES:
         raise HTTPException(413, f"at most {history.MAX_BODY_BYTES} bytes; use `sir import FILE` for more")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > history.MAX_BODY_BYTES:
-            raise HTTPException(413, f"at most {history.MAX_BODY_BYTES} bytes; use `sir import FILE` for more")
-    # Validating a large body takes a while: off the event loop.
-    parsed = await asyncio.to_thread(history.parse, bytes(body).splitlines())
-    report = await history.import_history(request.app.state.pool, parsed)
+    try:  # streamed: the body is read in chunks and validated before anything is stored
+        report = await history.import_history(
+            request.app.state.pool, request.stream(), max_bytes=history.MAX_BODY_BYTES,
+            max_line_bytes=get_settings().max_message_bytes,
+        )
+    except history.TooLarge:
+        raise HTTPException(413, f"at most {history.MAX_BODY_BYTES} bytes; use `sir import FILE` for more") from None
     return report.as_dict()
 
 

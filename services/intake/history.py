@@ -11,17 +11,31 @@ Besides case events, history may carry `notification.forwarded` records, the for
 that already happened, so the forwarding figures hold for imported periods too; they are
 stored with their case (which must be in the store or in the file) and published to
 `sir.routing.v1`.
+
+Streaming, in bounded memory whatever the size of the file: a case's lines may be spread
+over the whole file, and one bad line anywhere refuses its case, so nothing is stored
+before the last line is read. Pass 1 reads the input in chunks, validates each line and
+spools the valid ones into a temporary table of the import's connection (COPY, in
+batches), remembering only which cases have a bad line and a short digest of each event
+(to find repeats). Pass 2 reads the spooled cases back 200 at a time, skipping the
+refused ones, and stores each case in its own savepoint.
+
+No line can make the import fail: whatever is wrong with one (not JSON, nested too
+deeply, a NUL character, a lone surrogate, a number out of range, too long, a value the
+database refuses) refuses its case with the line's number and the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Iterable, Iterator
+from typing import AsyncIterable, AsyncIterator, Callable, Iterable
 
 import asyncpg
 from pydantic import ValidationError
@@ -36,10 +50,23 @@ from shared.metrics import EVENTS_RECORDED
 log = logging.getLogger(__name__)
 
 IMPORTABLE = frozenset(CASE_EVENT_MODELS) | {FORWARDED}
-# Largest body `POST /v1/import` takes; bigger files go through `sir import`, which streams.
+# Largest body `POST /v1/import` takes; bigger files go through `sir import`.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 # Cases written per transaction, each in its own savepoint (all of a case or nothing).
 CASES_PER_TRANSACTION = 200
+# Lines validated and spooled together (one COPY).
+LINES_PER_BATCH = 2000
+# A reason is about the line, never a copy of it: long values are cut.
+MAX_REASON_CHARS = 300
+
+# What PostgreSQL's jsonb cannot store, as JSON text spells it: \u0000, a UTF-16
+# surrogate escape (only a valid pair survives json.loads as one character), and
+# numbers with a large exponent (1e400 becomes infinity).
+_SUSPECT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|[eE][+-]?\d{3,}|Infinity|NaN")
+
+
+class TooLarge(Exception):
+    """The input is larger than the caller allows (nothing was stored)."""
 
 
 @dataclass(frozen=True)
@@ -49,30 +76,12 @@ class LineError:
     reason: str
 
 
-@dataclass(frozen=True)
-class _Line:
-    number: int
-    event: Envelope
-
-
-@dataclass
-class History:
-    """A parsed file: the valid lines grouped by case, and the lines refused already."""
-
-    cases: dict[uuid.UUID, list[_Line]] = field(default_factory=dict)
-    errors: list[LineError] = field(default_factory=list)
-    # Cases with a bad line: none of their lines goes in.
-    refused: set[uuid.UUID] = field(default_factory=set)
-    # Lines that repeat an earlier line of the file (same event_id and content), by case:
-    # skipped, or rejected with the rest of a refused case.
-    repeated: Counter[uuid.UUID] = field(default_factory=Counter)
-
-
 @dataclass
 class Report:
     imported: int = 0
     skipped: int = 0
     rejected: int = 0
+    lines: int = 0
     errors: list[LineError] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -84,88 +93,213 @@ class Report:
         }
 
 
+# Called with (lines read, events stored) after each batch: `sir import` shows progress.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A valid line, as pass 2 will read it back."""
+
+    line: int
+    case_id: uuid.UUID
+    envelope: str  # the validated event as JSON
+
+
+class Validator:
+    """Pass 1's memory: the bad lines, the refused cases and a digest of each event seen."""
+
+    def __init__(self, max_line_bytes: int):
+        self.max_line_bytes = max_line_bytes
+        self.errors: list[LineError] = []
+        self.refused: set[uuid.UUID] = set()
+        # Lines repeating an earlier line of the file (same event_id and content), by
+        # case: skipped, or rejected with the rest of a refused case.
+        self.repeated: Counter[uuid.UUID] = Counter()
+        # event_id -> digest of its content: 16 + 8 bytes an event, not the event.
+        self._seen: dict[bytes, bytes] = {}
+
+    def check(self, number: int, raw: bytes | str | None) -> Spooled | None:
+        """The line to spool, or None (blank, repeated, or refused with its reason)."""
+        if raw is None:
+            self._refuse(number, None, f"longer than {self.max_line_bytes} bytes: one event a line")
+            return None
+        if not raw.strip():
+            return None
+        try:
+            obj = json.loads(raw)
+        except RecursionError:
+            self._refuse(number, None, "not JSON this platform reads: nested too deeply")
+            return None
+        except ValueError as error:  # also bad UTF-8 and integers of thousands of digits
+            self._refuse(number, None, f"not JSON: {error}")
+            return None
+        case_id = _case_id_of(obj)
+        try:
+            if _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
+                _check_storable(obj)
+            event = _validate(obj)
+            content = _content(event)
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            self._refuse(number, case_id, _explain(error))
+            return None
+        except Exception as error:  # noqa: BLE001 - whatever a line does, it refuses only its case
+            self._refuse(number, case_id, f"cannot be read: {type(error).__name__}")
+            return None
+        digest = hashlib.blake2b(content.encode(), digest_size=8).digest()
+        earlier = self._seen.get(event.event_id.bytes)
+        if earlier is not None and earlier != digest:
+            self._refuse(number, event.case_id, f"event {event.event_id} appears earlier in the file with other content")
+            return None
+        if earlier is not None:
+            self.repeated[event.case_id] += 1
+            return None
+        self._seen[event.event_id.bytes] = digest
+        return Spooled(number, event.case_id, event.model_dump_json())
+
+    def _refuse(self, number: int, case_id: uuid.UUID | None, reason: str) -> None:
+        self.errors.append(LineError(number, str(case_id) if case_id else None, _printable(reason)))
+        if case_id is not None:
+            self.refused.add(case_id)
+
+
+async def import_history(
+    pool: asyncpg.Pool,
+    chunks: AsyncIterable[bytes] | Iterable[bytes],
+    *,
+    max_line_bytes: int = 1_000_000,
+    max_bytes: int | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Import the NDJSON `chunks` (any split), each case whole or not at all.
+
+    Raises TooLarge (having stored nothing) when the input exceeds `max_bytes`.
+    """
+    validator = Validator(max_line_bytes)
+    report = Report()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DROP TABLE IF EXISTS import_spool;"
+            " CREATE TEMPORARY TABLE import_spool (line int, case_id uuid, envelope text)"
+        )
+        try:
+            await _spool(conn, validator, _lines(chunks, max_line_bytes, max_bytes), report, progress)
+            await _store(conn, validator, report, progress)
+        finally:
+            if not conn.is_closed():
+                await conn.execute("DROP TABLE IF EXISTS import_spool")
+    log.info(
+        "history import: %d lines, %d imported, %d skipped, %d rejected",
+        report.lines, report.imported, report.skipped, report.rejected,
+    )
+    return report
+
+
+async def _spool(conn, validator: Validator, lines: AsyncIterator[tuple[int, bytes | None]], report, progress) -> None:
+    """Pass 1: validate every line, spool the valid ones; nothing is stored yet."""
+    batch: list[tuple[int, bytes | None]] = []
+
+    async def flush() -> None:
+        # Validation is CPU work: off the event loop, so a service answers meanwhile.
+        spooled = await asyncio.to_thread(lambda: [s for n, raw in batch if (s := validator.check(n, raw))])
+        if spooled:
+            await conn.copy_records_to_table(
+                "import_spool", records=[(s.line, s.case_id, s.envelope) for s in spooled]
+            )
+        report.lines = batch[-1][0]
+        batch.clear()
+        if progress:
+            progress(report.lines, 0)
+
+    async for number, raw in lines:
+        batch.append((number, raw))
+        if len(batch) >= LINES_PER_BATCH:
+            await flush()
+    if batch:
+        await flush()
+
+
+async def _store(conn: asyncpg.Connection, validator: Validator, report: Report, progress) -> None:
+    """Pass 2: the spooled cases that had no bad line, 200 to a transaction."""
+    report.errors = validator.errors
+    report.rejected = len(validator.errors)
+    if validator.refused:
+        refused = list(validator.refused)
+        dropped = await conn.fetchval(
+            "WITH gone AS (DELETE FROM import_spool WHERE case_id = ANY($1::uuid[]) RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            refused,
+        )
+        # Their bad lines are counted already; the rest of each refused case with them.
+        report.rejected += dropped + sum(validator.repeated[c] for c in refused)
+    report.skipped += sum(n for c, n in validator.repeated.items() if c not in validator.refused)
+    await conn.execute("CREATE INDEX ON import_spool (case_id, line)")
+    after = uuid.UUID(int=0)
+    while True:
+        case_ids = [r["case_id"] for r in await conn.fetch(
+            "SELECT DISTINCT case_id FROM import_spool WHERE case_id > $1 ORDER BY case_id LIMIT $2",
+            after, CASES_PER_TRANSACTION,
+        )]
+        if not case_ids:
+            break
+        after = case_ids[-1]
+        rows = await conn.fetch(
+            "SELECT case_id, line, envelope FROM import_spool WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, line",
+            case_ids,
+        )
+        cases: dict[uuid.UUID, list[_Line]] = {}
+        for row in rows:
+            cases.setdefault(row["case_id"], []).append(_Line(row["line"], ANY_EVENT.validate_json(row["envelope"])))
+        recorded = await _store_cases(conn, cases, report)
+        report.imported += len(recorded)
+        for event in recorded:
+            EVENTS_RECORDED.labels(event.event_type).inc()
+            log.debug("imported %s", event.event_type, extra=event_fields(event))
+        if progress:
+            progress(report.lines, report.imported)
+
+
+@dataclass(frozen=True)
+class _Line:
+    number: int
+    event: Envelope
+
+
 class _CaseRefused(Exception):
     def __init__(self, line: int, reason: str):
         super().__init__(reason)
         self.line = line
 
 
-def parse(lines: Iterable[bytes | str]) -> History:
-    """Validate each line (1-based numbers; blank lines are ignored) and group by case."""
-    history = History()
-    seen: dict[uuid.UUID, str] = {}  # event_id -> its content, to find repeats in the file
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError as error:
-            history.errors.append(LineError(number, None, f"not JSON: {error}"))
-            continue
-        case_id = _case_id_of(obj)
-        try:
-            event = _validate(obj)
-            content = _content(event)
-            earlier = seen.get(event.event_id)
-            if earlier is not None and earlier != content:
-                raise ValueError(f"event {event.event_id} appears earlier in the file with other content")
-        except ValueError as error:  # pydantic's ValidationError is a ValueError
-            history.errors.append(LineError(number, str(case_id) if case_id else None, _explain(error)))
-            if case_id is not None:
-                history.refused.add(case_id)
-            continue
-        if earlier is not None:
-            history.repeated[event.case_id] += 1
-            continue
-        seen[event.event_id] = content
-        history.cases.setdefault(event.case_id, []).append(_Line(number, event))
-    return history
-
-
-async def import_history(pool: asyncpg.Pool, history: History) -> Report:
-    """Store the history's cases, each whole or not at all; returns the counts and errors."""
-    report = Report(errors=list(history.errors))
-    report.rejected = len(history.errors)
-    cases = []
-    for case_id, lines in history.cases.items():
-        if case_id in history.refused:
-            report.rejected += len(lines) + history.repeated[case_id]  # its bad line is reported already
-        else:
-            report.skipped += history.repeated[case_id]
-            cases.append((case_id, lines))
-    for chunk in _chunks(cases, CASES_PER_TRANSACTION):
-        recorded: list[Envelope] = []
-        async with pool.acquire() as conn, conn.transaction():
-            now = await repository.now(conn)
-            for case_id, lines in chunk:
-                try:
-                    events, skipped = await _import_case(conn, lines, now)
-                except _CaseRefused as refusal:
-                    report.rejected += len(lines)
-                    report.errors.append(LineError(refusal.line, str(case_id), str(refusal)))
-                    continue
-                recorded += events
-                report.skipped += skipped
-        report.imported += len(recorded)
-        for event in recorded:
-            EVENTS_RECORDED.labels(event.event_type).inc()
-            log.debug("imported %s", event.event_type, extra=event_fields(event))
-    log.info(
-        "history import: %d imported, %d skipped, %d rejected",
-        report.imported, report.skipped, report.rejected,
-    )
-    return report
+async def _store_cases(conn: asyncpg.Connection, cases: dict[uuid.UUID, list[_Line]], report: Report) -> list[Envelope]:
+    recorded: list[Envelope] = []
+    async with conn.transaction():
+        now = await repository.now(conn)
+        for case_id, lines in cases.items():
+            try:
+                events, skipped = await _import_case(conn, lines, now)
+            except _CaseRefused as refusal:
+                report.rejected += len(lines)
+                report.errors.append(LineError(refusal.line, str(case_id), _printable(str(refusal))))
+                continue
+            recorded += events
+            report.skipped += skipped
+    return recorded
 
 
 async def _import_case(conn: asyncpg.Connection, lines: list[_Line], now) -> tuple[list[Envelope], int]:
     """One case in a savepoint (all of it or nothing)."""
     try:
-        async with conn.transaction():
-            return await _apply_case(conn, lines, now)
-    except asyncpg.UniqueViolationError:
-        # A concurrent import stored some of these events first: again, skipping them.
-        async with conn.transaction():
-            return await _apply_case(conn, lines, now)
+        try:
+            async with conn.transaction():
+                return await _apply_case(conn, lines, now)
+        except asyncpg.UniqueViolationError:
+            # A concurrent import stored some of these events first: again, skipping them.
+            async with conn.transaction():
+                return await _apply_case(conn, lines, now)
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
+        # A value the database refuses (a check, a range): this case only.
+        raise _CaseRefused(lines[0].number, f"not stored: {error}") from None
 
 
 async def _apply_case(conn: asyncpg.Connection, lines: list[_Line], now) -> tuple[list[Envelope], int]:
@@ -195,17 +329,81 @@ async def _apply_case(conn: asyncpg.Connection, lines: list[_Line], now) -> tupl
     return events, skipped
 
 
+async def _lines(
+    chunks: AsyncIterable[bytes] | Iterable[bytes], max_line_bytes: int, max_bytes: int | None
+) -> AsyncIterator[tuple[int, bytes | None]]:
+    """(number from 1, line) for each line of the chunks; None for a line longer than
+    `max_line_bytes`, which is skipped without being held in memory."""
+    buffer = bytearray()
+    number, total, too_long = 0, 0, False
+    async for chunk in _each(chunks):
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            raise TooLarge(f"at most {max_bytes} bytes")
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            number += 1
+            yield number, None if too_long or end - start > max_line_bytes else bytes(buffer[start:end])
+            too_long = False
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > max_line_bytes:
+            too_long = True
+            buffer.clear()
+    if buffer or too_long:
+        yield number + 1, None if too_long else bytes(buffer)
+
+
+async def _each(chunks: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
+    if hasattr(chunks, "__aiter__"):
+        async for chunk in chunks:  # type: ignore[union-attr]
+            yield chunk
+    else:
+        for chunk in chunks:  # type: ignore[union-attr]
+            yield chunk
+            await asyncio.sleep(0)
+
+
+def read_file(path, chunk_bytes: int = 1 << 20) -> Iterable[bytes]:
+    """A file's bytes in chunks of 1 MiB (for `sir import`)."""
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_bytes):
+            yield chunk
+
+
 def _validate(obj: object) -> Envelope:
     if not isinstance(obj, dict):
         raise ValueError("a line is one JSON object: an event in the SPEC §3 format")
     event_type = obj.get("event_type")
-    if event_type not in IMPORTABLE:
+    if not isinstance(event_type, str) or event_type not in IMPORTABLE:
         raise ValueError(
-            f"event_type {event_type!r} is not imported: history carries case events"
+            f"event_type {_printable(repr(event_type))[:80]} is not imported: history carries case events"
             " and notification.forwarded records"
         )
     # recorded_at is the platform's: it becomes the time of the import.
     return ANY_EVENT.validate_python(obj | {"recorded_at": obj.get("received_at")})
+
+
+def _check_storable(value: object, path: str = "") -> None:
+    """Refuse, naming the field, what PostgreSQL's jsonb cannot store (and JSON cannot
+    carry): a NUL character, a lone surrogate, a number that is not finite."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, path or "(event)")
+            _check_storable(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{path}.{index}")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{_printable(path)}: contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{_printable(path)}: contains a lone surrogate (not a Unicode character)") from None
+    elif isinstance(value, float) and not (value == value and abs(value) != float("inf")):
+        raise ValueError(f"{_printable(path)}: not a finite number")
 
 
 def _content(event: Envelope) -> str:
@@ -217,7 +415,7 @@ def _content(event: Envelope) -> str:
 def _case_id_of(obj: object) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(obj["case_id"]))  # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
+    except (TypeError, KeyError, ValueError, IndexError):
         return None
 
 
@@ -229,7 +427,8 @@ def _explain(error: ValueError) -> str:
     return str(error)
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+def _printable(text: str) -> str:
+    """The reason as safe text: control characters and lone surrogates escaped, and cut."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"

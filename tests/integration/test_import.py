@@ -191,3 +191,114 @@ def test_sir_import_reads_a_file_and_is_idempotent(cli_environment, tmp_path, ca
 
     assert cli.main(["import", str(path)]) == 1
     assert "imported 0, skipped 6 (already present), rejected 1" in capsys.readouterr().out
+
+
+def _poisoned_lines(case_ids) -> list[str]:
+    """One line each that used to turn the whole import into a 500 with nothing stored."""
+    nul, surrogate, overflow, odd = case_ids
+    notified = lambda case_id: _event(  # noqa: E731
+        "incident.notified", notification(incident_date="2024-01-02"), case_id, "2024-01-04T09:00:00Z"
+    )
+    return [
+        json.dumps(_event("incident.notified", notification(council_reference="GC\u0000-1"), nul, "2024-01-04T09:00:00Z")),
+        json.dumps(notified(surrogate) | {"actor": {"role": "council", "id": "legacy\ud800"}}),
+        json.dumps(notified(overflow)).replace('"schema_version": 1', '"schema_version": 1e400'),
+        json.dumps(notified(odd) | {"data": [["structurally", {"odd": None}]]}),
+    ]
+
+
+async def test_poisoned_lines_are_refused_by_number_and_the_rest_goes_in(platform, tokens):
+    good, *poisoned = [uuid.uuid4() for _ in range(5)]
+    body = _ndjson(*_concluded_case(good), *_poisoned_lines(poisoned), "[" * 50_000 + "]" * 50_000)
+    answer = await _import(platform, tokens, body)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["imported"], report["rejected"]) == (6, 5)
+    reasons = {e["line"]: e["reason"] for e in report["errors"]}
+    assert "NUL character" in reasons[7] and "lone surrogate" in reasons[8]
+    assert "not a finite number" in reasons[9] and "data" in reasons[10] and "nested too deeply" in reasons[11]
+    assert len(await _stored(platform, good)) == 6
+    for case_id in poisoned:
+        assert await _stored(platform, case_id) == []
+
+
+async def test_a_large_body_goes_through_the_streaming_path_in_batches(platform, tokens, monkeypatch):
+    """Many spool batches and transactions (made small here), a case's lines spread over them."""
+    from services.intake import history
+
+    monkeypatch.setattr(history, "LINES_PER_BATCH", 64)
+    monkeypatch.setattr(history, "CASES_PER_TRANSACTION", 16)
+    cases = [uuid.uuid4() for _ in range(120)]
+    lines = [event for case_id in cases for event in _concluded_case(case_id)]
+    assert len(lines) > history.LINES_PER_BATCH
+    # A case's lines spread over the file; one bad line at the end refuses its case.
+    lines = lines[0::2] + lines[1::2]
+    lines.append(_event("review.submitted", review(review_type="thorough"), cases[0], "2024-05-21T10:00:00Z"))
+    report = (await _import(platform, tokens, _ndjson(*lines))).json()
+    assert report["imported"] == 6 * (len(cases) - 1) and report["rejected"] == 7
+    assert [e["line"] for e in report["errors"]] == [len(lines)]
+    assert await _stored(platform, cases[0]) == []
+    assert await platform.pool.fetchval(
+        "SELECT count(DISTINCT case_id) FROM intake.events WHERE case_id = ANY($1::uuid[])", cases
+    ) == len(cases) - 1
+
+
+def test_sir_import_refuses_poisoned_lines_by_number_without_a_traceback(cli_environment, tmp_path, capsys):
+    path = tmp_path / "history.ndjson"
+    path.write_text("\n".join(_poisoned_lines([uuid.uuid4() for _ in range(4)])) + "\n", encoding="utf-8", errors="surrogatepass")
+    assert cli.main(["import", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "imported 0, skipped 0 (already present), rejected 4" in captured.out
+    assert "line 1 (case " in captured.out and "line 4 (case " in captured.out
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_sir_import_says_so_when_the_database_is_away(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from shared import devstack
+
+    path = tmp_path / "history.ndjson"
+    path.write_bytes(_ndjson(*_concluded_case(uuid.uuid4())))
+    env = {**__import__("os").environ,
+           "DATABASE_URL": f"postgresql://postgres:secret@127.0.0.1:{devstack.free_port()}/sir",
+           "KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "import", str(path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr and "the database at postgresql://postgres:***@127.0.0.1" in done.stderr
+    assert "secret" not in done.stderr
+
+
+def test_sir_import_stores_and_says_so_when_the_broker_is_away(cli_environment, tmp_path, capsys, monkeypatch):
+    from shared import devstack
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{devstack.free_port()}")
+    get_settings.cache_clear()
+    path = tmp_path / "history.ndjson"
+    path.write_bytes(_ndjson(*_concluded_case(uuid.uuid4())))
+    assert cli.main(["import", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "imported 6, skipped 0 (already present), rejected 0" in captured.out
+    assert "stored, but not yet published" in captured.err and "Traceback" not in captured.err
+
+
+async def test_a_body_over_the_limit_is_refused_whole_even_when_streamed(platform, tokens, monkeypatch):
+    from services.intake import history
+
+    case_id = uuid.uuid4()
+    body = _ndjson(*_concluded_case(case_id))
+    monkeypatch.setattr(history, "MAX_BODY_BYTES", len(body) // 2)
+
+    async def chunks():  # no Content-Length: the limit is found while reading
+        yield body[: len(body) // 3]
+        yield body[len(body) // 3:]
+
+    answer = await platform.clients["intake"].post(
+        "/v1/import", content=chunks(), headers={**bearer(tokens["admin"]), **NDJSON}
+    )
+    assert answer.status_code == 413
+    assert await _stored(platform, case_id) == []

@@ -1,12 +1,26 @@
-"""Parsing a history file: line numbers, reasons, grouping by case (no database)."""
+"""Validating a history file (pass 1): line numbers, reasons, refused cases (no database)."""
 
+import asyncio
 import json
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
-from services.intake.history import parse
+from services.intake.history import Validator, _lines
 from tests.factories import envelope, notification
+
+
+def parse(lines, max_line_bytes=1_000_000):
+    """Pass 1 over `lines`: the spooled lines grouped by case, and the validator."""
+    validator = Validator(max_line_bytes)
+    cases = {}
+    for number, raw in enumerate(lines, start=1):
+        if (spooled := validator.check(number, raw)) is not None:
+            cases.setdefault(spooled.case_id, []).append(SimpleNamespace(number=spooled.line))
+    return SimpleNamespace(
+        cases=cases, errors=validator.errors, refused=validator.refused, repeated=validator.repeated
+    )
 
 
 def _line(event: dict) -> str:
@@ -87,3 +101,49 @@ def test_a_forwarding_record_needs_its_case_and_an_event_its_authority():
     )
     with pytest.raises(Refused, match="belongs to glasgow-city, not fife"):
         next_case(case, elsewhere)
+
+
+def _with(event: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    target = event
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return event
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (json.dumps(_with(envelope("incident.notified", notification()), "data.council_reference", "A\x00B")),
+         "data.council_reference: contains a NUL character"),
+        (json.dumps(_with(envelope("incident.notified", notification()), "actor.id", "A\ud800B")),
+         "actor.id: contains a lone surrogate"),
+        (json.dumps(envelope("incident.notified", notification())).replace('"schema_version": 1', '"schema_version": 1e400'),
+         "schema_version: not a finite number"),
+        (json.dumps(_with(envelope("incident.notified", notification()), "data.mappa", {"\x00": 1})),
+         "contains a NUL character"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"event_type": "incident.notified", "case_id": 7, "x": 1' + "9" * 5000 + "}", "not JSON"),
+        (json.dumps(envelope("incident.notified", notification()) | {"case_id": {"a": [1]}}), "case_id"),
+        (json.dumps(envelope("incident.notified", notification()) | {"data": [1, 2]}), "data"),
+        (json.dumps(envelope("incident.notified", notification()) | {"event_type": {"a": [1]}}), "is not imported"),
+        (b'{"event_type": "\xff"}', "not JSON"),
+    ],
+    ids=["nul", "surrogate", "1e400", "nul-in-key", "deep", "huge-int", "odd-case-id", "odd-data", "odd-type", "bad-utf8"],
+)
+def test_a_line_the_database_could_not_store_is_refused_with_its_number_and_field(line, reason):
+    good = json.dumps(envelope("incident.notified", notification()))
+    history = parse([good, line, good.replace("incident", "incident")])
+    [error] = history.errors
+    assert error.line == 2 and reason in error.reason
+    assert error.reason.isprintable() and len(error.reason) <= 300
+
+
+def test_lines_are_split_across_chunks_and_a_too_long_line_is_refused_unread():
+    async def collect(chunks, max_line_bytes):
+        return [(n, raw) async for n, raw in _lines(chunks, max_line_bytes, None)]
+
+    chunks = [b"ab", b"c\n", b"x" * 50, b"y" * 50, b"\n\nlast"]
+    assert asyncio.run(collect(chunks, 10)) == [(1, b"abc"), (2, None), (3, b""), (4, b"last")]
+    assert "longer than 10 bytes" in parse([None], max_line_bytes=10).errors[0].reason

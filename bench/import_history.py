@@ -1,0 +1,135 @@
+"""Benchmark: `sir import` of a large history file, memory and speed.
+
+Writes a file of valid history (`--megabytes`, default 100: whole concluded cases of six
+events each, a case's lines spread over the file as an export by date would), then runs
+`sir import FILE` as its own process against a fresh database (bench_database) and a
+Tansu started here, and prints the process's peak RSS (target: under 200 MB for 100 MB),
+the events stored per second, and as a ceiling measured in the same run the events per
+second of a bare asyncpg `executemany` of the same rows into a table of the same shape,
+with the ratio of the two.
+
+    .venv/bin/python bench/import_history.py                  # 100 MB
+    .venv/bin/python bench/import_history.py --megabytes 5    # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from pipeline import bench_database
+from shared import devstack
+
+NAMESPACE = uuid.UUID("b3c1e7a2-0000-4000-8000-1a2b3c4d5e6f")
+NOTIFIED = {
+    "council_reference": "BENCH-0000", "incident_date": "2024-03-01", "criterion": "charged_with_serious_offence",
+    "incident_type": "serious_assault", "order_type": "parole_licence", "subject_role": "perpetrator",
+    "mappa": {"applies": False}, "domestic_abuse_aggravated": False, "historical": False,
+    "signed_off_by": "service_manager",
+}
+REVIEW = {
+    "review_type": "initial_analysis", "signed_off_by": "head_of_justice_social_work", "reviewer_independent": True,
+    "risk_assessment": {"completed": True, "up_to_date": True, "tools": ["lscmi"]},
+    "risk_management_plan": {"in_place": True, "informed_by_assessment": True},
+    "order_reviews_referenced": True, "good_practice_identified": False, "findings": [],
+}
+STEPS = [
+    ("incident.notified", "council", "2024-03-05T10:00:00Z", NOTIFIED),
+    ("notification.forwarded", "service", "2024-03-05T10:00:00Z",
+     {"recipient": "scottish-government", "channel": "email", "attempts": 1, "delivered_at": "2024-03-06T09:00:00Z"}),
+    ("notification.criteria_assessed", "inspectorate", "2024-03-07T10:00:00Z", {"meets_criteria": True}),
+    ("review.submitted", "council", "2024-05-20T10:00:00Z", REVIEW),
+    ("review.responded", "inspectorate", "2024-06-10T10:00:00Z", {"outcome": "concluded"}),
+    ("case.closed", "inspectorate", "2024-06-11T10:00:00Z", {"reason": "concluded"}),
+]
+# Cases whose lines are interleaved: the file holds blocks of this many cases, step by step.
+SPREAD = 500
+
+
+def write_history(path: Path, megabytes: int) -> int:
+    """Whole cases until the file holds `megabytes` MB; returns the number of lines."""
+    target, written, lines, case_number = megabytes * 1_000_000, 0, 0, 0
+    with path.open("w") as file:
+        while written < target:
+            block = [uuid.uuid5(NAMESPACE, str(case_number + i)) for i in range(SPREAD)]
+            case_number += SPREAD
+            for step, (event_type, role, received_at, data) in enumerate(STEPS):
+                for case_id in block:
+                    line = json.dumps({
+                        "event_id": str(uuid.uuid5(case_id, str(step))), "event_type": event_type, "schema_version": 1,
+                        "case_id": str(case_id), "local_authority": "glasgow-city", "received_at": received_at,
+                        "actor": {"role": role, "id": "legacy"}, "data": data,
+                    }) + "\n"
+                    file.write(line)
+                    written += len(line)
+                    lines += 1
+    return lines
+
+
+def run_import(path: Path, database_url: str, bootstrap: str) -> tuple[float, int, str]:
+    """Seconds, peak RSS in kB of the `sir import` process, and its stdout."""
+    env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=bootstrap, SIR_LOG_LEVEL="WARNING")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "services.cli", "import", str(path)], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"sir import failed ({done.returncode}): {done.stderr[-2000:]}")
+    # The largest peak of the children waited for so far: only this one.
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.stdout + done.stderr
+
+
+async def executemany_ceiling(path: Path, database_url: str, lines: int, sample: int = 50_000) -> float:
+    """Events/s of a bare executemany of the file's first `sample` rows into a table like
+    intake.events (what any import must at least do)."""
+    rows = []
+    with path.open() as file:
+        for line, _ in zip(file, range(min(sample, lines))):
+            event = json.loads(line)
+            rows.append((uuid.UUID(event["event_id"]), uuid.UUID(event["case_id"]), event["event_type"],
+                         event["local_authority"], line))
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE bench_events (event_id uuid PRIMARY KEY, case_id uuid, event_type text,"
+            " local_authority text, envelope jsonb)"
+        )
+        started = time.perf_counter()
+        await conn.executemany("INSERT INTO bench_events VALUES ($1, $2, $3, $4, $5::jsonb)", rows)
+        return len(rows) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory, bench_database() as database_url, devstack.Tansu() as broker:
+        path = Path(directory) / "history.ndjson"
+        lines = write_history(path, args.megabytes)
+        size = path.stat().st_size
+        print(f"history: {size / 1e6:.1f} MB, {lines:,} events in {lines // len(STEPS):,} cases")
+        seconds, peak_kb, output = run_import(path, database_url, broker.bootstrap)
+        for line in output.strip().splitlines():
+            if line.startswith("imported ") or "events/s stored" in line:
+                print(line)
+        ceiling = asyncio.run(executemany_ceiling(path, database_url, lines))
+    rate = lines / seconds
+    print(f"sir import: {seconds:.1f} s (storing and publishing), {rate:,.0f} events/s, peak RSS {peak_kb / 1024:.0f} MB"
+          f" ({'under' if peak_kb < 200 * 1024 else 'OVER'} the 200 MB bound)")
+    print(f"ceiling: asyncpg executemany of the same rows {ceiling:,.0f} events/s; ratio import/ceiling {rate / ceiling:.2f}")
+
+
+if __name__ == "__main__":
+    main()
