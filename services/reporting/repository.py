@@ -8,11 +8,14 @@ import functools
 import datetime as dt
 import uuid
 from collections import Counter
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Literal
 
 import asyncpg
 
 from services.reporting.domain import (
+    NOTIFICATION_SIGN_OFF_SENIOR,
+    NOTIFICATION_WORKING_DAYS,
     RESPONSE_SUMS,
     REVIEW_SIGN_OFF_SENIOR,
     REVIEW_SUMS,
@@ -25,6 +28,7 @@ from services.reporting.domain import (
     QuarterCounts,
     Review,
     ReviewCounts,
+    superseded,
 )
 from shared.calendar import end_of_day, local_date
 
@@ -80,7 +84,9 @@ async def load_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> CaseRows | 
 
 
 async def save_case(conn: asyncpg.Connection, before: CaseRows | None, after: CaseRows) -> None:
-    """Write what changed between `before` and `after`."""
+    """Write what changed between `before` and `after`, keeping the versions replaced."""
+    for table, row, recorded_to in superseded(before, after):
+        await save_version(conn, table, row, recorded_to)
     if before is None or before.notification != after.notification:
         await conn.execute(_upsert_sql("notifications"), *values(after.notification))
     old = set(before.reviews) if before else set()
@@ -104,22 +110,49 @@ async def load_deadline(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str,
     return None if found is None else _row(Deadline, found)
 
 
-async def save(conn: asyncpg.Connection, table: str, row) -> None:
+async def save(conn: asyncpg.Connection, table: str, row, replacing=None) -> None:
+    """Upsert a row; the version it replaces (`replacing`), if any, is kept in the table's
+    versions until the new one's `recorded_from`."""
+    if replacing is not None:
+        await save_version(conn, table, replacing, row.recorded_from)
     await conn.execute(_upsert_sql(table), *values(row))
+
+
+def _version_sql(table: str, schema: str = SCHEMA) -> str:
+    names = [*columns(PROJECTIONS[table][0]), "recorded_to"]
+    return (
+        f"INSERT INTO {schema}.{table}_versions ({', '.join(names)})"
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(names) + 1))})"
+    )
+
+
+async def save_version(conn: asyncpg.Connection, table: str, row, recorded_to: dt.datetime | None) -> None:
+    """Keep a replaced version of a row, current until `recorded_to` (docs/reports.md, as of)."""
+    await conn.execute(_version_sql(table), *values(row), recorded_to or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
 
 
 # --- rebuild: whole tables ---------------------------------------------------------------
 
 
-async def replace_all(conn: asyncpg.Connection, rows: dict[str, Iterable], schema: str = SCHEMA) -> None:
-    """Empty each projection table named in `rows` and fill it from those rows (COPY),
-    inside the caller's transaction."""
+async def replace_all(
+    conn: asyncpg.Connection, rows: dict[str, Iterable], schema: str = SCHEMA,
+    versions: dict[str, list[tuple]] | None = None,
+) -> None:
+    """Empty each projection table named in `rows` (and its versions) and fill it from those
+    rows (COPY), inside the caller's transaction; `versions`: per table, the replaced
+    versions as (row, recorded_to)."""
+    versions = versions or {}
     for table, table_rows in rows.items():
-        await conn.execute(f"TRUNCATE {schema}.{table}")
+        await conn.execute(f"TRUNCATE {schema}.{table}, {schema}.{table}_versions")
+        names = list(columns(PROJECTIONS[table][0]))
         records = [values(r) for r in table_rows]
         if records:
-            names = list(columns(PROJECTIONS[table][0]))
             await conn.copy_records_to_table(table, records=records, columns=names, schema_name=schema)
+        replaced = [(*values(r), until) for r, until in versions.get(table, ())]
+        if replaced:
+            await conn.copy_records_to_table(
+                f"{table}_versions", records=replaced, columns=[*names, "recorded_to"], schema_name=schema
+            )
 
 
 async def table_contents(conn: asyncpg.Connection | asyncpg.Pool, table: str, schema: str = SCHEMA) -> list[tuple]:
@@ -129,48 +162,161 @@ async def table_contents(conn: asyncpg.Connection | asyncpg.Pool, table: str, sc
 
 
 # --- reports ----------------------------------------------------------------------------
+#
+# One definition per figure: each count a report gives is a named SQL predicate below; the
+# aggregate queries count `FILTER (WHERE <predicate>)` over a period's rows, and the
+# drill-down (`cases`) lists the rows `WHERE <predicate>` over the very same rows, so a
+# figure and its list of cases cannot disagree.
+
+Basis = Literal["received", "cohort"]
+
+
+def _moment(value: dt.datetime) -> str:
+    """A timestamp as an SQL literal (made from a datetime, never from the caller's text)."""
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise TypeError("an aware datetime")
+    return f"'{value.isoformat()}'::timestamptz"
+
+
+def relation(table: str, as_of: dt.datetime | None = None) -> str:
+    """A projection's rows as the platform knew them at `as_of` (None: now): the current
+    rows recorded by then, and the replaced versions that were current then."""
+    if as_of is None:
+        return f"{SCHEMA}.{table}"
+    names = ", ".join(columns(PROJECTIONS[table][0]))
+    at = _moment(as_of)
+    known = f"(recorded_from IS NULL OR recorded_from <= {at})"
+    return (
+        f"(SELECT {names} FROM {SCHEMA}.{table} WHERE {known}"
+        f" UNION ALL SELECT {names} FROM {SCHEMA}.{table}_versions WHERE {known} AND recorded_to > {at})"
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report counts: the period (Scottish dates, both ends included), as known at
+    `as_of` (None: now), the basis of its reviews and responses, and the moment the figures
+    run to (`as_at`: a forward to the Scottish Government not yet due then is not judged)."""
+
+    period_from: dt.date
+    period_to: dt.date
+    as_of: dt.datetime | None = None
+    basis: Basis = "received"
+    as_at: dt.datetime | None = None
+
+
+def _source(kind: str, scope: Scope, with_notification: bool = True) -> tuple[str, str]:
+    """(FROM, WHERE): the rows of the period a figure of this kind counts ($1, $2: the period).
+
+    notifications: received in the period, with the first forward to the Scottish Government.
+    reviews: received in the period (basis `received`) or of the period's notifications
+    (basis `cohort`, whenever they came); responses: given in the period, or to the reviews of
+    the period's notifications (cohort). Reviews carry their notification (`n`) when asked."""
+    notifications = relation("notifications", scope.as_of)
+    if kind == "notifications":
+        forwards = relation("forwards", scope.as_of)
+        return (
+            f"{notifications} n LEFT JOIN {forwards} f ON f.case_id = n.case_id"
+            f" AND f.recipient = '{SCOTTISH_GOVERNMENT}'",
+            "n.received_on BETWEEN $1 AND $2",
+        )
+    reviews = relation("reviews", scope.as_of)
+    if scope.basis == "cohort":
+        where = "n.received_on BETWEEN $1 AND $2" + (" AND r.responded_on IS NOT NULL" if kind == "responses" else "")
+        return f"{reviews} r JOIN {notifications} n ON n.case_id = r.case_id", where
+    column = "received_on" if kind == "reviews" else "responded_on"
+    joined = f" JOIN {notifications} n ON n.case_id = r.case_id" if with_notification else ""
+    return f"{reviews} r{joined}", f"r.{column} BETWEEN $1 AND $2"
+
+
+def _roles(roles) -> str:
+    return ", ".join(f"'{role}'" for role in sorted(roles))
+
+
+# The counts over notifications; {as_at}: the report's moment (a forward not yet due then is
+# not yet judged).
+NOTIFICATION_COUNTS = {
+    "notifications": "TRUE",
+    "in_time": f"n.working_days_taken <= {NOTIFICATION_WORKING_DAYS}",
+    "late": f"n.working_days_taken > {NOTIFICATION_WORKING_DAYS}",
+    "meets_criteria": "n.meets_criteria",
+    "criteria_not_met": "NOT n.meets_criteria",
+    "signed_off_senior": f"n.signed_off_by IN ({_roles(NOTIFICATION_SIGN_OFF_SENIOR)})",
+    "domestic_abuse_aggravated": "n.domestic_abuse_aggravated",
+    "mappa": "n.mappa_applies",
+    "historical": "n.historical",
+    "sg_forwarded": "f.case_id IS NOT NULL",
+    "sg_forwarded_in_time": "f.delivered_at < n.sg_forward_due_at",
+    "sg_forward_judged": "(f.case_id IS NOT NULL OR n.sg_forward_due_at <= {as_at})",
+}
+# Over reviews (REVIEW_SUMS but the sum of requests).
+REVIEW_COUNTS = {
+    "reviews": "TRUE",
+    "signed_off_senior": f"r.signed_off_by IN ({_roles(REVIEW_SIGN_OFF_SENIOR)})",
+    "reviewer_independent": "r.reviewer_independent",
+    "risk_assessment_completed": "r.risk_assessment_completed",
+    "risk_assessment_up_to_date": "r.risk_assessment_up_to_date",
+    "risk_management_plan_in_place": "r.risk_management_plan_in_place",
+    "risk_management_plan_not_in_place": "NOT r.risk_management_plan_in_place",
+    "risk_management_plan_informed": "r.risk_management_plan_in_place AND r.risk_management_plan_informed",
+    "order_reviews_referenced": "r.order_reviews_referenced",
+    "good_practice_identified": "r.good_practice_identified",
+    "in_time": "r.received_on <= r.submission_due_on",
+    "with_info_requests": "r.info_requests > 0",
+}
+RESPONSE_COUNTS = {
+    "responses": "TRUE",
+    "in_time": "r.responded_on <= r.response_due_on",
+    "concluded": "r.outcome = 'concluded'",
+    "comprehensive_required": "r.outcome = 'comprehensive_review_required'",
+    "iar_judged": "r.iar_decision_appropriate IS NOT NULL",
+    "iar_appropriate": "r.iar_decision_appropriate",
+    "quality_judged": "r.high_quality IS NOT NULL",
+    "high_quality": "r.high_quality",
+}
+assert set(REVIEW_COUNTS) | {"info_requests"} == set(REVIEW_SUMS) and set(RESPONSE_COUNTS) == set(RESPONSE_SUMS)
+COUNTS = {"notifications": NOTIFICATION_COUNTS, "reviews": REVIEW_COUNTS, "responses": RESPONSE_COUNTS}
+
+
+def predicate(kind: str, name: str, scope: Scope) -> str:
+    as_at = scope.as_at or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    return COUNTS[kind][name].replace("{as_at}", _moment(as_at))
+
+
+def _filters(kind: str, scope: Scope) -> str:
+    return ", ".join(f"count(*) FILTER (WHERE {predicate(kind, name, scope)}) AS {name}" for name in COUNTS[kind])
+
 
 _NOTIFICATION_GROUPS = ("local_authority", "incident_type", "criterion", "signed_off_by", "order_type",
                         "working_days_taken", "mappa_applies")
-_NOTIFICATIONS_SQL = f"""
+
+
+def _notifications_sql(scope: Scope) -> str:
+    return f"""
 SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS)},
        n.local_authority, n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
        n.mappa_applies, n.mappa_category, n.mappa_level,
-       count(*) AS notifications,
-       count(*) FILTER (WHERE n.domestic_abuse_aggravated) AS domestic_abuse_aggravated,
-       count(*) FILTER (WHERE n.historical) AS historical,
-       count(*) FILTER (WHERE n.meets_criteria) AS meets_criteria,
-       count(*) FILTER (WHERE NOT n.meets_criteria) AS criteria_not_met,
-       count(f.case_id) AS sg_forwarded,
-       count(*) FILTER (WHERE f.delivered_at < n.sg_forward_due_at) AS sg_forwarded_in_time,
-       -- forwarded, or due by the report's moment: a forward not yet due is not yet judged
-       count(*) FILTER (WHERE f.case_id IS NOT NULL OR n.sg_forward_due_at <= $3) AS sg_forward_judged
-FROM {SCHEMA}.notifications n
-LEFT JOIN {SCHEMA}.forwards f ON f.case_id = n.case_id AND f.recipient = '{SCOTTISH_GOVERNMENT}'
-WHERE n.received_on BETWEEN $1 AND $2
+       {_filters("notifications", scope)}
+FROM {_source("notifications", scope)[0]} WHERE {_source("notifications", scope)[1]}
 GROUP BY GROUPING SETS ((n.local_authority), (n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
                         (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level), ())
 """
 
 
-async def notification_counts(
-    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
-) -> NotificationCounts:
-    """Counts of the notifications received (Scottish date) from `period_from` to `period_to`,
-    as at the moment `as_at` (a forward not due by then is not yet judged; None: every one is)."""
+async def notification_counts(conn, scope: Scope) -> NotificationCounts:
+    """Counts of the notifications received (Scottish date) in the scope's period, as known
+    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged)."""
     counts = NotificationCounts()
     by_group = {
         "local_authority": counts.by_authority, "incident_type": counts.by_incident_type,
         "criterion": counts.by_criterion, "signed_off_by": counts.by_sign_off,
         "order_type": counts.by_order_type, "working_days_taken": counts.working_days,
     }
-    judged_to = as_at or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
-    for row in await conn.fetch(_NOTIFICATIONS_SQL, period_from, period_to, judged_to):
+    for row in await conn.fetch(_notifications_sql(scope), scope.period_from, scope.period_to):
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
         if not grouped:  # the grand total
-            for name in ("domestic_abuse_aggravated", "historical", "meets_criteria", "criteria_not_met",
-                         "sg_forwarded", "sg_forwarded_in_time", "sg_forward_judged"):
-                setattr(counts, name, row[name])
+            for name in NOTIFICATION_COUNTS:
+                counts.totals[name] = row[name]
             counts.total = row["notifications"]
         elif grouped == ["mappa_applies"]:
             if row["mappa_applies"]:
@@ -180,60 +326,37 @@ async def notification_counts(
     return counts
 
 
-_REVIEWS_SQL = f"""
-SELECT review_type,
-       count(*) AS reviews,
-       count(*) FILTER (WHERE signed_off_by = ANY($3::text[])) AS signed_off_senior,
-       count(*) FILTER (WHERE reviewer_independent) AS reviewer_independent,
-       count(*) FILTER (WHERE risk_assessment_completed) AS risk_assessment_completed,
-       count(*) FILTER (WHERE risk_assessment_up_to_date) AS risk_assessment_up_to_date,
-       count(*) FILTER (WHERE risk_management_plan_in_place) AS risk_management_plan_in_place,
-       count(*) FILTER (WHERE risk_management_plan_in_place AND risk_management_plan_informed)
-           AS risk_management_plan_informed,
-       count(*) FILTER (WHERE order_reviews_referenced) AS order_reviews_referenced,
-       count(*) FILTER (WHERE good_practice_identified) AS good_practice_identified,
-       count(*) FILTER (WHERE received_on <= submission_due_on) AS in_time,
-       count(*) FILTER (WHERE info_requests > 0) AS with_info_requests,
-       coalesce(sum(info_requests), 0)::bigint AS info_requests
-FROM {SCHEMA}.reviews WHERE received_on BETWEEN $1 AND $2
-GROUP BY review_type
-"""
-_RESPONSES_SQL = f"""
-SELECT review_type,
-       count(*) AS responses,
-       count(*) FILTER (WHERE responded_on <= response_due_on) AS in_time,
-       count(*) FILTER (WHERE outcome = 'concluded') AS concluded,
-       count(*) FILTER (WHERE outcome = 'comprehensive_review_required') AS comprehensive_required,
-       count(iar_decision_appropriate) AS iar_judged,
-       count(*) FILTER (WHERE iar_decision_appropriate) AS iar_appropriate,
-       count(high_quality) AS quality_judged,
-       count(*) FILTER (WHERE high_quality) AS high_quality
-FROM {SCHEMA}.reviews WHERE responded_on BETWEEN $1 AND $2
-GROUP BY review_type
-"""
-_REVIEW_LISTS_SQL = f"""
-SELECT 'finding' AS kind, item, count(*) AS reviews  -- a review lists each finding once (domain.py)
-FROM {SCHEMA}.reviews, unnest(findings) AS item WHERE received_on BETWEEN $1 AND $2 GROUP BY item
-UNION ALL
-SELECT 'tool', item, count(*)
-FROM {SCHEMA}.reviews, unnest(risk_tools) AS item WHERE received_on BETWEEN $1 AND $2 GROUP BY item
-"""
-
-
-async def review_counts(conn, period_from: dt.date, period_to: dt.date) -> ReviewCounts:
-    """Counts of the reviews received, and of the responses given, in the period."""
+async def review_counts(conn, scope: Scope) -> ReviewCounts:
+    """Counts of the reviews, and of the responses, the scope's period holds (its basis)."""
     counts = ReviewCounts()
-    for row in await conn.fetch(_REVIEWS_SQL, period_from, period_to, sorted(REVIEW_SIGN_OFF_SENIOR)):
+    reviews, in_reviews = _source("reviews", scope, with_notification=False)
+    responses, in_responses = _source("responses", scope, with_notification=False)
+    reviews_sql = (
+        f"SELECT r.review_type, {_filters('reviews', scope)}, coalesce(sum(r.info_requests), 0)::bigint AS info_requests"
+        f" FROM {reviews} WHERE {in_reviews} GROUP BY r.review_type"
+    )
+    responses_sql = (
+        f"SELECT r.review_type, {_filters('responses', scope)} FROM {responses} WHERE {in_responses}"
+        " GROUP BY r.review_type"
+    )
+    # A review lists each finding and each tool once (domain.py).
+    lists_sql = " UNION ALL ".join(
+        f"SELECT '{kind}' AS kind, item, count(*) AS reviews"
+        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.{column}) AS item WHERE {in_reviews} GROUP BY item"
+        for kind, column in (("finding", "findings"), ("tool", "risk_tools"))
+    )
+    for row in await conn.fetch(reviews_sql, scope.period_from, scope.period_to):
         counts.by_type[row["review_type"]] = Counter({k: row[k] for k in REVIEW_SUMS})
-    for row in await conn.fetch(_RESPONSES_SQL, period_from, period_to):
+    for row in await conn.fetch(responses_sql, scope.period_from, scope.period_to):
         counts.responses_by_type[row["review_type"]] = Counter({k: row[k] for k in RESPONSE_SUMS})
-    for row in await conn.fetch(_REVIEW_LISTS_SQL, period_from, period_to):
+    for row in await conn.fetch(lists_sql, scope.period_from, scope.period_to):
         (counts.findings if row["kind"] == "finding" else counts.risk_tools)[row["item"]] = row["reviews"]
     return counts
 
 
 async def quarter_counts(
-    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
+    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None,
+    as_of: dt.datetime | None = None,
 ) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
     within it, by local authority; for a period still running, at `as_at` (nothing counts
@@ -244,13 +367,13 @@ async def quarter_counts(
     cutoff = end if as_at is None else min(end, as_at)
     counts = QuarterCounts()
     for row in await conn.fetch(
-        f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.notifications"
+        f"SELECT local_authority, count(*) AS n FROM {relation('notifications', as_of)} n"
         " WHERE received_at < $1 AND (closed_on IS NULL OR closed_on > $2) GROUP BY 1",
         cutoff, min(period_to, local_date(cutoff)),
     ):
         counts.open_cases[row["local_authority"]] = row["n"]
     for row in await conn.fetch(
-        f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.deadlines"
+        f"SELECT local_authority, count(*) AS n FROM {relation('deadlines', as_of)} d"
         " WHERE started_at < $1 AND due_at < $1 AND (met_at IS NULL OR met_at >= $1)"
         " AND (cancelled_at IS NULL OR cancelled_at >= $1) GROUP BY 1",
         cutoff,
@@ -260,7 +383,7 @@ async def quarter_counts(
     # due moment (met later or never) and not cancelled first. History's late stops come as
     # `deadline.met` with the days late, so the due moment decides, not a breach event.
     for row in await conn.fetch(
-        f"SELECT local_authority, rule, count(*) AS n FROM {SCHEMA}.deadlines"
+        f"SELECT local_authority, rule, count(*) AS n FROM {relation('deadlines', as_of)} d"
         " WHERE due_at > $1 AND due_at <= $2 AND (met_at IS NULL OR met_at >= due_at)"
         " AND (cancelled_at IS NULL OR cancelled_at > due_at) GROUP BY 1, 2",
         start, cutoff,
@@ -268,6 +391,139 @@ async def quarter_counts(
         counts.breaches[row["local_authority"]] += row["n"]
         counts.breaches_by_rule[row["rule"]] += row["n"]
     return counts
+
+
+# --- drill-down: the cases behind a figure ------------------------------------------------
+
+@dataclass(frozen=True)
+class FigureCases:
+    """How a figure's cases are listed: the rows of `kind` its count counts (a predicate of
+    COUNTS, the same SQL the figure is counted with), of one review type where the figure
+    says so, and the value shown for each case (what put it in the figure)."""
+
+    kind: str
+    count: str
+    value: str
+    review_type: str | None = None
+
+
+_IAR, _COMPREHENSIVE = "initial_analysis", "comprehensive"
+FIGURE_CASES: dict[str, FigureCases] = {
+    "notifications": FigureCases("notifications", "notifications", "n.received_on"),
+    "authorities_notifying": FigureCases("notifications", "notifications", "n.local_authority"),
+    "notifications_meeting_criteria": FigureCases("notifications", "meets_criteria", "n.meets_criteria"),
+    "notifications_not_meeting_criteria": FigureCases("notifications", "criteria_not_met", "n.meets_criteria"),
+    "notified_within_5_working_days": FigureCases("notifications", "in_time", "n.working_days_taken"),
+    "notified_late": FigureCases("notifications", "late", "n.working_days_taken"),
+    "late_notification_working_days": FigureCases("notifications", "late", "n.working_days_taken"),
+    "forwarded_to_sg_within_2_working_days": FigureCases("notifications", "sg_forwarded_in_time", "f.delivered_at"),
+    "forwarded_to_sg": FigureCases("notifications", "sg_forwarded", "f.delivered_at"),
+    "notifications_signed_off_by_service_manager_or_above": FigureCases(
+        "notifications", "signed_off_senior", "n.signed_off_by"),
+    "notifications_domestic_abuse_aggravated": FigureCases(
+        "notifications", "domestic_abuse_aggravated", "n.domestic_abuse_aggravated"),
+    "notifications_mappa": FigureCases("notifications", "mappa", "concat(n.mappa_category, '-', n.mappa_level)"),
+    "notifications_historical": FigureCases("notifications", "historical", "n.historical"),
+    "reviews": FigureCases("reviews", "reviews", "r.review_type"),
+    **{
+        f"{t}_reviews": FigureCases("reviews", "reviews", "r.review_type", t)
+        for t in ("initial_analysis", "comprehensive", "reflective_learning")
+    },
+    "reviews_within_3_months": FigureCases("reviews", "in_time", "r.submission_due_on"),
+    "reviews_signed_off_by_head_of_service_or_cswo": FigureCases("reviews", "signed_off_senior", "r.signed_off_by"),
+    "reviews_risk_assessment_completed": FigureCases("reviews", "risk_assessment_completed", "true"),
+    "reviews_risk_assessment_up_to_date": FigureCases("reviews", "risk_assessment_up_to_date", "true"),
+    "reviews_risk_management_plan_in_place": FigureCases("reviews", "risk_management_plan_in_place", "true"),
+    "reviews_risk_management_plan_not_referenced": FigureCases(
+        "reviews", "risk_management_plan_not_in_place", "false"),
+    "risk_management_plans_informed_by_assessment": FigureCases("reviews", "risk_management_plan_informed", "true"),
+    "reviews_order_reviews_referenced": FigureCases("reviews", "order_reviews_referenced", "true"),
+    "reviews_reviewer_independent": FigureCases("reviews", "reviewer_independent", "true"),
+    "reviews_good_practice_identified": FigureCases("reviews", "good_practice_identified", "true"),
+    # A sum, not a count: the values (requests per review) add up to the figure.
+    "additional_info_requests": FigureCases("reviews", "with_info_requests", "r.info_requests"),
+    "reviews_with_additional_info_requested": FigureCases("reviews", "with_info_requests", "r.info_requests"),
+    "initial_analysis_reviews_with_additional_info_requested": FigureCases(
+        "reviews", "with_info_requests", "r.info_requests", _IAR),
+    "comprehensive_reviews_with_additional_info_requested": FigureCases(
+        "reviews", "with_info_requests", "r.info_requests", _COMPREHENSIVE),
+    "inspectorate_responses": FigureCases("responses", "responses", "r.outcome"),
+    "inspectorate_responses_within_1_month": FigureCases("responses", "in_time", "r.response_due_on"),
+    "initial_analysis_decisions_appropriate": FigureCases(
+        "responses", "iar_appropriate", "r.iar_decision_appropriate", _IAR),
+    "initial_analysis_comprehensive_review_required": FigureCases(
+        "responses", "comprehensive_required", "r.outcome", _IAR),
+    "comprehensive_reviews_high_quality": FigureCases("responses", "high_quality", "r.high_quality", _COMPREHENSIVE),
+}
+# Tables: a row's cases are those whose column has the row's value ($3), the column the
+# table is grouped by.
+TABLE_CASES: dict[str, tuple[str, str]] = {
+    "notifications_by_authority": ("notifications", "n.local_authority = $3"),
+    "notifications_by_incident_type": ("notifications", "n.incident_type = $3"),
+    "notifications_by_criterion": ("notifications", "n.criterion = $3"),
+    "notifications_by_order_type": ("notifications", "n.order_type = $3"),
+    "notifications_by_sign_off": ("notifications", "n.signed_off_by = $3"),
+    "notifications_by_mappa": ("notifications", "n.mappa_applies AND concat(n.mappa_category, '-', n.mappa_level) = $3"),
+    "reviews_by_type": ("reviews", "r.review_type = $3"),
+    "review_findings": ("reviews", "$3 = ANY(r.findings)"),
+    "risk_tools": ("reviews", "$3 = ANY(r.risk_tools)"),
+}
+class UnknownFigure(ValueError):
+    """Not a figure or table the drill-down lists (the message says which there are)."""
+
+
+async def cases(
+    conn, scope: Scope, figure: str, value: str | None = None, local_authority: str | None = None,
+) -> list[dict]:
+    """The cases behind a figure (or a table's row, `value`), in the scope the report was
+    counted in, narrowed to one authority for a council: case id, council reference,
+    authority, dates and the value that put each case in the figure."""
+    params: list = [scope.period_from, scope.period_to]
+    if figure in FIGURE_CASES:
+        if value is not None:
+            raise UnknownFigure(f"{figure} is a figure, not a table: it takes no value")
+        spec = FIGURE_CASES[figure]
+        kind, condition, shown = spec.kind, predicate(spec.kind, spec.count, scope), spec.value
+        if spec.review_type is not None:
+            condition += f" AND r.review_type = '{spec.review_type}'"
+    elif figure in TABLE_CASES:
+        if value is None:
+            raise UnknownFigure(f"{figure} is a table: value names its row")
+        kind, condition = TABLE_CASES[figure]
+        shown = "$3::text"
+        params.append(value)
+    else:
+        raise UnknownFigure(f"no figure or table {figure!r}; figures: {', '.join(sorted(FIGURE_CASES))};"
+                            f" tables: {', '.join(sorted(TABLE_CASES))}")
+    source, within = _source(kind, scope)
+    if local_authority is not None:
+        params.append(local_authority)
+        within += f" AND n.local_authority = ${len(params)}"
+    review = (
+        "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on"
+        if kind == "notifications" else
+        "r.review_id, r.received_on AS review_received_on, r.responded_on"
+    )
+    rows = await conn.fetch(
+        f"SELECT n.case_id, n.council_reference, n.local_authority, n.incident_date, n.received_on AS notified_on,"
+        f" {review},"
+        f" ({shown}) AS value FROM {source} WHERE {within} AND ({condition})"
+        f" ORDER BY n.received_on, n.case_id{', r.received_on, r.review_id' if kind != 'notifications' else ''}",
+        *params,
+    )
+    return [
+        {
+            "case_id": str(r["case_id"]), "council_reference": r["council_reference"],
+            "local_authority": r["local_authority"], "incident_date": r["incident_date"].isoformat(),
+            "notified_on": r["notified_on"].isoformat(),
+            **({} if kind == "notifications" else {
+                "review_id": str(r["review_id"]), "review_received_on": r["review_received_on"].isoformat(),
+                "responded_on": r["responded_on"] and r["responded_on"].isoformat(),
+            }),
+            "value": r["value"].isoformat() if isinstance(r["value"], (dt.date, dt.datetime)) else r["value"],
+        }
+        for r in rows
+    ]
 
 
 async def database_now(conn) -> dt.datetime:
