@@ -45,6 +45,7 @@ ROUTES: dict[str, frozenset[str]] = {
     # the cases behind a report's figures: the Inspectorate and admin, a council its own
     "GET /v1/reports/national/cases": frozenset({"inspectorate", "admin", "council"}),
     "GET /v1/reports/notifications-by-authority": EVERYONE,
+    "GET /v1/reports/reporting-patterns": EVERYONE,
     "GET /v1/cases": EVERYONE,
     "GET /v1/vocabularies": EVERYONE,
 }

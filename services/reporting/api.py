@@ -12,13 +12,14 @@ from typing import Annotated, AsyncIterator, Literal
 import asyncpg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from services.reporting import repository
-from services.reporting.domain import national_report, period_state, quarter_period, quarterly_report
+from services.reporting import patterns, repository
+from services.reporting.domain import national_report, patterns_table, period_state, quarter_period, quarterly_report
 from services.reporting.render import case_anchor, filename, render
 from shared.events import DeadlineRule
 from shared.auth import Principal
 from shared.policy import CASE_LIST_ROLES, Authorized, case_list_scope
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
+from shared.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -52,7 +53,7 @@ def _moment(now: dt.datetime, as_of: dt.datetime | None) -> dt.datetime:
 
 async def compute_national(
     pool: asyncpg.Pool, period_from: dt.date, period_to: dt.date, now: dt.datetime | None = None,
-    as_of: dt.datetime | None = None, basis: repository.Basis = "received",
+    as_of: dt.datetime | None = None, basis: repository.Basis = "received", threshold: float | None = None,
 ) -> dict:
     """The national report over the projections, read in one snapshot, as at `now` (the
     database clock unless a test or command gives one): a running period is never counted
@@ -66,8 +67,21 @@ async def compute_national(
             repository.notification_counts(first, scope),
             repository.review_counts(second, scope),
         )
-        report = national_report(period_from, period_to, _moment(now, as_of), notifications, reviews)
+        national, patterns_found = await reporting_patterns_of(first, scope, threshold)
+        report = national_report(
+            period_from, period_to, _moment(now, as_of), notifications, reviews,
+            extra_tables={"reporting_patterns": patterns_table(national, patterns_found)},
+        )
         return report | known(now, as_of, basis)
+
+
+async def reporting_patterns_of(conn, scope: repository.Scope, threshold: float | None = None):
+    """The under-reporting signal over the scope (services/reporting/patterns.py)."""
+    by_quarter = await repository.notifications_by_quarter(conn, scope)
+    return patterns.reporting_patterns(
+        scope.period_from, scope.period_to, by_quarter, LOCAL_AUTHORITIES, patterns.load_caseload(),
+        threshold if threshold is not None else get_settings().under_reporting_p_value,
+    )
 
 
 def report_scope(period_from, period_to, now, as_of, basis) -> repository.Scope:
@@ -82,7 +96,7 @@ def known(now: dt.datetime, as_of: dt.datetime | None, basis: str) -> dict:
 
 async def compute_quarterly(
     pool: asyncpg.Pool, year: int, quarter: int, now: dt.datetime | None = None,
-    as_of: dt.datetime | None = None, basis: repository.Basis = "received",
+    as_of: dt.datetime | None = None, basis: repository.Basis = "received", threshold: float | None = None,
 ) -> dict:
     period_from, period_to = quarter_period(year, quarter)
     async with _one_snapshot(pool, 3) as (first, second, third):
@@ -93,7 +107,11 @@ async def compute_quarterly(
             repository.review_counts(second, scope),
             repository.quarter_counts(third, period_from, period_to, scope.as_at, as_of),
         )
-        report = quarterly_report(year, quarter, _moment(now, as_of), notifications, reviews, quarter_counts)
+        national, patterns_found = await reporting_patterns_of(first, scope, threshold)
+        report = quarterly_report(
+            year, quarter, _moment(now, as_of), notifications, reviews, quarter_counts,
+            extra_tables={"reporting_patterns": patterns_table(national, patterns_found)},
+        )
         return report | known(now, as_of, basis)
 
 
@@ -200,7 +218,8 @@ async def national(
     """Every figure of SPEC §6 over the notifications, reviews and responses received in
     the period (dates in Scotland, both ends included)."""
     _period(period_from, period_to)
-    report = await compute_national(request.app.state.pool, period_from, period_to, as_of=_aware(as_of), basis=basis)
+    report = await compute_national(request.app.state.pool, period_from, period_to, as_of=_aware(as_of), basis=basis,
+                                    threshold=request.app.state.settings.under_reporting_p_value)
     return await _with_cases(request, principal, report, format)
 
 
@@ -244,8 +263,38 @@ async def quarterly(
 ) -> Response:
     """The national figures for the quarter, plus open cases and overdue items at its end
     and deadlines breached within it, by local authority."""
-    report = await compute_quarterly(request.app.state.pool, year, int(quarter[1]), as_of=_aware(as_of), basis=basis)
+    report = await compute_quarterly(request.app.state.pool, year, int(quarter[1]), as_of=_aware(as_of), basis=basis,
+                                     threshold=request.app.state.settings.under_reporting_p_value)
     return await _with_cases(request, principal, report, format)
+
+
+@router.get("/reports/reporting-patterns")
+async def reporting_patterns(
+    request: Request,
+    _: Authorized,
+    period_from: Annotated[dt.date, Query(alias="from", description="First day of the period")],
+    period_to: Annotated[dt.date, Query(alias="to", description="Last day of the period")],
+    as_of: AsOf = None,
+) -> dict:
+    """The under-reporting signal per local authority: notifications, calendar quarters
+    of the period with none and the longest run of them, and where the caseload file
+    (shared/reference/supervised_caseload.csv) gives the people under supervision, the rate
+    per 1,000 supervised and a one-sided Poisson test against the national rate."""
+    _period(period_from, period_to)
+    pool = request.app.state.pool
+    async with pool.acquire() as conn:
+        now = await repository.database_now(conn)
+        scope = report_scope(period_from, period_to, now, _aware(as_of), "received")
+        national, found = await reporting_patterns_of(conn, scope, request.app.state.settings.under_reporting_p_value)
+    return {
+        "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
+        **known(now, as_of, "received"),
+        "test": "one-sided Poisson: P(X <= notifications) with X ~ Poisson(national rate x supervised person-years)",
+        "national": national,
+        "authorities": [
+            p.__dict__ | {"name": LOCAL_AUTHORITIES[p.local_authority].name} for p in found
+        ],
+    }
 
 
 @router.get("/reports/notifications-by-authority")

@@ -519,9 +519,28 @@ def review_figures(r: ReviewCounts) -> dict[str, Any]:
     return figures
 
 
+def patterns_table(national: Mapping[str, Any], patterns: list) -> dict:
+    """The under-reporting signal (services/reporting/patterns.py): flagged authorities
+    first, then those with most quarters without a notification."""
+    ordered = sorted(patterns, key=lambda p: (
+        not p.flagged, -p.quarters_with_none, -p.longest_run_with_none, LOCAL_AUTHORITIES[p.local_authority].name
+    ))
+    rate = national.get("rate_per_1000")
+    return _table(
+        "Reporting patterns: quarters without a notification and the rate per 1,000 supervised"
+        + (f" (Scotland: {rate} per 1,000)" if rate is not None else ""),
+        ["local authority", "notifications", "quarters", "quarters with none", "longest run of quarters with none",
+         "rate per 1,000 supervised", "expected at the national rate", "p value", "improbably low"],
+        [[LOCAL_AUTHORITIES[p.local_authority].name, p.notifications, p.quarters, p.quarters_with_none,
+          p.longest_run_with_none, p.rate_per_1000, p.expected, p.p_value, "yes" if p.flagged else ""]
+         for p in ordered],
+        keys=[p.local_authority for p in ordered],
+    )
+
+
 def national_report(
     period_from: dt.date, period_to: dt.date, generated_at: dt.datetime,
-    n: NotificationCounts, r: ReviewCounts, kind: str = "national",
+    n: NotificationCounts, r: ReviewCounts, kind: str = "national", extra_tables: Mapping[str, dict] | None = None,
 ) -> dict:
     """The report's JSON shape (docs/reports.md, docs/report.schema.json)."""
     figures = notification_figures(n) | review_figures(r)
@@ -587,6 +606,7 @@ def national_report(
             base=reviews, keys=list(VOCABULARIES["risk_tool"]),
         ),
     }
+    tables |= extra_tables or {}
     as_at, complete = period_state(period_to, generated_at)
     return {
         "report": kind,
@@ -609,10 +629,10 @@ def quarter_period(year: int, quarter: int) -> tuple[dt.date, dt.date]:
 
 def quarterly_report(
     year: int, quarter: int, generated_at: dt.datetime,
-    n: NotificationCounts, r: ReviewCounts, q: QuarterCounts,
+    n: NotificationCounts, r: ReviewCounts, q: QuarterCounts, extra_tables: Mapping[str, dict] | None = None,
 ) -> dict:
     period_from, period_to = quarter_period(year, quarter)
-    report = national_report(period_from, period_to, generated_at, n, r, kind="quarterly")
+    report = national_report(period_from, period_to, generated_at, n, r, kind="quarterly", extra_tables=extra_tables)
     report["figures"] |= {
         # At the quarter's end, or at `as_at` while it is still running.
         "open_cases_at_quarter_end": sum(q.open_cases.values()),

@@ -53,6 +53,7 @@ CHARTS = (
     Chart("notifications_by_authority", "notifications"),
     Chart("notifications_by_incident_type", "notifications"),
     Chart("timeliness", "percent", out_of_100=True),
+    Chart("reporting_patterns", "quarters with none"),
 )
 
 

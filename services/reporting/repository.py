@@ -393,6 +393,16 @@ async def quarter_counts(
     return counts
 
 
+async def notifications_by_quarter(conn, scope: Scope) -> dict[tuple[str, dt.date], int]:
+    """The period's notifications by (authority, first day of the calendar quarter)."""
+    rows = await conn.fetch(
+        f"SELECT n.local_authority, date_trunc('quarter', n.received_on)::date AS quarter, count(*) AS n"
+        f" FROM {relation('notifications', scope.as_of)} n WHERE n.received_on BETWEEN $1 AND $2 GROUP BY 1, 2",
+        scope.period_from, scope.period_to,
+    )
+    return {(r["local_authority"], r["quarter"]): r["n"] for r in rows}
+
+
 # --- drill-down: the cases behind a figure ------------------------------------------------
 
 @dataclass(frozen=True)
@@ -459,6 +469,7 @@ FIGURE_CASES: dict[str, FigureCases] = {
 # table is grouped by.
 TABLE_CASES: dict[str, tuple[str, str]] = {
     "notifications_by_authority": ("notifications", "n.local_authority = $3"),
+    "reporting_patterns": ("notifications", "n.local_authority = $3"),
     "notifications_by_incident_type": ("notifications", "n.incident_type = $3"),
     "notifications_by_criterion": ("notifications", "n.criterion = $3"),
     "notifications_by_order_type": ("notifications", "n.order_type = $3"),

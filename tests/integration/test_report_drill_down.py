@@ -241,3 +241,23 @@ async def test_the_html_page_links_every_figure_and_row_to_its_cases(imported):
     # A reader who may not see cases gets the page without them.
     sog = (await get(imported, "/v1/reports/national", PERIOD | {"format": "html"}, "sog")).text
     assert 'id="cases"' not in sog
+
+
+async def test_reporting_patterns_per_authority(imported):
+    answer = await get(imported, "/v1/reports/reporting-patterns", PERIOD, "sog")  # aggregate: any token
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    by_slug = {a["local_authority"]: a for a in body["authorities"]}
+    assert len(by_slug) == 32 and body["national"]["notifications"] == 111
+    # June 2013 to January 2015 touches 8 calendar quarters; Orkney notified in none
+    orkney = by_slug["orkney-islands"]
+    assert (orkney["quarters"], orkney["quarters_with_none"], orkney["longest_run_with_none"]) == (8, 8, 8)
+    assert by_slug["glasgow-city"]["notifications"] == 18
+    # The shipped caseload file holds the national total only: a national rate, no flags.
+    assert body["national"]["rate_per_1000"] is not None
+    assert not any(a["flagged"] for a in body["authorities"]) and by_slug["fife"]["rate_per_1000"] is None
+    report = (await get(imported, "/v1/reports/national", PERIOD)).json()
+    table = report["tables"]["reporting_patterns"]
+    assert len(table["rows"]) == 32 and table["keys"][0] in by_slug
+    html = (await get(imported, "/v1/reports/national", PERIOD | {"format": "html"})).text
+    assert 'id="table-reporting_patterns"' in html and "Quarters with none" in html or "quarters with none" in html
