@@ -13,7 +13,13 @@ import asyncpg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from services.reporting import patterns, repository
-from services.reporting.domain import national_report, patterns_table, period_state, quarter_period, quarterly_report
+from services.reporting.domain import (
+    categorisation_table,
+    follow_up_table,
+    national_report,
+    patterns_table,
+)
+from services.reporting.domain import period_state, quarter_period, quarterly_report
 from services.reporting.render import case_anchor, filename, render
 from shared.events import DeadlineRule
 from shared.auth import Principal
@@ -67,12 +73,20 @@ async def compute_national(
             repository.notification_counts(first, scope),
             repository.review_counts(second, scope),
         )
-        national, patterns_found = await reporting_patterns_of(first, scope, threshold)
         report = national_report(
             period_from, period_to, _moment(now, as_of), notifications, reviews,
-            extra_tables={"reporting_patterns": patterns_table(national, patterns_found)},
+            extra_tables=await _signals(first, scope, threshold),
         )
         return report | known(now, as_of, basis)
+
+
+async def _signals(conn, scope: repository.Scope, threshold: float | None) -> dict[str, dict]:
+    """The tables beyond the published report: reporting patterns, categorisation quality."""
+    national, found = await reporting_patterns_of(conn, scope, threshold)
+    return {
+        "reporting_patterns": patterns_table(national, found),
+        "categorisation_by_authority": categorisation_table(await repository.categorisation_counts(conn, scope)),
+    }
 
 
 async def reporting_patterns_of(conn, scope: repository.Scope, threshold: float | None = None):
@@ -107,11 +121,9 @@ async def compute_quarterly(
             repository.review_counts(second, scope),
             repository.quarter_counts(third, period_from, period_to, scope.as_at, as_of),
         )
-        national, patterns_found = await reporting_patterns_of(first, scope, threshold)
-        report = quarterly_report(
-            year, quarter, _moment(now, as_of), notifications, reviews, quarter_counts,
-            extra_tables={"reporting_patterns": patterns_table(national, patterns_found)},
-        )
+        extra = await _signals(first, scope, threshold)
+        extra["categorisation_follow_up"] = follow_up_table(await repository.categorisation_follow_up(first, scope))
+        report = quarterly_report(year, quarter, _moment(now, as_of), notifications, reviews, quarter_counts, extra)
         return report | known(now, as_of, basis)
 
 

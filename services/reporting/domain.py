@@ -22,6 +22,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import categorisation
 from shared.calendar import Timescale, add_months, end_of_day, judge, late_by, local_date
 from shared.events import Envelope
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
@@ -72,7 +73,7 @@ class Notification:
     mappa_applies: bool
     mappa_category: int | None
     mappa_level: int | None
-    domestic_abuse_aggravated: bool
+    domestic_abuse_aggravated: bool | None  # None: not known (incident.notified version 2)
     historical: bool
     signed_off_by: str
     sg_forward_due_at: dt.datetime
@@ -82,6 +83,7 @@ class Notification:
     closed_reason: str | None = None
     council_reference: str | None = None
     recorded_from: dt.datetime | None = None  # since when the platform knew this version of the row
+    categorisation_gaps: tuple[str, ...] = ()  # shared.categorisation.gaps
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def notification_of(event: Envelope) -> Notification:
         review_owed_since=received_on,
         council_reference=data.council_reference,
         recorded_from=event.recorded_at,
+        categorisation_gaps=tuple(categorisation.gaps(data, event.received_at)),
     )
 
 
@@ -475,6 +478,7 @@ def notification_figures(n: NotificationCounts) -> dict[str, Any]:
         "notifications_domestic_abuse_aggravated": ratio(t["domestic_abuse_aggravated"], n.total),
         "notifications_mappa": ratio(t["mappa"], n.total),
         "notifications_historical": ratio(t["historical"], n.total),
+        "notifications_with_incomplete_categorisation": ratio(t["categorisation_incomplete"], n.total),
     }
 
 
@@ -535,6 +539,31 @@ def patterns_table(national: Mapping[str, Any], patterns: list) -> dict:
           p.longest_run_with_none, p.rate_per_1000, p.expected, p.p_value, "yes" if p.flagged else ""]
          for p in ordered],
         keys=[p.local_authority for p in ordered],
+    )
+
+
+def categorisation_table(by_authority: Mapping[str, Counter]) -> dict:
+    """Notifications with incomplete categorisation, by authority (those with any first)."""
+    ordered = sorted(LOCAL_AUTHORITIES.items(), key=lambda item: (
+        -by_authority.get(item[0], Counter())["incomplete"], -by_authority.get(item[0], Counter())["notifications"],
+        item[1].name,
+    ))
+    return _table(
+        "Notifications with incomplete categorisation, by local authority",
+        ["local authority", "with incomplete categorisation", "notifications",
+         *(f"missing: {gap}" for gap in categorisation.GAPS)],
+        [[la.name, by_authority.get(slug, Counter())["incomplete"], by_authority.get(slug, Counter())["notifications"],
+          *(by_authority.get(slug, Counter())[gap] for gap in categorisation.GAPS)] for slug, la in ordered],
+        keys=[slug for slug, _ in ordered],
+    )
+
+
+def follow_up_table(rows: list[tuple[str, str | None, dt.date, tuple[str, ...]]]) -> dict:
+    """The quarter's notifications with incomplete categorisation, for the councils to complete."""
+    return _table(
+        "Notifications to follow up: categorisation missing or vague",
+        ["local authority", "council reference", "notified on", "missing or vague"],
+        [[LOCAL_AUTHORITIES[la].name, reference, on.isoformat(), ", ".join(gaps)] for la, reference, on, gaps in rows],
     )
 
 

@@ -31,6 +31,7 @@ from services.reporting.domain import (
     superseded,
 )
 from shared.calendar import end_of_day, local_date
+from shared.categorisation import GAPS
 
 SCHEMA = "reporting"
 
@@ -245,6 +246,7 @@ NOTIFICATION_COUNTS = {
     "domestic_abuse_aggravated": "n.domestic_abuse_aggravated",
     "mappa": "n.mappa_applies",
     "historical": "n.historical",
+    "categorisation_incomplete": "cardinality(n.categorisation_gaps) > 0",
     "sg_forwarded": "f.case_id IS NOT NULL",
     "sg_forwarded_in_time": "f.delivered_at < n.sg_forward_due_at",
     "sg_forward_judged": "(f.case_id IS NOT NULL OR n.sg_forward_due_at <= {as_at})",
@@ -403,6 +405,31 @@ async def notifications_by_quarter(conn, scope: Scope) -> dict[tuple[str, dt.dat
     return {(r["local_authority"], r["quarter"]): r["n"] for r in rows}
 
 
+async def categorisation_counts(conn, scope: Scope) -> dict[str, Counter]:
+    """By authority: notifications, those with incomplete categorisation, and each gap."""
+    source, within = _source("notifications", scope)
+    gap_counts = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS {gap}" for gap in GAPS)
+    rows = await conn.fetch(
+        f"SELECT n.local_authority, count(*) AS notifications,"
+        f" count(*) FILTER (WHERE {predicate('notifications', 'categorisation_incomplete', scope)}) AS incomplete,"
+        f" {gap_counts} FROM {source} WHERE {within} GROUP BY n.local_authority",
+        scope.period_from, scope.period_to,
+    )
+    return {r["local_authority"]: Counter({k: v for k, v in r.items() if k != "local_authority"}) for r in rows}
+
+
+async def categorisation_follow_up(conn, scope: Scope) -> list[tuple]:
+    """The period's notifications with incomplete categorisation (authority, reference, date, gaps)."""
+    source, within = _source("notifications", scope)
+    rows = await conn.fetch(
+        f"SELECT n.local_authority, n.council_reference, n.received_on, n.categorisation_gaps FROM {source}"
+        f" WHERE {within} AND {predicate('notifications', 'categorisation_incomplete', scope)}"
+        " ORDER BY n.local_authority, n.received_on, n.council_reference",
+        scope.period_from, scope.period_to,
+    )
+    return [(r[0], r[1], r[2], tuple(r[3])) for r in rows]
+
+
 # --- drill-down: the cases behind a figure ------------------------------------------------
 
 @dataclass(frozen=True)
@@ -434,6 +461,8 @@ FIGURE_CASES: dict[str, FigureCases] = {
         "notifications", "domestic_abuse_aggravated", "n.domestic_abuse_aggravated"),
     "notifications_mappa": FigureCases("notifications", "mappa", "concat(n.mappa_category, '-', n.mappa_level)"),
     "notifications_historical": FigureCases("notifications", "historical", "n.historical"),
+    "notifications_with_incomplete_categorisation": FigureCases(
+        "notifications", "categorisation_incomplete", "array_to_string(n.categorisation_gaps, ', ')"),
     "reviews": FigureCases("reviews", "reviews", "r.review_type"),
     **{
         f"{t}_reviews": FigureCases("reviews", "reviews", "r.review_type", t)
@@ -470,6 +499,8 @@ FIGURE_CASES: dict[str, FigureCases] = {
 TABLE_CASES: dict[str, tuple[str, str]] = {
     "notifications_by_authority": ("notifications", "n.local_authority = $3"),
     "reporting_patterns": ("notifications", "n.local_authority = $3"),
+    "categorisation_by_authority": (
+        "notifications", f"n.local_authority = $3 AND {NOTIFICATION_COUNTS['categorisation_incomplete']}"),
     "notifications_by_incident_type": ("notifications", "n.incident_type = $3"),
     "notifications_by_criterion": ("notifications", "n.criterion = $3"),
     "notifications_by_order_type": ("notifications", "n.order_type = $3"),
