@@ -16,6 +16,7 @@ from services.reporting import patterns, repository
 from services.reporting.domain import (
     categorisation_table,
     follow_up_table,
+    learning_theme_tables,
     national_report,
     patterns_table,
 )
@@ -86,6 +87,7 @@ async def _signals(conn, scope: repository.Scope, threshold: float | None) -> di
     return {
         "reporting_patterns": patterns_table(national, found),
         "categorisation_by_authority": categorisation_table(await repository.categorisation_counts(conn, scope)),
+        **learning_theme_tables(await repository.findings_over_time(conn, scope)),
     }
 
 

@@ -558,6 +558,44 @@ def categorisation_table(by_authority: Mapping[str, Counter]) -> dict:
     )
 
 
+TOP_THEMES = 5
+
+
+def learning_theme_tables(rows: list[tuple[str, int, str, int]]) -> dict[str, dict]:
+    """The review findings (learning themes) by year and by authority, and the five most
+    frequent themes year by year (charted). `rows`: (authority, year, finding, reviews)."""
+    by_year: dict[str, Counter] = {f: Counter() for f in VOCABULARIES["finding"]}
+    by_authority: dict[str, Counter] = {slug: Counter() for slug in LOCAL_AUTHORITIES}
+    for authority, year, finding, reviews in rows:
+        by_year[finding][year] += reviews
+        by_authority[authority][finding] += reviews
+    years = sorted({year for _, year, _, _ in rows})
+    totals = Counter({f: sum(c.values()) for f, c in by_year.items()})
+    # The most frequent first; ties in the vocabulary's order (the same figures, the same chart).
+    order = {f: i for i, f in enumerate(VOCABULARIES["finding"])}
+    top = sorted((f for f in totals if totals[f]), key=lambda f: (-totals[f], order[f]))[:TOP_THEMES]
+    findings = list(VOCABULARIES["finding"])
+    return {
+        "review_findings_by_year": _table(
+            "Learning themes the reviews identify, by year the review was received", ["finding", *map(str, years), "total"],
+            [[label("finding", f), *(by_year[f][y] for y in years), totals[f]] for f in findings],
+            keys=findings,
+        ),
+        "review_findings_by_authority": _table(
+            "Learning themes the reviews identify, by local authority",
+            ["local authority", *(label("finding", f) for f in findings), "total"],
+            [[la.name, *(by_authority[slug][f] for f in findings), sum(by_authority[slug].values())]
+             for slug, la in LOCAL_AUTHORITIES.items()],
+            keys=list(LOCAL_AUTHORITIES),
+        ),
+        "top_learning_themes_over_time": _table(
+            f"The {TOP_THEMES} most frequent learning themes, year by year",
+            ["theme and year", "reviews"],
+            [[f"{label('finding', f)}, {y}", by_year[f][y]] for f in top for y in years],
+        ),
+    }
+
+
 def follow_up_table(rows: list[tuple[str, str | None, dt.date, tuple[str, ...]]]) -> dict:
     """The quarter's notifications with incomplete categorisation, for the councils to complete."""
     return _table(

@@ -54,6 +54,7 @@ CHARTS = (
     Chart("notifications_by_incident_type", "notifications"),
     Chart("timeliness", "percent", out_of_100=True),
     Chart("reporting_patterns", "quarters with none"),
+    Chart("top_learning_themes_over_time", "reviews"),
 )
 
 

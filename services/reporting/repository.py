@@ -430,6 +430,18 @@ async def categorisation_follow_up(conn, scope: Scope) -> list[tuple]:
     return [(r[0], r[1], r[2], tuple(r[3])) for r in rows]
 
 
+async def findings_over_time(conn, scope: Scope) -> list[tuple[str, int, str, int]]:
+    """Reviews naming each finding (learning theme), by authority and by the year the review
+    was received: (authority, year, finding, reviews), over the scope's reviews."""
+    reviews, within = _source("reviews", scope, with_notification=False)
+    rows = await conn.fetch(
+        f"SELECT r.local_authority, extract(year FROM r.received_on)::int AS year, item, count(*) AS reviews"
+        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.findings) AS item WHERE {within} GROUP BY 1, 2, 3",
+        scope.period_from, scope.period_to,
+    )
+    return [(r["local_authority"], r["year"], r["item"], r["reviews"]) for r in rows]
+
+
 # --- drill-down: the cases behind a figure ------------------------------------------------
 
 @dataclass(frozen=True)

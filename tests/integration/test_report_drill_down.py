@@ -261,3 +261,24 @@ async def test_reporting_patterns_per_authority(imported):
     assert len(table["rows"]) == 32 and table["keys"][0] in by_slug
     html = (await get(imported, "/v1/reports/national", PERIOD | {"format": "html"})).text
     assert 'id="table-reporting_patterns"' in html and "Quarters with none" in html or "quarters with none" in html
+
+
+async def test_learning_themes_by_year_and_by_authority(imported):
+    report = (await get(imported, "/v1/reports/national", PERIOD)).json()
+    tables = report["tables"]
+    overall = {row[0]: row[1] for row in tables["review_findings"]["rows"]}
+    by_year = tables["review_findings_by_year"]
+    years = by_year["columns"][1:-1]
+    assert by_year["columns"][0] == "finding" and by_year["columns"][-1] == "total"
+    assert years == sorted(years) and years[0] == "2013"
+    # Each theme's years add up to its total, and the totals are the review findings table's.
+    for row in by_year["rows"]:
+        assert sum(row[1:-1]) == row[-1] == overall[row[0]]
+    by_authority = tables["review_findings_by_authority"]
+    assert sum(row[-1] for row in by_authority["rows"]) == sum(overall.values())
+    top = tables["top_learning_themes_over_time"]["rows"]
+    themes = list(dict.fromkeys(row[0].rsplit(", ", 1)[0] for row in top))
+    assert len(themes) == 5 and [overall[t] for t in themes] == sorted(overall.values(), reverse=True)[:5]
+    assert len(top) == 5 * len(years)
+    html = (await get(imported, "/v1/reports/national", PERIOD | {"format": "html"})).text
+    assert "most frequent learning themes" in html
