@@ -154,6 +154,9 @@ async def replace_all(
             await conn.copy_records_to_table(
                 f"{table}_versions", records=replaced, columns=[*names, "recorded_to"], schema_name=schema
             )
+        # Fresh statistics for the tables just filled: without them the planner takes the
+        # versions (read by a report as of a moment) for empty and joins them row by row.
+        await conn.execute(f"ANALYZE {schema}.{table}, {schema}.{table}_versions")
 
 
 async def table_contents(conn: asyncpg.Connection | asyncpg.Pool, table: str, schema: str = SCHEMA) -> list[tuple]:
