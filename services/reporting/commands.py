@@ -326,24 +326,26 @@ def write_report(report: dict, fmt: str, output: Path | None) -> None:
         print(f"wrote {output}")
 
 
-async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output: Path | None) -> int:
+async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output: Path | None,
+                   as_of=None, basis: str = "received") -> int:
     from services.reporting.api import compute_national
 
     if period_to < period_from:
         print("sir report national: --to is before --from")
         return 2
-    write_report(await compute_national(pool, period_from, period_to), fmt, output)
+    write_report(await compute_national(pool, period_from, period_to, as_of=as_of, basis=basis), fmt, output)
     return 0
 
 
-async def quarterly(pool: asyncpg.Pool, year: int, quarter: str, fmt: str, output: Path | None) -> int:
+async def quarterly(pool: asyncpg.Pool, year: int, quarter: str, fmt: str, output: Path | None,
+                    as_of=None, basis: str = "received") -> int:
     from services.reporting.api import compute_quarterly
 
     number = quarter.upper().removeprefix("Q")
     if number not in ("1", "2", "3", "4"):
         print(f"sir report quarterly: quarter {quarter!r} is not Q1, Q2, Q3 or Q4")
         return 2
-    write_report(await compute_quarterly(pool, year, int(number)), fmt, output)
+    write_report(await compute_quarterly(pool, year, int(number), as_of=as_of, basis=basis), fmt, output)
     return 0
 
 
@@ -360,9 +362,10 @@ async def run(args, settings: Settings) -> int:
     try:
         await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
         if args.report == "national":
-            return await national(pool, args.period_from, args.period_to, args.format, args.output)
+            return await national(pool, args.period_from, args.period_to, args.format, args.output,
+                                  args.as_of, args.basis)
         if args.report == "quarterly":
-            return await quarterly(pool, args.year, args.quarter, args.format, args.output)
+            return await quarterly(pool, args.year, args.quarter, args.format, args.output, args.as_of, args.basis)
         result = await rebuild(pool, settings, idle_polls=args.idle_polls)
         print(
             f"rebuilt reporting's projections from {result.events} events ({result.records} records read,"
