@@ -305,14 +305,18 @@ def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline 
     if not kind.startswith("deadline."):
         return None
     row = current or Deadline(event.case_id, data.rule, data.started_at, event.local_authority, data.due_at)
+    # Known from the latest event folded into it (whatever the order they came in, as the
+    # row itself): so the live projection is the same in any delivery order.
+    known = event.recorded_at if row.recorded_from is None else max(row.recorded_from, event.recorded_at)
     changed = replace(
         row,
         due_at=data.due_at,
         met_at=data.met_at or row.met_at,
         breached_at=data.breached_at or row.breached_at,
         cancelled_at=(row.cancelled_at or event.received_at) if kind == "deadline.cancelled" else row.cancelled_at,
+        recorded_from=known,
     )
-    return current if changed == current else replace(changed, recorded_from=event.recorded_at)
+    return current if changed == current else changed
 
 
 # The figures the timeliness table's rows show (its keys: the drill-down lists their cases).
