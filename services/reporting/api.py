@@ -76,24 +76,24 @@ async def compute_national(
         )
         report = national_report(
             period_from, period_to, _moment(now, as_of), notifications, reviews,
-            extra_tables=await _signals(first, scope, threshold),
+            extra_tables=_signals(scope, notifications, reviews, threshold),
         )
         return report | known(now, as_of, basis)
 
 
-async def _signals(conn, scope: repository.Scope, threshold: float | None) -> dict[str, dict]:
-    """The tables beyond the published report: reporting patterns, categorisation quality."""
-    national, found = await reporting_patterns_of(conn, scope, threshold)
+def _signals(scope: repository.Scope, n, r, threshold: float | None) -> dict[str, dict]:
+    """The tables beyond the published report: reporting patterns, categorisation quality,
+    learning themes over time (from the same scans as the figures)."""
+    national, found = patterns_of(scope, n.by_quarter, threshold)
     return {
         "reporting_patterns": patterns_table(national, found),
-        "categorisation_by_authority": categorisation_table(await repository.categorisation_counts(conn, scope)),
-        **learning_theme_tables(await repository.findings_over_time(conn, scope)),
+        "categorisation_by_authority": categorisation_table(n.categorisation),
+        **learning_theme_tables(r.findings_over_time),
     }
 
 
-async def reporting_patterns_of(conn, scope: repository.Scope, threshold: float | None = None):
+def patterns_of(scope: repository.Scope, by_quarter, threshold: float | None):
     """The under-reporting signal over the scope (services/reporting/patterns.py)."""
-    by_quarter = await repository.notifications_by_quarter(conn, scope)
     return patterns.reporting_patterns(
         scope.period_from, scope.period_to, by_quarter, LOCAL_AUTHORITIES, patterns.load_caseload(),
         threshold if threshold is not None else get_settings().under_reporting_p_value,
@@ -123,7 +123,7 @@ async def compute_quarterly(
             repository.review_counts(second, scope),
             repository.quarter_counts(third, period_from, period_to, scope.as_at, as_of),
         )
-        extra = await _signals(first, scope, threshold)
+        extra = _signals(scope, notifications, reviews, threshold)
         extra["categorisation_follow_up"] = follow_up_table(await repository.categorisation_follow_up(first, scope))
         report = quarterly_report(year, quarter, _moment(now, as_of), notifications, reviews, quarter_counts, extra)
         return report | known(now, as_of, basis)
@@ -299,7 +299,8 @@ async def reporting_patterns(
     async with pool.acquire() as conn:
         now = await repository.database_now(conn)
         scope = report_scope(period_from, period_to, now, _aware(as_of), "received")
-        national, found = await reporting_patterns_of(conn, scope, request.app.state.settings.under_reporting_p_value)
+        by_quarter = await repository.notifications_by_quarter(conn, scope)
+        national, found = patterns_of(scope, by_quarter, request.app.state.settings.under_reporting_p_value)
     return {
         "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
         **known(now, as_of, "received"),

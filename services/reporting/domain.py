@@ -381,6 +381,9 @@ class NotificationCounts:
     # The counts of repository.NOTIFICATION_COUNTS (in_time, late, meets_criteria, sg_forwarded…),
     # each a predicate the drill-down lists the cases of.
     totals: Counter = field(default_factory=Counter)
+    by_quarter: Counter = field(default_factory=Counter)  # (authority, first day of quarter) -> notifications
+    # authority -> notifications, incomplete (categorisation) and each gap's count
+    categorisation: dict[str, Counter] = field(default_factory=dict)
 
 
 # The sums kept for each review type, over the reviews received in the period.
@@ -403,6 +406,7 @@ class ReviewCounts:
     responses_by_type: dict[str, Counter] = field(default_factory=dict)  # review type -> RESPONSE_SUMS
     findings: Counter = field(default_factory=Counter)
     risk_tools: Counter = field(default_factory=Counter)
+    findings_over_time: list[tuple[str, int, str, int]] = field(default_factory=list)  # (authority, year, finding, reviews)
 
     def total(self, name: str) -> int:
         return sum(c[name] for c in self.by_type.values())

@@ -293,18 +293,24 @@ def _filters(kind: str, scope: Scope) -> str:
 
 
 _NOTIFICATION_GROUPS = ("local_authority", "incident_type", "criterion", "signed_off_by", "order_type",
-                        "working_days_taken", "mappa_applies")
+                        "working_days_taken", "mappa_applies", "quarter")
+# Per authority, besides the counts: each categorisation gap (shared/categorisation.py).
+_GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS gap_{gap}" for gap in GAPS)
 
 
 def _notifications_sql(scope: Scope) -> str:
+    """One scan of the period's notifications, grouped every way the report needs."""
+    source, within = _source("notifications", scope)
     return f"""
-SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS)},
+SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS if g != 'quarter')},
+       GROUPING(date_trunc('quarter', n.received_on)) AS g_quarter,
        n.local_authority, n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
-       n.mappa_applies, n.mappa_category, n.mappa_level,
-       {_filters("notifications", scope)}
-FROM {_source("notifications", scope)[0]} WHERE {_source("notifications", scope)[1]}
+       n.mappa_applies, n.mappa_category, n.mappa_level, date_trunc('quarter', n.received_on)::date AS quarter,
+       {_filters("notifications", scope)}, {_GAP_COUNTS}
+FROM {source} WHERE {within}
 GROUP BY GROUPING SETS ((n.local_authority), (n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
-                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level), ())
+                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level),
+                        (n.local_authority, date_trunc('quarter', n.received_on)), ())
 """
 
 
@@ -326,8 +332,15 @@ async def notification_counts(conn, scope: Scope) -> NotificationCounts:
         elif grouped == ["mappa_applies"]:
             if row["mappa_applies"]:
                 counts.by_mappa[row["mappa_category"], row["mappa_level"]] += row["notifications"]
+        elif grouped == ["local_authority", "quarter"]:
+            counts.by_quarter[row["local_authority"], row["quarter"]] = row["notifications"]
         else:
             by_group[grouped[0]][row[grouped[0]]] += row["notifications"]
+            if grouped == ["local_authority"]:
+                counts.categorisation[row["local_authority"]] = Counter(
+                    notifications=row["notifications"], incomplete=row["categorisation_incomplete"],
+                    **{gap: row[f"gap_{gap}"] for gap in GAPS},
+                )
     return counts
 
 
@@ -344,18 +357,25 @@ async def review_counts(conn, scope: Scope) -> ReviewCounts:
         f"SELECT r.review_type, {_filters('responses', scope)} FROM {responses} WHERE {in_responses}"
         " GROUP BY r.review_type"
     )
-    # A review lists each finding and each tool once (domain.py).
-    lists_sql = " UNION ALL ".join(
-        f"SELECT '{kind}' AS kind, item, count(*) AS reviews"
-        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.{column}) AS item WHERE {in_reviews} GROUP BY item"
-        for kind, column in (("finding", "findings"), ("tool", "risk_tools"))
+    # A review lists each finding and each tool once (domain.py): findings by authority and
+    # year (the learning themes over time), their sums the findings table.
+    lists_sql = (
+        f"SELECT 'finding' AS kind, item, r.local_authority, extract(year FROM r.received_on)::int AS year,"
+        f" count(*) AS reviews FROM {reviews} CROSS JOIN LATERAL unnest(r.findings) AS item WHERE {in_reviews}"
+        " GROUP BY item, r.local_authority, year"
+        f" UNION ALL SELECT 'tool', item, NULL, NULL, count(*)"
+        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.risk_tools) AS item WHERE {in_reviews} GROUP BY item"
     )
     for row in await conn.fetch(reviews_sql, scope.period_from, scope.period_to):
         counts.by_type[row["review_type"]] = Counter({k: row[k] for k in REVIEW_SUMS})
     for row in await conn.fetch(responses_sql, scope.period_from, scope.period_to):
         counts.responses_by_type[row["review_type"]] = Counter({k: row[k] for k in RESPONSE_SUMS})
     for row in await conn.fetch(lists_sql, scope.period_from, scope.period_to):
-        (counts.findings if row["kind"] == "finding" else counts.risk_tools)[row["item"]] = row["reviews"]
+        if row["kind"] == "finding":
+            counts.findings[row["item"]] += row["reviews"]
+            counts.findings_over_time.append((row["local_authority"], row["year"], row["item"], row["reviews"]))
+        else:
+            counts.risk_tools[row["item"]] = row["reviews"]
     return counts
 
 
@@ -408,19 +428,6 @@ async def notifications_by_quarter(conn, scope: Scope) -> dict[tuple[str, dt.dat
     return {(r["local_authority"], r["quarter"]): r["n"] for r in rows}
 
 
-async def categorisation_counts(conn, scope: Scope) -> dict[str, Counter]:
-    """By authority: notifications, those with incomplete categorisation, and each gap."""
-    source, within = _source("notifications", scope)
-    gap_counts = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS {gap}" for gap in GAPS)
-    rows = await conn.fetch(
-        f"SELECT n.local_authority, count(*) AS notifications,"
-        f" count(*) FILTER (WHERE {predicate('notifications', 'categorisation_incomplete', scope)}) AS incomplete,"
-        f" {gap_counts} FROM {source} WHERE {within} GROUP BY n.local_authority",
-        scope.period_from, scope.period_to,
-    )
-    return {r["local_authority"]: Counter({k: v for k, v in r.items() if k != "local_authority"}) for r in rows}
-
-
 async def categorisation_follow_up(conn, scope: Scope) -> list[tuple]:
     """The period's notifications with incomplete categorisation (authority, reference, date, gaps)."""
     source, within = _source("notifications", scope)
@@ -431,18 +438,6 @@ async def categorisation_follow_up(conn, scope: Scope) -> list[tuple]:
         scope.period_from, scope.period_to,
     )
     return [(r[0], r[1], r[2], tuple(r[3])) for r in rows]
-
-
-async def findings_over_time(conn, scope: Scope) -> list[tuple[str, int, str, int]]:
-    """Reviews naming each finding (learning theme), by authority and by the year the review
-    was received: (authority, year, finding, reviews), over the scope's reviews."""
-    reviews, within = _source("reviews", scope, with_notification=False)
-    rows = await conn.fetch(
-        f"SELECT r.local_authority, extract(year FROM r.received_on)::int AS year, item, count(*) AS reviews"
-        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.findings) AS item WHERE {within} GROUP BY 1, 2, 3",
-        scope.period_from, scope.period_to,
-    )
-    return [(r["local_authority"], r["year"], r["item"], r["reviews"]) for r in rows]
 
 
 # --- drill-down: the cases behind a figure ------------------------------------------------
