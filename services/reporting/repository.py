@@ -217,6 +217,11 @@ def _source(kind: str, scope: Scope, with_notification: bool = True) -> tuple[st
     (basis `cohort`, whenever they came); responses: given in the period, or to the reviews of
     the period's notifications (cohort). Reviews carry their notification (`n`) when asked."""
     notifications = relation("notifications", scope.as_of)
+    if kind == "open_cases":  # at the period's end, whenever notified: no period ($1, $2 unused)
+        return f"{notifications} n", "TRUE"
+    if kind == "deadlines":
+        joined = f" LEFT JOIN {notifications} n ON n.case_id = d.case_id" if with_notification else ""
+        return f"{relation('deadlines', scope.as_of)} d{joined}", "TRUE"
     if kind == "notifications":
         forwards = relation("forwards", scope.as_of)
         return (
@@ -280,12 +285,43 @@ RESPONSE_COUNTS = {
     "high_quality": "r.high_quality",
 }
 assert set(REVIEW_COUNTS) | {"info_requests"} == set(REVIEW_SUMS) and set(RESPONSE_COUNTS) == set(RESPONSE_SUMS)
-COUNTS = {"notifications": NOTIFICATION_COUNTS, "reviews": REVIEW_COUNTS, "responses": RESPONSE_COUNTS}
+# The quarterly report's own counts, at the end of the period (or as_at while it runs):
+# {cutoff} that moment, {cutoff_day} its date (at most the period's last day), {start} the
+# end of the day before the period. A deadline falls due at its breach moment
+# (shared.calendar.judge): one that falls due in the period has it in (start, cutoff].
+OPEN_CASE_COUNTS = {
+    # notified by then and not closed by then
+    "open_cases": "n.received_at < {cutoff} AND (n.closed_on IS NULL OR n.closed_on > {cutoff_day})",
+}
+DEADLINE_COUNTS = {
+    # started and due before then, neither met nor cancelled before then
+    "overdue_items": "d.started_at < {cutoff} AND d.due_at < {cutoff} AND (d.met_at IS NULL OR d.met_at >= {cutoff})"
+                     " AND (d.cancelled_at IS NULL OR d.cancelled_at >= {cutoff})",
+    # fell due in the period (by then), its stop not come before the due moment (met later or
+    # never), not cancelled first. History's late stops come as `deadline.met` with the days
+    # late, so the due moment decides, not a breach event.
+    "breaches": "d.due_at > {start} AND d.due_at <= {cutoff} AND (d.met_at IS NULL OR d.met_at >= d.due_at)"
+                " AND (d.cancelled_at IS NULL OR d.cancelled_at > d.due_at)",
+}
+COUNTS = {"notifications": NOTIFICATION_COUNTS, "reviews": REVIEW_COUNTS, "responses": RESPONSE_COUNTS,
+          "open_cases": OPEN_CASE_COUNTS, "deadlines": DEADLINE_COUNTS}
+
+
+def _bounds(scope: Scope) -> dict[str, str]:
+    far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    start, end = end_of_day(scope.period_from - dt.timedelta(days=1)), end_of_day(scope.period_to)
+    cutoff = end if scope.as_at is None else min(end, scope.as_at)
+    return {
+        "{as_at}": _moment(scope.as_at or far), "{start}": _moment(start), "{cutoff}": _moment(cutoff),
+        "{cutoff_day}": f"'{min(scope.period_to, local_date(cutoff)).isoformat()}'::date",
+    }
 
 
 def predicate(kind: str, name: str, scope: Scope) -> str:
-    as_at = scope.as_at or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
-    return COUNTS[kind][name].replace("{as_at}", _moment(as_at))
+    text = COUNTS[kind][name]
+    for placeholder, value in _bounds(scope).items():
+        text = text.replace(placeholder, value)
+    return text
 
 
 def _filters(kind: str, scope: Scope) -> str:
@@ -385,33 +421,25 @@ async def quarter_counts(
 ) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
     within it, by local authority; for a period still running, at `as_at` (nothing counts
-    as breached or overdue before its due moment has passed)."""
-    # A deadline falls due at its breach moment (shared.calendar.judge): one that falls due
-    # in the period has it in (end of the day before, end of the period's last day].
-    start, end = end_of_day(period_from - dt.timedelta(days=1)), end_of_day(period_to)
-    cutoff = end if as_at is None else min(end, as_at)
+    as breached or overdue before its due moment has passed). The predicates are
+    OPEN_CASE_COUNTS and DEADLINE_COUNTS, which the drill-down lists too."""
+    scope = Scope(period_from, period_to, as_of, "received", as_at)
     counts = QuarterCounts()
+    source, _ = _source("open_cases", scope)
     for row in await conn.fetch(
-        f"SELECT local_authority, count(*) AS n FROM {relation('notifications', as_of)} n"
-        " WHERE received_at < $1 AND (closed_on IS NULL OR closed_on > $2) GROUP BY 1",
-        cutoff, min(period_to, local_date(cutoff)),
+        f"SELECT n.local_authority, count(*) AS n FROM {source}"
+        f" WHERE {predicate('open_cases', 'open_cases', scope)} GROUP BY 1"
     ):
         counts.open_cases[row["local_authority"]] = row["n"]
+    source, _ = _source("deadlines", scope, with_notification=False)
     for row in await conn.fetch(
-        f"SELECT local_authority, count(*) AS n FROM {relation('deadlines', as_of)} d"
-        " WHERE started_at < $1 AND due_at < $1 AND (met_at IS NULL OR met_at >= $1)"
-        " AND (cancelled_at IS NULL OR cancelled_at >= $1) GROUP BY 1",
-        cutoff,
+        f"SELECT d.local_authority, count(*) AS n FROM {source}"
+        f" WHERE {predicate('deadlines', 'overdue_items', scope)} GROUP BY 1"
     ):
         counts.overdue_items[row["local_authority"]] = row["n"]
-    # Breached in the period: fell due in it (by `as_at`) with its stop not come before the
-    # due moment (met later or never) and not cancelled first. History's late stops come as
-    # `deadline.met` with the days late, so the due moment decides, not a breach event.
     for row in await conn.fetch(
-        f"SELECT local_authority, rule, count(*) AS n FROM {relation('deadlines', as_of)} d"
-        " WHERE due_at > $1 AND due_at <= $2 AND (met_at IS NULL OR met_at >= due_at)"
-        " AND (cancelled_at IS NULL OR cancelled_at > due_at) GROUP BY 1, 2",
-        start, cutoff,
+        f"SELECT d.local_authority, d.rule, count(*) AS n FROM {source}"
+        f" WHERE {predicate('deadlines', 'breaches', scope)} GROUP BY 1, 2"
     ):
         counts.breaches[row["local_authority"]] += row["n"]
         counts.breaches_by_rule[row["rule"]] += row["n"]
@@ -503,6 +531,10 @@ FIGURE_CASES: dict[str, FigureCases] = {
     "initial_analysis_comprehensive_review_required": FigureCases(
         "responses", "comprehensive_required", "r.outcome", _IAR),
     "comprehensive_reviews_high_quality": FigureCases("responses", "high_quality", "r.high_quality", _COMPREHENSIVE),
+    # the quarterly report's own (any period: at its end); deadlines are listed one a row
+    "open_cases_at_quarter_end": FigureCases("open_cases", "open_cases", "coalesce(n.closed_reason, 'open')"),
+    "overdue_items_at_quarter_end": FigureCases("deadlines", "overdue_items", "d.rule"),
+    "deadlines_breached": FigureCases("deadlines", "breaches", "d.rule"),
 }
 # Tables: a row's cases are those whose column has the row's value ($3), the column the
 # table is grouped by.
@@ -548,34 +580,47 @@ async def cases(
         raise UnknownFigure(f"no figure or table {figure!r}; figures: {', '.join(sorted(FIGURE_CASES))};"
                             f" tables: {', '.join(sorted(TABLE_CASES))}")
     source, within = _source(kind, scope)
+    subject = "d" if kind == "deadlines" else "n"  # whose case id and authority
+    if kind in ("open_cases", "deadlines"):  # no period of receipt: $1, $2 are not used
+        params = params[2:]
+        condition = condition.replace("$3", "$1")
+        shown = shown.replace("$3", "$1")
     if local_authority is not None:
         params.append(local_authority)
-        within += f" AND n.local_authority = ${len(params)}"
-    review = (
-        "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on"
-        if kind == "notifications" else
-        "r.review_id, r.received_on AS review_received_on, r.responded_on"
-    )
+        within += f" AND {subject}.local_authority = ${len(params)}"
+    extra = {
+        "notifications": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
+        "open_cases": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
+        "deadlines": "d.rule, d.due_at, d.met_at",
+    }.get(kind, "r.review_id, r.received_on AS review_received_on, r.responded_on")
+    order = {
+        "deadlines": "d.due_at, d.case_id, d.rule",
+    }.get(kind, "n.received_on, n.case_id" + (", r.received_on, r.review_id" if kind in ("reviews", "responses") else ""))
     rows = await conn.fetch(
-        f"SELECT n.case_id, n.council_reference, n.local_authority, n.incident_date, n.received_on AS notified_on,"
-        f" {review},"
-        f" ({shown}) AS value FROM {source} WHERE {within} AND ({condition})"
-        f" ORDER BY n.received_on, n.case_id{', r.received_on, r.review_id' if kind != 'notifications' else ''}",
+        f"SELECT {subject}.case_id, n.council_reference, {subject}.local_authority, n.incident_date,"
+        f" n.received_on AS notified_on, {extra},"
+        f" ({shown}) AS value FROM {source} WHERE {within} AND ({condition}) ORDER BY {order}",
         *params,
     )
-    return [
-        {
-            "case_id": str(r["case_id"]), "council_reference": r["council_reference"],
-            "local_authority": r["local_authority"], "incident_date": r["incident_date"].isoformat(),
-            "notified_on": r["notified_on"].isoformat(),
-            **({} if kind == "notifications" else {
-                "review_id": str(r["review_id"]), "review_received_on": r["review_received_on"].isoformat(),
-                "responded_on": r["responded_on"] and r["responded_on"].isoformat(),
-            }),
-            "value": r["value"].isoformat() if isinstance(r["value"], (dt.date, dt.datetime)) else r["value"],
-        }
-        for r in rows
-    ]
+    return [_listed(kind, r) for r in rows]
+
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
+
+
+def _listed(kind: str, r) -> dict:
+    row = {
+        "case_id": str(r["case_id"]), "council_reference": r["council_reference"],
+        "local_authority": r["local_authority"], "incident_date": _iso(r["incident_date"]),
+        "notified_on": _iso(r["notified_on"]),
+    }
+    if kind in ("reviews", "responses"):
+        row |= {"review_id": str(r["review_id"]), "review_received_on": _iso(r["review_received_on"]),
+                "responded_on": _iso(r["responded_on"])}
+    if kind == "deadlines":
+        row |= {"rule": r["rule"], "due_at": _iso(r["due_at"]), "met_at": _iso(r["met_at"])}
+    return row | {"value": _iso(r["value"])}
 
 
 async def database_now(conn) -> dt.datetime:
