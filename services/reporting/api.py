@@ -132,18 +132,18 @@ async def compute_quarterly(
 async def compute_cases(
     pool: asyncpg.Pool, period_from: dt.date, period_to: dt.date, figure: str, value: str | None = None,
     local_authority: str | None = None, now: dt.datetime | None = None, as_of: dt.datetime | None = None,
-    basis: repository.Basis = "received",
+    basis: repository.Basis = "received", limit: int | None = None,
 ) -> dict:
     """The cases behind one figure (or table row) of the national report of the same
     period, as of the same moment, on the same basis."""
     async with pool.acquire() as conn:
         now = now or await repository.database_now(conn)
         scope = report_scope(period_from, period_to, now, as_of, basis)
-        listed = await repository.cases(conn, scope, figure, value, local_authority)
+        count, listed = await repository.cases(conn, scope, figure, value, local_authority, limit)
     return {
         "figure": figure, "value": value, "local_authority": local_authority,
         "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
-        **known(now, as_of, basis), "count": len(listed), "cases": listed,
+        **known(now, as_of, basis), "count": count, "cases": listed,
     }
 
 
@@ -162,9 +162,9 @@ async def compute_all_cases(
             wanted += [(name, key) for key, row in zip(table.get("keys") or (), table["rows"]) if key is not None]
     listed = {}
     for figure, value in wanted:
-        found = await compute_cases(pool, period_from, period_to, figure, value, local_authority, now, as_of,
-                                    report["basis"])
-        listed[case_anchor(figure, value)] = found | {"cases": found["cases"][:limit]}
+        listed[case_anchor(figure, value)] = await compute_cases(
+            pool, period_from, period_to, figure, value, local_authority, now, as_of, report["basis"], limit
+        )
     return listed
 
 

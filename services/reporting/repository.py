@@ -558,10 +558,12 @@ class UnknownFigure(ValueError):
 
 async def cases(
     conn, scope: Scope, figure: str, value: str | None = None, local_authority: str | None = None,
-) -> list[dict]:
+    limit: int | None = None,
+) -> tuple[int, list[dict]]:
     """The cases behind a figure (or a table's row, `value`), in the scope the report was
-    counted in, narrowed to one authority for a council: case id, council reference,
-    authority, dates and the value that put each case in the figure."""
+    counted in, narrowed to one authority for a council: how many, and (the first `limit`
+    of) them with case id, council reference, authority, dates and the value that put each
+    case in the figure."""
     params: list = [scope.period_from, scope.period_to]
     if figure in FIGURE_CASES:
         if value is not None:
@@ -599,10 +601,11 @@ async def cases(
     rows = await conn.fetch(
         f"SELECT {subject}.case_id, n.council_reference, {subject}.local_authority, n.incident_date,"
         f" n.received_on AS notified_on, {extra},"
-        f" ({shown}) AS value FROM {source} WHERE {within} AND ({condition}) ORDER BY {order}",
+        f" ({shown}) AS value, count(*) OVER () AS total FROM {source} WHERE {within} AND ({condition})"
+        f" ORDER BY {order}{'' if limit is None else f' LIMIT {int(limit)}'}",
         *params,
     )
-    return [_listed(kind, r) for r in rows]
+    return (rows[0]["total"] if rows else 0), [_listed(kind, r) for r in rows]
 
 
 def _iso(value):
