@@ -67,11 +67,11 @@ async def compute_national(
     beyond it. `as_of`: only what the platform had recorded by then counts, and the report
     is made as it would have been made then; `basis`: the reviews and responses received in
     the period, or those of the period's notifications (cohort)."""
-    async with _one_snapshot(pool, 2) as (first, second):
+    async with _one_snapshot(pool, 3) as (first, second, third):
         now = now or await repository.database_now(first)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         notifications, reviews = await asyncio.gather(
-            repository.notification_counts(first, scope),
+            repository.notification_counts(first, scope, third),
             repository.review_counts(second, scope),
         )
         report = national_report(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import datetime as dt
@@ -335,48 +336,68 @@ _GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_
 
 
 def _notifications_sql(scope: Scope) -> str:
-    """One scan of the period's notifications, grouped every way the report needs."""
-    source, within = _source("notifications", scope)
+    """The period's notifications grouped every way the report's tables need (counts only:
+    no forwards, no filters, so the many groupings stay cheap)."""
+    notifications = relation("notifications", scope.as_of)
     return f"""
 SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS if g != 'quarter')},
        GROUPING(date_trunc('quarter', n.received_on)) AS g_quarter,
        n.local_authority, n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
        n.mappa_applies, n.mappa_category, n.mappa_level, date_trunc('quarter', n.received_on)::date AS quarter,
-       {_filters("notifications", scope)}, {_GAP_COUNTS}
-FROM {source} WHERE {within}
-GROUP BY GROUPING SETS ((n.local_authority), (n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
+       count(*) AS notifications
+FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2
+GROUP BY GROUPING SETS ((n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
                         (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level),
-                        (n.local_authority, date_trunc('quarter', n.received_on)), ())
+                        (n.local_authority, date_trunc('quarter', n.received_on)), (n.local_authority))
 """
 
 
-async def notification_counts(conn, scope: Scope) -> NotificationCounts:
+def _notification_totals_sql(scope: Scope) -> str:
+    """Every count of NOTIFICATION_COUNTS over the period, and per authority the
+    categorisation gaps."""
+    source, within = _source("notifications", scope)
+    return (
+        f"SELECT GROUPING(n.local_authority) AS g_local_authority, n.local_authority,"
+        f" {_filters('notifications', scope)}, {_GAP_COUNTS}"
+        f" FROM {source} WHERE {within} GROUP BY GROUPING SETS ((n.local_authority), ())"
+    )
+
+
+async def notification_counts(conn, scope: Scope, other_conn=None) -> NotificationCounts:
     """Counts of the notifications received (Scottish date) in the scope's period, as known
-    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged)."""
+    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged); the two
+    queries side by side when given a second connection (of the same snapshot)."""
     counts = NotificationCounts()
     by_group = {
         "local_authority": counts.by_authority, "incident_type": counts.by_incident_type,
         "criterion": counts.by_criterion, "signed_off_by": counts.by_sign_off,
         "order_type": counts.by_order_type, "working_days_taken": counts.working_days,
     }
-    for row in await conn.fetch(_notifications_sql(scope), scope.period_from, scope.period_to):
+    grouped_query = conn.fetch(_notifications_sql(scope), scope.period_from, scope.period_to)
+    totals_query = (other_conn or conn).fetch(_notification_totals_sql(scope), scope.period_from, scope.period_to)
+    if other_conn is None:
+        grouped_rows, total_rows = await grouped_query, await totals_query
+    else:
+        grouped_rows, total_rows = await asyncio.gather(grouped_query, totals_query)
+    for row in grouped_rows:
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
-        if not grouped:  # the grand total
-            for name in NOTIFICATION_COUNTS:
-                counts.totals[name] = row[name]
-            counts.total = row["notifications"]
-        elif grouped == ["mappa_applies"]:
+        if grouped == ["mappa_applies"]:
             if row["mappa_applies"]:
                 counts.by_mappa[row["mappa_category"], row["mappa_level"]] += row["notifications"]
         elif grouped == ["local_authority", "quarter"]:
             counts.by_quarter[row["local_authority"], row["quarter"]] = row["notifications"]
         else:
             by_group[grouped[0]][row[grouped[0]]] += row["notifications"]
-            if grouped == ["local_authority"]:
-                counts.categorisation[row["local_authority"]] = Counter(
-                    notifications=row["notifications"], incomplete=row["categorisation_incomplete"],
-                    **{gap: row[f"gap_{gap}"] for gap in GAPS},
-                )
+    for row in total_rows:
+        if row["g_local_authority"]:  # the grand total
+            for name in NOTIFICATION_COUNTS:
+                counts.totals[name] = row[name]
+            counts.total = row["notifications"]
+        else:
+            counts.categorisation[row["local_authority"]] = Counter(
+                notifications=row["notifications"], incomplete=row["categorisation_incomplete"],
+                **{gap: row[f"gap_{gap}"] for gap in GAPS},
+            )
     return counts
 
 
