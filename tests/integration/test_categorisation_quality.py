@@ -57,3 +57,42 @@ async def test_warnings_in_the_answer_and_counts_in_the_reports(platform, tokens
                                      headers=bearer(tokens["inspectorate"]))).json()
     follow_up = quarterly["tables"]["categorisation_follow_up"]["rows"]
     assert ["Inverclyde", "CAT-VAGUE-1", today.isoformat(), "incident_type_detail, became_aware_date"] in follow_up
+
+
+async def test_an_event_recorded_after_as_of_changes_nothing(platform, tokens):
+    """A live case: notified, then found not to meet the criteria. As of a moment between
+    the two, the case is notified and not assessed; as known now, it does not meet them."""
+    intake, reporting = platform.clients["intake"], platform.clients["reporting"]
+    today = await platform.pool.fetchval("SELECT (now() AT TIME ZONE 'Europe/London')::date")
+    notified = await intake.post("/v1/notifications", json=notification(
+        council_reference="ASOF-1", incident_date=today.isoformat()), headers=bearer(tokens["fife"]))
+    assert notified.status_code == 201, notified.text
+    case_id = notified.json()["case_id"]
+
+    async def row(field: str):
+        return await platform.pool.fetchrow(f"SELECT {field} FROM reporting.notifications WHERE case_id = $1", case_id)
+
+    await eventually(lambda: row("case_id"), what="reporting to apply the notification")
+    between = await platform.pool.fetchval("SELECT now()")
+    assessed = await intake.post(f"/v1/cases/{case_id}/events", headers=bearer(tokens["inspectorate"]), json={
+        "event_type": "notification.criteria_assessed", "data": {"meets_criteria": False}})
+    assert assessed.status_code == 201, assessed.text
+
+    async def closed():
+        found = await row("closed_reason")
+        return found is not None and found["closed_reason"] == "criteria_not_met"
+
+    await eventually(closed, what="reporting to apply the assessment")
+    period = {"from": today.isoformat(), "to": today.isoformat(), "local_authority": "fife"}
+
+    async def listed(figure: str, **params) -> set[str]:
+        answer = await reporting.get("/v1/reports/national/cases", headers=bearer(tokens["inspectorate"]),
+                                     params=period | {"figure": figure} | params)
+        assert answer.status_code == 200, answer.text
+        return {c["case_id"] for c in answer.json()["cases"]}
+
+    assert case_id in await listed("notifications_not_meeting_criteria")
+    assert case_id not in await listed("notifications_not_meeting_criteria", as_of=between.isoformat())
+    assert case_id in await listed("notifications", as_of=between.isoformat())
+    before = (await platform.pool.fetchval("SELECT now()")) - dt.timedelta(hours=1)
+    assert case_id not in await listed("notifications", as_of=before.isoformat())
