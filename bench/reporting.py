@@ -9,7 +9,9 @@ the deadlines topic) spread over 2010-2025, and publishes them. Then, in the sam
 (a) raw aiokafka consumption of all N from the broker (no group, `getmany` batches);
 (b) `sir report rebuild` (services/reporting/commands.py) from the same topics: read,
     fold, swap into PostgreSQL;
-(c) the national report over the whole span, several times.
+(c) the national report over the whole span, several times;
+(d) the same report as known at a moment halfway through (as_of: row versions read);
+(e) drill-downs: the cases behind a figure, a table row, and a figure as of that moment.
 
 It prints events/s for (a) and (b) and their ratio (target: the rebuild at least half
 the raw rate), and the report's latency (target: under 1 s). The rebuild finds each
@@ -34,7 +36,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from services.reporting import commands
-from services.reporting.api import compute_national
+from services.reporting.api import compute_cases, compute_national
 from services.reporting.app import SERVICE
 from shared import devstack
 from pipeline import bench_database
@@ -172,8 +174,47 @@ async def main(args: argparse.Namespace, database_url: str) -> None:
             print(f"(c) national report over {report['figures']['notifications']:,} notifications and"
                   f" {report['figures']['reviews']:,} reviews: median {statistics.median(latencies) * 1000:.0f} ms,"
                   f" max {max(latencies) * 1000:.0f} ms over {args.repeat} runs (target < 1000 ms)")
+            await as_of_and_drill_down(pool, args.repeat)
         finally:
             await pool.close()
+
+
+async def _timed(repeat: int, work) -> tuple[object, list[float]]:
+    latencies = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = await work()
+        latencies.append(time.perf_counter() - started)
+    return result, latencies
+
+
+def _ms(latencies: list[float]) -> str:
+    return f"median {statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+
+
+async def as_of_and_drill_down(pool, repeat: int) -> None:
+    """(d) the national report as known at a moment halfway through the history (every case
+    recorded after it changed since: the row versions are read), (e) drill-downs."""
+    versions = {t: await pool.fetchval(f"SELECT count(*) FROM reporting.{t}_versions")
+                for t in ("notifications", "reviews", "forwards", "deadlines")}
+    print(f"    row versions kept for as-of: {versions}")
+    as_of = dt.datetime(2018, 1, 1, tzinfo=dt.timezone.utc)
+    report, latencies = await _timed(repeat, lambda: compute_national(
+        pool, dt.date(2010, 1, 1), dt.date(2025, 12, 31), as_of=as_of))
+    print(f"(d) national report as of {as_of:%Y-%m-%d} over the whole span ({report['figures']['notifications']:,}"
+          f" notifications, {report['figures']['reviews']:,} reviews known then): {_ms(latencies)} (target < 1000 ms)")
+    for label, period, figure, value in (
+        ("one year, notified late", (dt.date(2017, 1, 1), dt.date(2017, 12, 31)), "notified_late", None),
+        ("one year, one authority's row", (dt.date(2017, 1, 1), dt.date(2017, 12, 31)),
+         "notifications_by_authority", "glasgow-city"),
+        ("whole span, reviews within 3 months", (dt.date(2010, 1, 1), dt.date(2025, 12, 31)),
+         "reviews_within_3_months", None),
+    ):
+        listed, latencies = await _timed(repeat, lambda: compute_cases(pool, *period, figure, value))
+        print(f"(e) drill-down, {label}: {listed['count']:,} cases, {_ms(latencies)} (target < 1000 ms)")
+    listed, latencies = await _timed(repeat, lambda: compute_cases(
+        pool, dt.date(2017, 1, 1), dt.date(2017, 12, 31), "notified_late", as_of=as_of))
+    print(f"(e) drill-down as of {as_of:%Y-%m-%d}, one year, notified late: {listed['count']:,} cases, {_ms(latencies)}")
 
 
 if __name__ == "__main__":

@@ -97,10 +97,21 @@ def _add_report_commands(commands) -> None:
     for parser in (national, quarterly):
         parser.add_argument("--format", choices=("json", "csv", "html"), default="json")
         parser.add_argument("--output", type=Path, help="write to this file (default: standard output)")
+        parser.add_argument("--as-of", dest="as_of", type=_moment, help="as known then: RFC 3339 with offset")
+        parser.add_argument("--basis", choices=("received", "cohort"), default="received")
     rebuild = kinds.add_parser("rebuild", help="drop reporting's projections and rebuild them from the topics")
     rebuild.add_argument("--idle-polls", type=int, default=3, help="empty fetches in a row that mark a topic's end")
     kinds.add_parser("schema", help="write the JSON Schema of a report to docs/report.schema.json")
     report.set_defaults(run=_report)
+
+
+def _moment(text: str):
+    import datetime as dt
+
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give the moment with its offset, e.g. 2015-01-31T23:59:59Z")
+    return moment
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, VOCABULARIES,
 from shared.settings import get_settings
 
 SCHEMA_VERSION = 1
+# incident.notified is at version 2 (domestic_abuse_aggravated may be not known).
+NOTIFIED_SCHEMA_VERSION = 2
 
 LocalAuthoritySlug = Literal[LOCAL_AUTHORITY_SLUGS]  # type: ignore[valid-type]
 Criterion = Literal[VOCABULARIES["criterion"]]  # type: ignore[valid-type]
@@ -122,7 +124,10 @@ class IncidentNotifiedData(Strict):
     order_type: OrderType
     subject_role: SubjectRole
     mappa: Mappa
-    domestic_abuse_aggravated: bool
+    # Schema version 2: true, false, or null/absent for not known (version 1: true or false).
+    domestic_abuse_aggravated: bool | None = Field(
+        None, description="true, false or null (not known; schema version 2 only, version 1 requires true or false)"
+    )
     historical: bool
     signed_off_by: SignOffRole
     supervising_local_authority: LocalAuthoritySlug | None = None
@@ -270,7 +275,18 @@ class Envelope(Strict):
 
 class IncidentNotified(Envelope):
     event_type: Literal["incident.notified"]
+    # Version 2 lets domestic_abuse_aggravated be not known (null); version 1 events read as before.
+    schema_version: Literal[1, 2] = NOTIFIED_SCHEMA_VERSION
     data: IncidentNotifiedData
+
+    @model_validator(mode="after")
+    def _version_1_states_domestic_abuse(self) -> IncidentNotified:
+        if self.schema_version == 1 and self.data.domestic_abuse_aggravated is None:
+            raise field_error(
+                ("data", "domestic_abuse_aggravated"), None,
+                "domestic_abuse_aggravated is true or false in schema version 1 (version 2 allows null: not known)",
+            )
+        return self
 
     @model_validator(mode="after")
     def _dates_not_after_received(self) -> IncidentNotified:

@@ -42,7 +42,10 @@ ROUTES: dict[str, frozenset[str]] = {
     # reporting: published aggregate figures for every token; the casework view scoped
     "GET /v1/reports/national": EVERYONE,
     "GET /v1/reports/quarterly/{year}/{quarter}": EVERYONE,
+    # the cases behind a report's figures: the Inspectorate and admin, a council its own
+    "GET /v1/reports/national/cases": frozenset({"inspectorate", "admin", "council"}),
     "GET /v1/reports/notifications-by-authority": EVERYONE,
+    "GET /v1/reports/reporting-patterns": EVERYONE,
     "GET /v1/cases": EVERYONE,
     "GET /v1/vocabularies": EVERYONE,
 }
@@ -108,6 +111,22 @@ def check_may_post(principal: Principal, event_type: str, local_authority: str, 
         raise Forbidden(f"this token is for {principal.local_authority}; the case belongs to {local_authority}")
     if principal.role == "sog" and sog_region != principal.region:
         raise Forbidden(f"this case is not routed to the {principal.region} SOG")
+
+
+# Who may see the cases behind a report's figures (the drill-down, issue 16).
+CASE_LIST_ROLES = READ_EVERY_CASE | {"council"}
+
+
+def case_list_scope(principal: Principal, local_authority: str | None) -> str | None:
+    """The authority the cases behind a report's figures are narrowed to: a council's own
+    (another's is Forbidden), any or all for the Inspectorate and admin; others Forbidden."""
+    if principal.role == "council":
+        if local_authority not in (None, principal.local_authority):
+            raise Forbidden(f"this token is for {principal.local_authority}; it may not read {local_authority}'s cases")
+        return principal.local_authority
+    if principal.role in READ_EVERY_CASE:
+        return local_authority
+    raise Forbidden(f"role {principal.role} may not list the cases behind a report's figures")
 
 
 def list_scope(principal: Principal, local_authority: str | None) -> tuple[str | None, str | None]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from services.intake import history, repository
 from services.intake.domain import new_event, next_case, serialised_size
 from shared.auth import Principal
+from shared import categorisation
 from shared.policy import Authorized, check_may_post, check_may_read_case
 from shared.events import CASE_EVENT_MODELS, Envelope, IncidentNotifiedData
 from shared.lifecycle import Refused
@@ -54,12 +55,20 @@ CaseEventCommand = Annotated[
 ]
 
 
+class Warning(BaseModel):
+    field: str
+    reason: str
+
+
 class Accepted(BaseModel):
     case_id: uuid.UUID
     event_id: uuid.UUID
     event_type: str
     state: str
     recorded_at: str
+    # A notification's categorisation left missing or vague (shared/categorisation.py):
+    # accepted all the same, counted in the reports and listed for follow-up.
+    warnings: list[Warning] = []
 
 
 class CaseView(BaseModel):
@@ -244,4 +253,5 @@ async def _append(
         "event_type": event_type,
         "state": case.state.value,
         "recorded_at": event.recorded_at.isoformat(),
+        "warnings": categorisation.warnings(event.data, event.received_at) if event_type == "incident.notified" else [],
     }

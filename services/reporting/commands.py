@@ -39,6 +39,7 @@ from services.reporting.domain import (
     first_forward,
     forward_of,
     report_schema,
+    superseded,
 )
 from services.reporting.render import render
 from shared.consumer import consumer_name as shared_consumer_name
@@ -79,6 +80,8 @@ class Projection:
     # Each case's place in its sequence, as the live case-events consumer keeps it
     positions: dict[uuid.UUID, Position] = field(default_factory=dict)
     skipped: int = 0  # invalid or failing events: the live consumers send them to the dead letters
+    # Replaced versions of the projection rows, (row, recorded_to) by table: reports as of a moment
+    versions: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in repository.PROJECTIONS})
 
     def add(self, record: ConsumerRecord) -> None:
         try:
@@ -116,19 +119,29 @@ class Projection:
 
     def _apply(self, topic: str, event: Envelope, record_headers=()) -> None:
         if topic == CASE_EVENTS:
-            rows = apply_case_event(self.cases.get(event.case_id), event)
-            if rows is not None:
+            before = self.cases.get(event.case_id)
+            rows = apply_case_event(before, event)
+            if rows is not None and rows is not before:
+                for table, row, recorded_to in superseded(before, rows):
+                    self.versions[table].append((row, recorded_to))
                 self.cases[event.case_id] = rows
             self._casework_case(event, dict(record_headers).get(IMPORTED_HEADER) == b"true")
         elif topic == ROUTING_EVENTS:
             forward = forward_of(event)
             if forward is not None:
                 key = (forward.case_id, forward.recipient)
-                self.forwards[key] = first_forward(self.forwards.get(key), forward)
+                self._replace("forwards", self.forwards, key, first_forward(self.forwards.get(key), forward))
         elif topic == DEADLINE_EVENTS and event.event_type in casework.DEADLINE_STATUS:
             key = (event.case_id, event.data.rule, event.data.started_at)
-            self.deadlines[key] = apply_deadline_event(self.deadlines.get(key), event)
+            self._replace("deadlines", self.deadlines, key, apply_deadline_event(self.deadlines.get(key), event))
             self._casework_deadline(key, event)
+
+    def _replace(self, table: str, rows: dict, key: tuple, row) -> None:
+        """A forward or deadline row, the version it replaces kept (as the live handler keeps it)."""
+        current = rows.get(key)
+        if current is not None and row != current:
+            self.versions[table].append((current, row.recorded_from))
+        rows[key] = row
 
     # The casework view's rows, as services/reporting/casework.py writes them.
     def _casework_case(self, event: Envelope, imported: bool = False) -> None:
@@ -263,7 +276,7 @@ async def write_projection(conn: asyncpg.Connection, projection: Projection, tim
     consumers' processed events and case positions by the rebuilt ones."""
     schema = repository.SCHEMA
     with _timed(timings, "write_projections"):
-        await repository.replace_all(conn, projection.tables())
+        await repository.replace_all(conn, projection.tables(), versions=projection.versions)
     with _timed(timings, "write_casework"):
         for table, rows in projection.casework_tables().items():
             await conn.execute(f"TRUNCATE {schema}.{table}")
@@ -313,24 +326,26 @@ def write_report(report: dict, fmt: str, output: Path | None) -> None:
         print(f"wrote {output}")
 
 
-async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output: Path | None) -> int:
+async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output: Path | None,
+                   as_of=None, basis: str = "received") -> int:
     from services.reporting.api import compute_national
 
     if period_to < period_from:
         print("sir report national: --to is before --from")
         return 2
-    write_report(await compute_national(pool, period_from, period_to), fmt, output)
+    write_report(await compute_national(pool, period_from, period_to, as_of=as_of, basis=basis), fmt, output)
     return 0
 
 
-async def quarterly(pool: asyncpg.Pool, year: int, quarter: str, fmt: str, output: Path | None) -> int:
+async def quarterly(pool: asyncpg.Pool, year: int, quarter: str, fmt: str, output: Path | None,
+                    as_of=None, basis: str = "received") -> int:
     from services.reporting.api import compute_quarterly
 
     number = quarter.upper().removeprefix("Q")
     if number not in ("1", "2", "3", "4"):
         print(f"sir report quarterly: quarter {quarter!r} is not Q1, Q2, Q3 or Q4")
         return 2
-    write_report(await compute_quarterly(pool, year, int(number)), fmt, output)
+    write_report(await compute_quarterly(pool, year, int(number), as_of=as_of, basis=basis), fmt, output)
     return 0
 
 
@@ -347,9 +362,10 @@ async def run(args, settings: Settings) -> int:
     try:
         await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
         if args.report == "national":
-            return await national(pool, args.period_from, args.period_to, args.format, args.output)
+            return await national(pool, args.period_from, args.period_to, args.format, args.output,
+                                  args.as_of, args.basis)
         if args.report == "quarterly":
-            return await quarterly(pool, args.year, args.quarter, args.format, args.output)
+            return await quarterly(pool, args.year, args.quarter, args.format, args.output, args.as_of, args.basis)
         result = await rebuild(pool, settings, idle_polls=args.idle_polls)
         print(
             f"rebuilt reporting's projections from {result.events} events ({result.records} records read,"

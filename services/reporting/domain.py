@@ -22,6 +22,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import categorisation
 from shared.calendar import Timescale, add_months, end_of_day, judge, late_by, local_date
 from shared.events import Envelope
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
@@ -72,7 +73,7 @@ class Notification:
     mappa_applies: bool
     mappa_category: int | None
     mappa_level: int | None
-    domestic_abuse_aggravated: bool
+    domestic_abuse_aggravated: bool | None  # None: not known (incident.notified version 2)
     historical: bool
     signed_off_by: str
     sg_forward_due_at: dt.datetime
@@ -80,6 +81,9 @@ class Notification:
     review_owed_since: dt.date | None = None
     closed_on: dt.date | None = None
     closed_reason: str | None = None
+    council_reference: str | None = None
+    recorded_from: dt.datetime | None = None  # since when the platform knew this version of the row
+    categorisation_gaps: tuple[str, ...] = ()  # shared.categorisation.gaps
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class Review:
     outcome: str | None = None
     iar_decision_appropriate: bool | None = None
     high_quality: bool | None = None
+    recorded_from: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class Forward:
     local_authority: str
     delivered_at: dt.datetime
     delivered_on: dt.date
+    recorded_from: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class Deadline:
     met_at: dt.datetime | None = None
     breached_at: dt.datetime | None = None
     cancelled_at: dt.datetime | None = None
+    recorded_from: dt.datetime | None = None
 
 
 def notification_of(event: Envelope) -> Notification:
@@ -162,6 +169,9 @@ def notification_of(event: Envelope) -> Notification:
         signed_off_by=data.signed_off_by,
         sg_forward_due_at=judge(event.received_at, SG_FORWARD_TIMESCALE).due_at,
         review_owed_since=received_on,
+        council_reference=data.council_reference,
+        recorded_from=event.recorded_at,
+        categorisation_gaps=tuple(categorisation.gaps(data, event.received_at)),
     )
 
 
@@ -209,7 +219,42 @@ def apply_case_event(case: CaseRows | None, event: Envelope) -> CaseRows | None:
 
     Intake's state machine has accepted every event already, so this only records; an
     event that finds nothing to attach to (a response with no open review) changes nothing.
+    Each row the event changes or makes is stamped with the event's `recorded_at`
+    (`recorded_from`): since when the platform knew that version of the row.
     """
+    after = _fold_case_event(case, event)
+    if after is None or after is case:
+        return after
+    return _stamped(case, after, event.recorded_at)
+
+
+def _stamped(before: CaseRows | None, after: CaseRows, recorded_at: dt.datetime) -> CaseRows:
+    n = after.notification
+    if before is None or n != before.notification:
+        n = replace(n, recorded_from=recorded_at)
+    old = set(before.reviews) if before is not None else set()
+    reviews = tuple(r if r in old else replace(r, recorded_from=recorded_at) for r in after.reviews)
+    return CaseRows(n, reviews)
+
+
+def superseded(before: CaseRows | None, after: CaseRows) -> list[tuple[str, object, dt.datetime]]:
+    """The versions of a case's rows that `after` replaced, each with the moment it stopped
+    being current (the new version's `recorded_from`): kept so a report can be made as of
+    any moment (`<table>_versions`)."""
+    if before is None:
+        return []
+    replaced: list[tuple[str, object, dt.datetime]] = []
+    if before.notification != after.notification:
+        replaced.append(("notifications", before.notification, after.notification.recorded_from))
+    earlier = {r.review_id: r for r in before.reviews}
+    for review in after.reviews:
+        old = earlier.get(review.review_id)
+        if old is not None and old != review:
+            replaced.append(("reviews", old, review.recorded_from))
+    return replaced
+
+
+def _fold_case_event(case: CaseRows | None, event: Envelope) -> CaseRows | None:
     kind = event.event_type
     if kind == "incident.notified":
         return case if case is not None else CaseRows(notification_of(event))
@@ -244,7 +289,10 @@ def forward_of(event: Envelope) -> Forward | None:
     if event.event_type != "notification.forwarded":
         return None
     delivered_at = event.data.delivered_at
-    return Forward(event.case_id, event.data.recipient, event.local_authority, delivered_at, local_date(delivered_at))
+    return Forward(
+        event.case_id, event.data.recipient, event.local_authority, delivered_at, local_date(delivered_at),
+        event.recorded_at,
+    )
 
 
 def first_forward(current: Forward | None, new: Forward) -> Forward:
@@ -257,13 +305,25 @@ def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline 
     if not kind.startswith("deadline."):
         return None
     row = current or Deadline(event.case_id, data.rule, data.started_at, event.local_authority, data.due_at)
-    return replace(
+    # Known from the latest event folded into it (whatever the order they came in, as the
+    # row itself): so the live projection is the same in any delivery order.
+    known = event.recorded_at if row.recorded_from is None else max(row.recorded_from, event.recorded_at)
+    changed = replace(
         row,
         due_at=data.due_at,
         met_at=data.met_at or row.met_at,
         breached_at=data.breached_at or row.breached_at,
         cancelled_at=(row.cancelled_at or event.received_at) if kind == "deadline.cancelled" else row.cancelled_at,
+        recorded_from=known,
     )
+    return current if changed == current else changed
+
+
+# The figures the timeliness table's rows show (its keys: the drill-down lists their cases).
+TIMELINESS_FIGURES = (
+    "notified_within_5_working_days", "forwarded_to_sg_within_2_working_days",
+    "inspectorate_responses_within_1_month", "reviews_within_3_months",
+)
 
 
 # --- the report's arithmetic ----------------------------------------------------------
@@ -318,13 +378,12 @@ class NotificationCounts:
     by_order_type: Counter = field(default_factory=Counter)
     by_mappa: Counter = field(default_factory=Counter)  # (category, level) where MAPPA applies
     working_days: Counter = field(default_factory=Counter)  # working days taken -> notifications
-    domestic_abuse_aggravated: int = 0
-    historical: int = 0
-    meets_criteria: int = 0
-    criteria_not_met: int = 0
-    sg_forwarded: int = 0
-    sg_forwarded_in_time: int = 0
-    sg_forward_judged: int | None = None  # forwarded or due by the report's moment (None: all)
+    # The counts of repository.NOTIFICATION_COUNTS (in_time, late, meets_criteria, sg_forwarded…),
+    # each a predicate the drill-down lists the cases of.
+    totals: Counter = field(default_factory=Counter)
+    by_quarter: Counter = field(default_factory=Counter)  # (authority, first day of quarter) -> notifications
+    # authority -> notifications, incomplete (categorisation) and each gap's count
+    categorisation: dict[str, Counter] = field(default_factory=dict)
 
 
 # The sums kept for each review type, over the reviews received in the period.
@@ -332,6 +391,7 @@ REVIEW_SUMS = (
     "reviews", "signed_off_senior", "reviewer_independent", "risk_assessment_completed",
     "risk_assessment_up_to_date", "risk_management_plan_in_place", "risk_management_plan_informed",
     "order_reviews_referenced", "good_practice_identified", "in_time", "with_info_requests", "info_requests",
+    "risk_management_plan_not_in_place",
 )
 # ... and over the responses given in the period, by the type of review answered.
 RESPONSE_SUMS = (
@@ -346,6 +406,7 @@ class ReviewCounts:
     responses_by_type: dict[str, Counter] = field(default_factory=dict)  # review type -> RESPONSE_SUMS
     findings: Counter = field(default_factory=Counter)
     risk_tools: Counter = field(default_factory=Counter)
+    findings_over_time: list[tuple[str, int, str, int]] = field(default_factory=list)  # (authority, year, finding, reviews)
 
     def total(self, name: str) -> int:
         return sum(c[name] for c in self.by_type.values())
@@ -370,11 +431,21 @@ class QuarterCounts:
     breaches_by_rule: Counter = field(default_factory=Counter)
 
 
-def _table(title: str, columns: list[str], rows: list[list], base: int | None = None) -> dict:
+def _table(title: str, columns: list[str], rows: list[list], base: int | None = None,
+           keys: list[str] | None = None) -> dict:
     """A table; `base` is what a share table's percentages are of (its second column's
-    counts out of `base`), so a page can show the exact share and round it once."""
+    counts out of `base`), so a page can show the exact share and round it once; `keys`:
+    each row's value (a vocabulary value, an authority's slug, a figure's id), which the
+    drill-down takes (`value=`)."""
     table = {"title": title, "columns": columns, "rows": rows}
-    return table if base is None else table | {"base": base}
+    if base is not None:
+        table["base"] = base
+    return table if keys is None else table | {"keys": keys}
+
+
+def mappa_key(category: int | None, level: int | None) -> str:
+    """A row of the MAPPA table as the drill-down names it ("1-2"; "-2" without category)."""
+    return f"{'' if category is None else category}-{'' if level is None else level}"
 
 
 def _share_rows(counts: Mapping[str, int], vocabulary: str, total: int) -> list[list]:
@@ -400,25 +471,22 @@ def by_authority_order(counts: Mapping[str, int]) -> list[tuple[str, Any]]:
 def notification_figures(n: NotificationCounts) -> dict[str, Any]:
     # Late: more working days taken than the limit (the one verdict, stored per notification).
     late = {days: count for days, count in n.working_days.items() if late_by(days, NOTIFICATION_WORKING_DAYS)}
-    in_time = n.total - sum(late.values())
+    t = n.totals
     return {
         "notifications": n.total,
         "authorities_notifying": sum(1 for count in n.by_authority.values() if count),
-        "notifications_meeting_criteria": ratio(n.meets_criteria, n.total),
-        "notifications_not_meeting_criteria": ratio(n.criteria_not_met, n.total),
-        "notified_within_5_working_days": ratio(in_time, n.total),
-        "notified_late": ratio(n.total - in_time, n.total),
+        "notifications_meeting_criteria": ratio(t["meets_criteria"], n.total),
+        "notifications_not_meeting_criteria": ratio(t["criteria_not_met"], n.total),
+        "notified_within_5_working_days": ratio(t["in_time"], n.total),
+        "notified_late": ratio(t["late"], n.total),
         "late_notification_working_days": statistics(late),
-        "forwarded_to_sg_within_2_working_days": ratio(
-            n.sg_forwarded_in_time, n.total if n.sg_forward_judged is None else n.sg_forward_judged
-        ),
-        "forwarded_to_sg": ratio(n.sg_forwarded, n.total),
-        "notifications_signed_off_by_service_manager_or_above": ratio(
-            sum(n.by_sign_off[r] for r in NOTIFICATION_SIGN_OFF_SENIOR), n.total
-        ),
-        "notifications_domestic_abuse_aggravated": ratio(n.domestic_abuse_aggravated, n.total),
-        "notifications_mappa": ratio(sum(n.by_mappa.values()), n.total),
-        "notifications_historical": ratio(n.historical, n.total),
+        "forwarded_to_sg_within_2_working_days": ratio(t["sg_forwarded_in_time"], t["sg_forward_judged"]),
+        "forwarded_to_sg": ratio(t["sg_forwarded"], n.total),
+        "notifications_signed_off_by_service_manager_or_above": ratio(t["signed_off_senior"], n.total),
+        "notifications_domestic_abuse_aggravated": ratio(t["domestic_abuse_aggravated"], n.total),
+        "notifications_mappa": ratio(t["mappa"], n.total),
+        "notifications_historical": ratio(t["historical"], n.total),
+        "notifications_with_incomplete_categorisation": ratio(t["categorisation_incomplete"], n.total),
     }
 
 
@@ -435,7 +503,7 @@ def review_figures(r: ReviewCounts) -> dict[str, Any]:
         "reviews_risk_assessment_completed": ratio(r.total("risk_assessment_completed"), reviews),
         "reviews_risk_assessment_up_to_date": ratio(r.total("risk_assessment_up_to_date"), reviews),
         "reviews_risk_management_plan_in_place": ratio(plans, reviews),
-        "reviews_risk_management_plan_not_referenced": ratio(reviews - plans, reviews),
+        "reviews_risk_management_plan_not_referenced": ratio(r.total("risk_management_plan_not_in_place"), reviews),
         "risk_management_plans_informed_by_assessment": ratio(r.total("risk_management_plan_informed"), plans),
         "reviews_order_reviews_referenced": ratio(r.total("order_reviews_referenced"), reviews),
         "reviews_reviewer_independent": ratio(r.total("reviewer_independent"), reviews),
@@ -463,71 +531,157 @@ def review_figures(r: ReviewCounts) -> dict[str, Any]:
     return figures
 
 
+def patterns_table(national: Mapping[str, Any], patterns: list) -> dict:
+    """The under-reporting signal (services/reporting/patterns.py): flagged authorities
+    first, then those with most quarters without a notification."""
+    ordered = sorted(patterns, key=lambda p: (
+        not p.flagged, -p.quarters_with_none, -p.longest_run_with_none, LOCAL_AUTHORITIES[p.local_authority].name
+    ))
+    rate = national.get("rate_per_1000")
+    return _table(
+        "Reporting patterns: quarters without a notification and the rate per 1,000 supervised"
+        + (f" (Scotland: {rate} per 1,000)" if rate is not None else ""),
+        ["local authority", "notifications", "quarters", "quarters with none", "longest run of quarters with none",
+         "rate per 1,000 supervised", "expected at the national rate", "p value", "improbably low"],
+        [[LOCAL_AUTHORITIES[p.local_authority].name, p.notifications, p.quarters, p.quarters_with_none,
+          p.longest_run_with_none, p.rate_per_1000, p.expected, p.p_value, "yes" if p.flagged else ""]
+         for p in ordered],
+        keys=[p.local_authority for p in ordered],
+    )
+
+
+def categorisation_table(by_authority: Mapping[str, Counter]) -> dict:
+    """Notifications with incomplete categorisation, by authority (those with any first)."""
+    ordered = sorted(LOCAL_AUTHORITIES.items(), key=lambda item: (
+        -by_authority.get(item[0], Counter())["incomplete"], -by_authority.get(item[0], Counter())["notifications"],
+        item[1].name,
+    ))
+    return _table(
+        "Notifications with incomplete categorisation, by local authority",
+        ["local authority", "with incomplete categorisation", "notifications",
+         *(f"missing: {gap}" for gap in categorisation.GAPS)],
+        [[la.name, by_authority.get(slug, Counter())["incomplete"], by_authority.get(slug, Counter())["notifications"],
+          *(by_authority.get(slug, Counter())[gap] for gap in categorisation.GAPS)] for slug, la in ordered],
+        keys=[slug for slug, _ in ordered],
+    )
+
+
+TOP_THEMES = 5
+
+
+def learning_theme_tables(rows: list[tuple[str, int, str, int]]) -> dict[str, dict]:
+    """The review findings (learning themes) by year and by authority, and the five most
+    frequent themes year by year (charted). `rows`: (authority, year, finding, reviews)."""
+    by_year: dict[str, Counter] = {f: Counter() for f in VOCABULARIES["finding"]}
+    by_authority: dict[str, Counter] = {slug: Counter() for slug in LOCAL_AUTHORITIES}
+    for authority, year, finding, reviews in rows:
+        by_year[finding][year] += reviews
+        by_authority[authority][finding] += reviews
+    years = sorted({year for _, year, _, _ in rows})
+    totals = Counter({f: sum(c.values()) for f, c in by_year.items()})
+    # The most frequent first; ties in the vocabulary's order (the same figures, the same chart).
+    order = {f: i for i, f in enumerate(VOCABULARIES["finding"])}
+    top = sorted((f for f in totals if totals[f]), key=lambda f: (-totals[f], order[f]))[:TOP_THEMES]
+    findings = list(VOCABULARIES["finding"])
+    return {
+        "review_findings_by_year": _table(
+            "Learning themes the reviews identify, by year the review was received", ["finding", *map(str, years), "total"],
+            [[label("finding", f), *(by_year[f][y] for y in years), totals[f]] for f in findings],
+            keys=findings,
+        ),
+        "review_findings_by_authority": _table(
+            "Learning themes the reviews identify, by local authority",
+            ["local authority", *(label("finding", f) for f in findings), "total"],
+            [[la.name, *(by_authority[slug][f] for f in findings), sum(by_authority[slug].values())]
+             for slug, la in LOCAL_AUTHORITIES.items()],
+            keys=list(LOCAL_AUTHORITIES),
+        ),
+        "top_learning_themes_over_time": _table(
+            f"The {TOP_THEMES} most frequent learning themes, year by year",
+            ["theme and year", "reviews"],
+            [[f"{label('finding', f)}, {y}", by_year[f][y]] for f in top for y in years],
+        ),
+    }
+
+
+def follow_up_table(rows: list[tuple[str, str | None, dt.date, tuple[str, ...]]]) -> dict:
+    """The quarter's notifications with incomplete categorisation, for the councils to complete."""
+    return _table(
+        "Notifications to follow up: categorisation missing or vague",
+        ["local authority", "council reference", "notified on", "missing or vague"],
+        [[LOCAL_AUTHORITIES[la].name, reference, on.isoformat(), ", ".join(gaps)] for la, reference, on, gaps in rows],
+    )
+
+
 def national_report(
     period_from: dt.date, period_to: dt.date, generated_at: dt.datetime,
-    n: NotificationCounts, r: ReviewCounts, kind: str = "national",
+    n: NotificationCounts, r: ReviewCounts, kind: str = "national", extra_tables: Mapping[str, dict] | None = None,
 ) -> dict:
     """The report's JSON shape (docs/reports.md, docs/report.schema.json)."""
     figures = notification_figures(n) | review_figures(r)
     authorities = by_authority_order(n.by_authority)
-    timeliness = [
+    timeliness = [  # in the order of TIMELINESS_FIGURES
         ("Notified within 5 working days", figures["notified_within_5_working_days"]),
         ("Forwarded to the Scottish Government within 2 working days", figures["forwarded_to_sg_within_2_working_days"]),
         ("Inspectorate responses within 1 month", figures["inspectorate_responses_within_1_month"]),
         ("Reviews within 3 months", figures["reviews_within_3_months"]),
     ]
     reviews = figures["reviews"]
+    mappa_rows = sorted(n.by_mappa, key=lambda key: tuple((v is None, v or 0) for v in key))
     tables = {
         "notifications_by_authority": _table(
             "Notifications by local authority",
             ["local authority", "notifications", "percent"],
             [[la.name, n.by_authority[slug], percent(n.by_authority[slug], n.total)] for slug, la in authorities],
-            base=n.total,
+            base=n.total, keys=[slug for slug, _ in authorities],
         ),
         "notifications_by_incident_type": _table(
             "Notifications by incident type", ["incident type", "notifications", "percent"],
             _share_rows(n.by_incident_type, "incident_type", n.total),
-            base=n.total,
+            base=n.total, keys=list(VOCABULARIES["incident_type"]),
         ),
         "timeliness": _table(
             "Timeliness", ["measure", "count", "base", "percent"],
             [[name, f["count"], f["base"], f["percent"]] for name, f in timeliness],
+            keys=list(TIMELINESS_FIGURES),
         ),
         "notifications_by_criterion": _table(
             "Notifications by criterion", ["criterion", "notifications", "percent"],
             _share_rows(n.by_criterion, "criterion", n.total),
-            base=n.total,
+            base=n.total, keys=list(VOCABULARIES["criterion"]),
         ),
         "notifications_by_order_type": _table(
             "Notifications by order or licence", ["order type", "notifications", "percent"],
             _share_rows(n.by_order_type, "order_type", n.total),
-            base=n.total,
+            base=n.total, keys=list(VOCABULARIES["order_type"]),
         ),
         "notifications_by_sign_off": _table(
             "Notifications by who signed them off", ["signed off by", "notifications", "percent"],
             _share_rows(n.by_sign_off, "sign_off_role", n.total),
-            base=n.total,
+            base=n.total, keys=list(VOCABULARIES["sign_off_role"]),
         ),
         "notifications_by_mappa": _table(
             "Notifications where MAPPA applies, by category and level", ["category", "level", "notifications"],
-            [[category, level, count] for (category, level), count in sorted(n.by_mappa.items())],
+            [[category, level, n.by_mappa[category, level]] for category, level in mappa_rows],
+            keys=[mappa_key(category, level) for category, level in mappa_rows],
         ),
         "reviews_by_type": _table(
             "Reviews received by type", ["review type", "reviews", "percent"],
             _share_rows({t: r.of(t, "reviews") for t in VOCABULARIES["review_type"]}, "review_type", reviews),
-            base=reviews,
+            base=reviews, keys=list(VOCABULARIES["review_type"]),
         ),
         "review_findings": _table(
             "Learning themes the reviews identify", ["finding", "reviews", "percent"],
             _share_rows(r.findings, "finding", reviews),
-            base=reviews,
+            base=reviews, keys=list(VOCABULARIES["finding"]),
         ),
         "risk_tools": _table(
             "Risk assessment tools the reviews refer to", ["tool", "reviews", "percent"],
             _share_rows(r.risk_tools, "risk_tool", reviews),
-            base=reviews,
+            base=reviews, keys=list(VOCABULARIES["risk_tool"]),
         ),
     }
+    tables |= extra_tables or {}
     as_at, complete = period_state(period_to, generated_at)
     return {
         "report": kind,
@@ -550,10 +704,10 @@ def quarter_period(year: int, quarter: int) -> tuple[dt.date, dt.date]:
 
 def quarterly_report(
     year: int, quarter: int, generated_at: dt.datetime,
-    n: NotificationCounts, r: ReviewCounts, q: QuarterCounts,
+    n: NotificationCounts, r: ReviewCounts, q: QuarterCounts, extra_tables: Mapping[str, dict] | None = None,
 ) -> dict:
     period_from, period_to = quarter_period(year, quarter)
-    report = national_report(period_from, period_to, generated_at, n, r, kind="quarterly")
+    report = national_report(period_from, period_to, generated_at, n, r, kind="quarterly", extra_tables=extra_tables)
     report["figures"] |= {
         # At the quarter's end, or at `as_at` while it is still running.
         "open_cases_at_quarter_end": sum(q.open_cases.values()),
@@ -604,6 +758,9 @@ class Table(_Shape):
     columns: list[str]
     rows: list[list[str | int | float | None]]
     base: int | None = Field(None, description="What a share table's percentages are of: its second column out of this")
+    keys: list[str] | None = Field(
+        None, description="Each row's value (vocabulary value, authority slug or figure id): the drill-down's `value`"
+    )
 
 
 class Period(_Shape):
@@ -624,6 +781,14 @@ class Report(_Shape):
         " has ended, else generated_at (nothing not yet due by then counts as breached or overdue)"
     )
     complete: bool = Field(description="Whether the period had ended when the report was made")
+    as_of: dt.datetime | None = Field(
+        None, description="Only events recorded (recorded_at) by this moment count: the report as known then"
+        " (generated_at: as known when made)"
+    )
+    basis: Literal["received", "cohort"] | None = Field(
+        None, description="received: the reviews and responses received in the period; cohort: those of the"
+        " period's notifications, whenever they came"
+    )
     figures: dict[str, int | Ratio | Statistics]
     tables: dict[str, Table]
 

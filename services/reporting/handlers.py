@@ -26,7 +26,7 @@ async def on_routing_event(conn: asyncpg.Connection, event: Envelope, delivery: 
     current = await repository.load_forward(conn, forward.case_id, forward.recipient)
     chosen = first_forward(current, forward)
     if chosen != current:
-        await repository.save(conn, "forwards", chosen)
+        await repository.save(conn, "forwards", chosen, replacing=current)
 
 
 async def on_deadline_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
@@ -34,5 +34,5 @@ async def on_deadline_event(conn: asyncpg.Connection, event: Envelope, delivery:
         current = await repository.load_deadline(conn, event.case_id, event.data.rule, event.data.started_at)
         row = apply_deadline_event(current, event)
         if row != current:
-            await repository.save(conn, "deadlines", row)
+            await repository.save(conn, "deadlines", row, replacing=current)
     await casework.on_deadline_event(conn, event)

@@ -53,17 +53,20 @@ CHARTS = (
     Chart("notifications_by_authority", "notifications"),
     Chart("notifications_by_incident_type", "notifications"),
     Chart("timeliness", "percent", out_of_100=True),
+    Chart("reporting_patterns", "quarters with none"),
+    Chart("top_learning_themes_over_time", "reviews"),
 )
 
 
-def render(report: Mapping, fmt: Format) -> tuple[bytes, str]:
-    """The report in `fmt` ("json", "csv" or "html") and its media type."""
+def render(report: Mapping, fmt: Format, cases: Mapping[str, Mapping] | None = None) -> tuple[bytes, str]:
+    """The report in `fmt` ("json", "csv" or "html") and its media type; `cases`: the
+    lists behind its figures (keyed by `case_anchor`), which an HTML page links to."""
     if fmt == "json":
         body = to_json(report)
     elif fmt == "csv":
         body = to_csv(report)
     elif fmt == "html":
-        body = to_html(report)
+        body = to_html(report, cases)
     else:
         raise ValueError(f"unknown report format {fmt!r}; formats: {', '.join(MEDIA_TYPES)}")
     return body.encode("utf-8"), MEDIA_TYPES[fmt]
@@ -145,10 +148,24 @@ def running_note(report: Mapping) -> str | None:
     return f"figures to {_timestamp(report.get('as_at', ''))}; the {span} is still running"
 
 
+def known_note(report: Mapping) -> str | None:
+    """"as known on <moment>" for a report asked as of an earlier moment, with its basis."""
+    if "as_of" not in report:
+        return None
+    when = "as known when made" if report["as_of"] == report.get("generated_at") else (
+        f"as known on {_timestamp(report['as_of'])} (only events recorded by then)"
+    )
+    basis = {"cohort": "reviews and responses of the period's notifications, whenever they came (cohort)",
+             "received": "reviews and responses received in the period"}.get(report.get("basis"), "")
+    return f"Figures {when}; {basis}" if basis else f"Figures {when}"
+
+
 def _as_at_rows(report: Mapping) -> list[list]:
     if "as_at" not in report:
         return []
     rows = [["as_at", report.get("as_at")], ["complete", report.get("complete")]]
+    if "as_of" in report:
+        rows += [["as_of", report.get("as_of")], ["basis", report.get("basis")], ["note", known_note(report)]]
     if note := running_note(report):
         rows.append(["note", note])
     return rows
@@ -216,7 +233,14 @@ _VALUE_AREA = 150
 _CHAR_WIDTH = 6.8  # of the 12px label font, roughly: sizes the label column
 
 
-def to_html(report: Mapping) -> str:
+def case_anchor(figure: str, value: str | None = None) -> str:
+    """The id of a figure's (or a table row's) list of cases in the HTML page."""
+    text = figure if value is None else f"{figure}--{value}"
+    return "cases-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def to_html(report: Mapping, cases: Mapping[str, Mapping] | None = None) -> str:
+    cases = cases or {}
     title = _report_title(report)
     html = ET.Element("html", lang="en")
     head = ET.SubElement(html, "head")
@@ -231,6 +255,8 @@ def to_html(report: Mapping) -> str:
     _text(body, "p", f"Generated {_timestamp(report.get('generated_at', ''))}", **{"class": "meta"})
     if note := running_note(report):
         _text(body, "p", note[0].upper() + note[1:], **{"class": "meta running"})
+    if note := known_note(report):
+        _text(body, "p", note, **{"class": "meta known"})
 
     tables: Mapping[str, Mapping] = report.get("tables") or {}
     charts = [(chart, tables[chart.table]) for chart in CHARTS if chart.table in tables]
@@ -240,8 +266,10 @@ def to_html(report: Mapping) -> str:
         _link(nav, "#charts", "Charts")
     for name, table in tables.items():
         _link(nav, f"#table-{name}", table.get("title", name))
+    if cases:
+        _link(nav, "#cases", "The cases behind each figure")
 
-    _figures_section(body, report.get("figures") or {})
+    _figures_section(body, report.get("figures") or {}, cases)
     if charts:
         section = ET.SubElement(body, "section", id="charts")
         _text(section, "h2", "Charts")
@@ -250,7 +278,12 @@ def to_html(report: Mapping) -> str:
     for name, table in tables.items():
         section = ET.SubElement(body, "section", id=f"table-{name}")
         _text(section, "h2", table.get("title", name))
-        _table(section, table)
+        _table(section, table, {
+            key: anchor for key in table.get("keys") or ()
+            if (anchor := case_anchor(key) if name == "timeliness" else case_anchor(name, key)) in cases
+        })
+    if cases:
+        _cases_section(body, cases)
     return "<!DOCTYPE html>\n" + ET.tostring(html, encoding="unicode", method="html") + "\n"
 
 
@@ -268,7 +301,32 @@ def _date(value: Any) -> str:
     return f"{day.day} {day:%B %Y}"
 
 
-def _figures_section(body: ET.Element, figures: Mapping) -> None:
+def _cases_section(body: ET.Element, cases: Mapping[str, Mapping]) -> None:
+    """The drill-down: under each figure and table row, the cases it counts."""
+    section = ET.SubElement(body, "section", id="cases")
+    _text(section, "h2", "The cases behind each figure")
+    for anchor, listed in cases.items():
+        part = ET.SubElement(section, "section", id=anchor)
+        title = _humanize(listed["figure"]) + (f": {listed['value']}" if listed.get("value") else "")
+        _text(part, "h3", f"{title} ({listed['count']} cases)")
+        shown = listed["cases"]
+        if not shown:
+            _text(part, "p", "No cases.")
+            continue
+        columns = ["case", "council reference", "local authority", "notified on", "review received", "value"]
+        _table(part, {"columns": columns, "rows": [
+            [c["case_id"], c["council_reference"], c["local_authority"], c["notified_on"],
+             c.get("review_received_on"), _cell_value(c["value"])] for c in shown
+        ]})
+        if listed["count"] > len(shown):
+            _text(part, "p", f"{listed['count'] - len(shown)} more: GET /v1/reports/national/cases lists them all.")
+
+
+def _cell_value(value: Any) -> Any:
+    return ("yes" if value else "no") if isinstance(value, bool) else value
+
+
+def _figures_section(body: ET.Element, figures: Mapping, cases: Mapping[str, Mapping] | None = None) -> None:
     section = ET.SubElement(body, "section", id="figures")
     _text(section, "h2", "Figures")
     table = ET.SubElement(section, "table", {"class": "figures"})
@@ -278,13 +336,18 @@ def _figures_section(body: ET.Element, figures: Mapping) -> None:
     rows = ET.SubElement(table, "tbody")
     for name, value, base, percent in _figure_rows(figures):
         row = ET.SubElement(rows, "tr", {"data-figure": name})
-        _text(row, "th", _humanize(name), scope="row")
+        anchor = case_anchor(name.split(".")[0])
+        if cases and anchor in cases:
+            _text(ET.SubElement(row, "th", scope="row"), "a", _humanize(name), href=f"#{anchor}")
+        else:
+            _text(row, "th", _humanize(name), scope="row")
         _text(row, "td", _number(value), **{"class": "num"})
         _text(row, "td", _number(base), **{"class": "num"})
         _percent_cell(row, percent, value, base)
 
 
-def _table(section: ET.Element, table: Mapping) -> None:
+def _table(section: ET.Element, table: Mapping, links: Mapping[str, str] | None = None) -> None:
+    """A table; with `links` (row key -> anchor) each row's first cell links to its cases."""
     columns = list(table["columns"])
     rows = list(table["rows"])
     numeric = [bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows) for i in range(len(columns))]
@@ -293,10 +356,13 @@ def _table(section: ET.Element, table: Mapping) -> None:
     for column, is_numeric in zip(columns, numeric):
         _text(head, "th", column, scope="col", **({"class": "num"} if is_numeric else {}))
     body = ET.SubElement(element, "tbody")
-    for row in rows:
+    keys = list(table.get("keys") or [None] * len(rows))
+    for row, key in zip(rows, keys):
         line = ET.SubElement(body, "tr")
-        for column, cell, is_numeric in zip(columns, row, numeric):
-            if "percent" in str(column).lower() and _is_number(cell):
+        for index, (column, cell, is_numeric) in enumerate(zip(columns, row, numeric)):
+            if index == 0 and links and key in links:
+                _text(ET.SubElement(line, "td"), "a", _number(cell), href=f"#{links[key]}")
+            elif "percent" in str(column).lower() and _is_number(cell):
                 _percent_cell(line, cell, *_count_and_base(columns, row, table.get("base")))
             else:
                 _text(line, "td", _number(cell), **({"class": "num"} if is_numeric else {}))

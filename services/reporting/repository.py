@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import datetime as dt
 import uuid
 from collections import Counter
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Literal
 
 import asyncpg
 
 from services.reporting.domain import (
+    NOTIFICATION_SIGN_OFF_SENIOR,
+    NOTIFICATION_WORKING_DAYS,
     RESPONSE_SUMS,
     REVIEW_SIGN_OFF_SENIOR,
     REVIEW_SUMS,
@@ -25,8 +29,10 @@ from services.reporting.domain import (
     QuarterCounts,
     Review,
     ReviewCounts,
+    superseded,
 )
 from shared.calendar import end_of_day, local_date
+from shared.categorisation import GAPS
 
 SCHEMA = "reporting"
 
@@ -80,7 +86,9 @@ async def load_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> CaseRows | 
 
 
 async def save_case(conn: asyncpg.Connection, before: CaseRows | None, after: CaseRows) -> None:
-    """Write what changed between `before` and `after`."""
+    """Write what changed between `before` and `after`, keeping the versions replaced."""
+    for table, row, recorded_to in superseded(before, after):
+        await save_version(conn, table, row, recorded_to)
     if before is None or before.notification != after.notification:
         await conn.execute(_upsert_sql("notifications"), *values(after.notification))
     old = set(before.reviews) if before else set()
@@ -104,22 +112,52 @@ async def load_deadline(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str,
     return None if found is None else _row(Deadline, found)
 
 
-async def save(conn: asyncpg.Connection, table: str, row) -> None:
+async def save(conn: asyncpg.Connection, table: str, row, replacing=None) -> None:
+    """Upsert a row; the version it replaces (`replacing`), if any, is kept in the table's
+    versions until the new one's `recorded_from`."""
+    if replacing is not None:
+        await save_version(conn, table, replacing, row.recorded_from)
     await conn.execute(_upsert_sql(table), *values(row))
+
+
+def _version_sql(table: str, schema: str = SCHEMA) -> str:
+    names = [*columns(PROJECTIONS[table][0]), "recorded_to"]
+    return (
+        f"INSERT INTO {schema}.{table}_versions ({', '.join(names)})"
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(names) + 1))})"
+    )
+
+
+async def save_version(conn: asyncpg.Connection, table: str, row, recorded_to: dt.datetime | None) -> None:
+    """Keep a replaced version of a row, current until `recorded_to` (docs/reports.md, as of)."""
+    await conn.execute(_version_sql(table), *values(row), recorded_to or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
 
 
 # --- rebuild: whole tables ---------------------------------------------------------------
 
 
-async def replace_all(conn: asyncpg.Connection, rows: dict[str, Iterable], schema: str = SCHEMA) -> None:
-    """Empty each projection table named in `rows` and fill it from those rows (COPY),
-    inside the caller's transaction."""
+async def replace_all(
+    conn: asyncpg.Connection, rows: dict[str, Iterable], schema: str = SCHEMA,
+    versions: dict[str, list[tuple]] | None = None,
+) -> None:
+    """Empty each projection table named in `rows` (and its versions) and fill it from those
+    rows (COPY), inside the caller's transaction; `versions`: per table, the replaced
+    versions as (row, recorded_to)."""
+    versions = versions or {}
     for table, table_rows in rows.items():
-        await conn.execute(f"TRUNCATE {schema}.{table}")
+        await conn.execute(f"TRUNCATE {schema}.{table}, {schema}.{table}_versions")
+        names = list(columns(PROJECTIONS[table][0]))
         records = [values(r) for r in table_rows]
         if records:
-            names = list(columns(PROJECTIONS[table][0]))
             await conn.copy_records_to_table(table, records=records, columns=names, schema_name=schema)
+        replaced = [(*values(r), until) for r, until in versions.get(table, ())]
+        if replaced:
+            await conn.copy_records_to_table(
+                f"{table}_versions", records=replaced, columns=[*names, "recorded_to"], schema_name=schema
+            )
+        # Fresh statistics for the tables just filled: without them the planner takes the
+        # versions (read by a report as of a moment) for empty and joins them row by row.
+        await conn.execute(f"ANALYZE {schema}.{table}, {schema}.{table}_versions")
 
 
 async def table_contents(conn: asyncpg.Connection | asyncpg.Pool, table: str, schema: str = SCHEMA) -> list[tuple]:
@@ -129,145 +167,484 @@ async def table_contents(conn: asyncpg.Connection | asyncpg.Pool, table: str, sc
 
 
 # --- reports ----------------------------------------------------------------------------
+#
+# One definition per figure: each count a report gives is a named SQL predicate below; the
+# aggregate queries count `FILTER (WHERE <predicate>)` over a period's rows, and the
+# drill-down (`cases`) lists the rows `WHERE <predicate>` over the very same rows, so a
+# figure and its list of cases cannot disagree.
+
+Basis = Literal["received", "cohort"]
+
+
+def _moment(value: dt.datetime) -> str:
+    """A timestamp as an SQL literal (made from a datetime, never from the caller's text)."""
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise TypeError("an aware datetime")
+    return f"'{value.isoformat()}'::timestamptz"
+
+
+def relation(table: str, as_of: dt.datetime | None = None) -> str:
+    """A projection's rows as the platform knew them at `as_of` (None: now): the current
+    rows recorded by then, and the replaced versions that were current then."""
+    if as_of is None:
+        return f"{SCHEMA}.{table}"
+    names = ", ".join(columns(PROJECTIONS[table][0]))
+    at = _moment(as_of)
+    known = f"(recorded_from IS NULL OR recorded_from <= {at})"
+    return (
+        f"(SELECT {names} FROM {SCHEMA}.{table} WHERE {known}"
+        f" UNION ALL SELECT {names} FROM {SCHEMA}.{table}_versions WHERE {known} AND recorded_to > {at})"
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report counts: the period (Scottish dates, both ends included), as known at
+    `as_of` (None: now), the basis of its reviews and responses, and the moment the figures
+    run to (`as_at`: a forward to the Scottish Government not yet due then is not judged)."""
+
+    period_from: dt.date
+    period_to: dt.date
+    as_of: dt.datetime | None = None
+    basis: Basis = "received"
+    as_at: dt.datetime | None = None
+
+
+def _source(kind: str, scope: Scope, with_notification: bool = True) -> tuple[str, str]:
+    """(FROM, WHERE): the rows of the period a figure of this kind counts ($1, $2: the period).
+
+    notifications: received in the period, with the first forward to the Scottish Government.
+    reviews: received in the period (basis `received`) or of the period's notifications
+    (basis `cohort`, whenever they came); responses: given in the period, or to the reviews of
+    the period's notifications (cohort). Reviews carry their notification (`n`) when asked."""
+    notifications = relation("notifications", scope.as_of)
+    if kind == "open_cases":  # at the period's end, whenever notified: no period ($1, $2 unused)
+        return f"{notifications} n", "TRUE"
+    if kind == "deadlines":
+        joined = f" LEFT JOIN {notifications} n ON n.case_id = d.case_id" if with_notification else ""
+        return f"{relation('deadlines', scope.as_of)} d{joined}", "TRUE"
+    if kind == "notifications":
+        forwards = relation("forwards", scope.as_of)
+        return (
+            f"{notifications} n LEFT JOIN {forwards} f ON f.case_id = n.case_id"
+            f" AND f.recipient = '{SCOTTISH_GOVERNMENT}'",
+            "n.received_on BETWEEN $1 AND $2",
+        )
+    reviews = relation("reviews", scope.as_of)
+    if scope.basis == "cohort":
+        where = "n.received_on BETWEEN $1 AND $2" + (" AND r.responded_on IS NOT NULL" if kind == "responses" else "")
+        return f"{reviews} r JOIN {notifications} n ON n.case_id = r.case_id", where
+    column = "received_on" if kind == "reviews" else "responded_on"
+    joined = f" JOIN {notifications} n ON n.case_id = r.case_id" if with_notification else ""
+    return f"{reviews} r{joined}", f"r.{column} BETWEEN $1 AND $2"
+
+
+def _roles(roles) -> str:
+    return ", ".join(f"'{role}'" for role in sorted(roles))
+
+
+# The counts over notifications; {as_at}: the report's moment (a forward not yet due then is
+# not yet judged).
+NOTIFICATION_COUNTS = {
+    "notifications": "TRUE",
+    "in_time": f"n.working_days_taken <= {NOTIFICATION_WORKING_DAYS}",
+    "late": f"n.working_days_taken > {NOTIFICATION_WORKING_DAYS}",
+    "meets_criteria": "n.meets_criteria",
+    "criteria_not_met": "NOT n.meets_criteria",
+    "signed_off_senior": f"n.signed_off_by IN ({_roles(NOTIFICATION_SIGN_OFF_SENIOR)})",
+    "domestic_abuse_aggravated": "n.domestic_abuse_aggravated",
+    "mappa": "n.mappa_applies",
+    "historical": "n.historical",
+    "categorisation_incomplete": "cardinality(n.categorisation_gaps) > 0",
+    "sg_forwarded": "f.case_id IS NOT NULL",
+    "sg_forwarded_in_time": "f.delivered_at < n.sg_forward_due_at",
+    "sg_forward_judged": "(f.case_id IS NOT NULL OR n.sg_forward_due_at <= {as_at})",
+}
+# Over reviews (REVIEW_SUMS but the sum of requests).
+REVIEW_COUNTS = {
+    "reviews": "TRUE",
+    "signed_off_senior": f"r.signed_off_by IN ({_roles(REVIEW_SIGN_OFF_SENIOR)})",
+    "reviewer_independent": "r.reviewer_independent",
+    "risk_assessment_completed": "r.risk_assessment_completed",
+    "risk_assessment_up_to_date": "r.risk_assessment_up_to_date",
+    "risk_management_plan_in_place": "r.risk_management_plan_in_place",
+    "risk_management_plan_not_in_place": "NOT r.risk_management_plan_in_place",
+    "risk_management_plan_informed": "r.risk_management_plan_in_place AND r.risk_management_plan_informed",
+    "order_reviews_referenced": "r.order_reviews_referenced",
+    "good_practice_identified": "r.good_practice_identified",
+    "in_time": "r.received_on <= r.submission_due_on",
+    "with_info_requests": "r.info_requests > 0",
+}
+RESPONSE_COUNTS = {
+    "responses": "TRUE",
+    "in_time": "r.responded_on <= r.response_due_on",
+    "concluded": "r.outcome = 'concluded'",
+    "comprehensive_required": "r.outcome = 'comprehensive_review_required'",
+    "iar_judged": "r.iar_decision_appropriate IS NOT NULL",
+    "iar_appropriate": "r.iar_decision_appropriate",
+    "quality_judged": "r.high_quality IS NOT NULL",
+    "high_quality": "r.high_quality",
+}
+assert set(REVIEW_COUNTS) | {"info_requests"} == set(REVIEW_SUMS) and set(RESPONSE_COUNTS) == set(RESPONSE_SUMS)
+# The quarterly report's own counts, at the end of the period (or as_at while it runs):
+# {cutoff} that moment, {cutoff_day} its date (at most the period's last day), {start} the
+# end of the day before the period. A deadline falls due at its breach moment
+# (shared.calendar.judge): one that falls due in the period has it in (start, cutoff].
+OPEN_CASE_COUNTS = {
+    # notified by then and not closed by then
+    "open_cases": "n.received_at < {cutoff} AND (n.closed_on IS NULL OR n.closed_on > {cutoff_day})",
+}
+DEADLINE_COUNTS = {
+    # started and due before then, neither met nor cancelled before then
+    "overdue_items": "d.started_at < {cutoff} AND d.due_at < {cutoff} AND (d.met_at IS NULL OR d.met_at >= {cutoff})"
+                     " AND (d.cancelled_at IS NULL OR d.cancelled_at >= {cutoff})",
+    # fell due in the period (by then), its stop not come before the due moment (met later or
+    # never), not cancelled first. History's late stops come as `deadline.met` with the days
+    # late, so the due moment decides, not a breach event.
+    "breaches": "d.due_at > {start} AND d.due_at <= {cutoff} AND (d.met_at IS NULL OR d.met_at >= d.due_at)"
+                " AND (d.cancelled_at IS NULL OR d.cancelled_at > d.due_at)",
+}
+COUNTS = {"notifications": NOTIFICATION_COUNTS, "reviews": REVIEW_COUNTS, "responses": RESPONSE_COUNTS,
+          "open_cases": OPEN_CASE_COUNTS, "deadlines": DEADLINE_COUNTS}
+
+
+def _bounds(scope: Scope) -> dict[str, str]:
+    far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    start, end = end_of_day(scope.period_from - dt.timedelta(days=1)), end_of_day(scope.period_to)
+    cutoff = end if scope.as_at is None else min(end, scope.as_at)
+    return {
+        "{as_at}": _moment(scope.as_at or far), "{start}": _moment(start), "{cutoff}": _moment(cutoff),
+        "{cutoff_day}": f"'{min(scope.period_to, local_date(cutoff)).isoformat()}'::date",
+    }
+
+
+def predicate(kind: str, name: str, scope: Scope) -> str:
+    text = COUNTS[kind][name]
+    for placeholder, value in _bounds(scope).items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+def _filters(kind: str, scope: Scope) -> str:
+    return ", ".join(f"count(*) FILTER (WHERE {predicate(kind, name, scope)}) AS {name}" for name in COUNTS[kind])
+
 
 _NOTIFICATION_GROUPS = ("local_authority", "incident_type", "criterion", "signed_off_by", "order_type",
-                        "working_days_taken", "mappa_applies")
-_NOTIFICATIONS_SQL = f"""
-SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS)},
+                        "working_days_taken", "mappa_applies", "quarter")
+# Per authority, besides the counts: each categorisation gap (shared/categorisation.py).
+_GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS gap_{gap}" for gap in GAPS)
+
+
+def _notifications_sql(scope: Scope) -> str:
+    """The period's notifications grouped every way the report's tables need (counts only:
+    no forwards, no filters, so the many groupings stay cheap)."""
+    notifications = relation("notifications", scope.as_of)
+    return f"""
+SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS if g != 'quarter')},
+       GROUPING(date_trunc('quarter', n.received_on)) AS g_quarter,
        n.local_authority, n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
-       n.mappa_applies, n.mappa_category, n.mappa_level,
-       count(*) AS notifications,
-       count(*) FILTER (WHERE n.domestic_abuse_aggravated) AS domestic_abuse_aggravated,
-       count(*) FILTER (WHERE n.historical) AS historical,
-       count(*) FILTER (WHERE n.meets_criteria) AS meets_criteria,
-       count(*) FILTER (WHERE NOT n.meets_criteria) AS criteria_not_met,
-       count(f.case_id) AS sg_forwarded,
-       count(*) FILTER (WHERE f.delivered_at < n.sg_forward_due_at) AS sg_forwarded_in_time,
-       -- forwarded, or due by the report's moment: a forward not yet due is not yet judged
-       count(*) FILTER (WHERE f.case_id IS NOT NULL OR n.sg_forward_due_at <= $3) AS sg_forward_judged
-FROM {SCHEMA}.notifications n
-LEFT JOIN {SCHEMA}.forwards f ON f.case_id = n.case_id AND f.recipient = '{SCOTTISH_GOVERNMENT}'
-WHERE n.received_on BETWEEN $1 AND $2
-GROUP BY GROUPING SETS ((n.local_authority), (n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
-                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level), ())
+       n.mappa_applies, n.mappa_category, n.mappa_level, date_trunc('quarter', n.received_on)::date AS quarter,
+       count(*) AS notifications
+FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2
+GROUP BY GROUPING SETS ((n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
+                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level),
+                        (n.local_authority, date_trunc('quarter', n.received_on)), (n.local_authority))
 """
 
 
-async def notification_counts(
-    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
-) -> NotificationCounts:
-    """Counts of the notifications received (Scottish date) from `period_from` to `period_to`,
-    as at the moment `as_at` (a forward not due by then is not yet judged; None: every one is)."""
+def _notification_totals_sql(scope: Scope) -> str:
+    """Every count of NOTIFICATION_COUNTS over the period, and per authority the
+    categorisation gaps."""
+    source, within = _source("notifications", scope)
+    return (
+        f"SELECT GROUPING(n.local_authority) AS g_local_authority, n.local_authority,"
+        f" {_filters('notifications', scope)}, {_GAP_COUNTS}"
+        f" FROM {source} WHERE {within} GROUP BY GROUPING SETS ((n.local_authority), ())"
+    )
+
+
+async def notification_counts(conn, scope: Scope, other_conn=None) -> NotificationCounts:
+    """Counts of the notifications received (Scottish date) in the scope's period, as known
+    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged); the two
+    queries side by side when given a second connection (of the same snapshot)."""
     counts = NotificationCounts()
     by_group = {
         "local_authority": counts.by_authority, "incident_type": counts.by_incident_type,
         "criterion": counts.by_criterion, "signed_off_by": counts.by_sign_off,
         "order_type": counts.by_order_type, "working_days_taken": counts.working_days,
     }
-    judged_to = as_at or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
-    for row in await conn.fetch(_NOTIFICATIONS_SQL, period_from, period_to, judged_to):
+    grouped_query = conn.fetch(_notifications_sql(scope), scope.period_from, scope.period_to)
+    totals_query = (other_conn or conn).fetch(_notification_totals_sql(scope), scope.period_from, scope.period_to)
+    if other_conn is None:
+        grouped_rows, total_rows = await grouped_query, await totals_query
+    else:
+        grouped_rows, total_rows = await asyncio.gather(grouped_query, totals_query)
+    for row in grouped_rows:
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
-        if not grouped:  # the grand total
-            for name in ("domestic_abuse_aggravated", "historical", "meets_criteria", "criteria_not_met",
-                         "sg_forwarded", "sg_forwarded_in_time", "sg_forward_judged"):
-                setattr(counts, name, row[name])
-            counts.total = row["notifications"]
-        elif grouped == ["mappa_applies"]:
+        if grouped == ["mappa_applies"]:
             if row["mappa_applies"]:
                 counts.by_mappa[row["mappa_category"], row["mappa_level"]] += row["notifications"]
+        elif grouped == ["local_authority", "quarter"]:
+            counts.by_quarter[row["local_authority"], row["quarter"]] = row["notifications"]
         else:
             by_group[grouped[0]][row[grouped[0]]] += row["notifications"]
+    for row in total_rows:
+        if row["g_local_authority"]:  # the grand total
+            for name in NOTIFICATION_COUNTS:
+                counts.totals[name] = row[name]
+            counts.total = row["notifications"]
+        else:
+            counts.categorisation[row["local_authority"]] = Counter(
+                notifications=row["notifications"], incomplete=row["categorisation_incomplete"],
+                **{gap: row[f"gap_{gap}"] for gap in GAPS},
+            )
     return counts
 
 
-_REVIEWS_SQL = f"""
-SELECT review_type,
-       count(*) AS reviews,
-       count(*) FILTER (WHERE signed_off_by = ANY($3::text[])) AS signed_off_senior,
-       count(*) FILTER (WHERE reviewer_independent) AS reviewer_independent,
-       count(*) FILTER (WHERE risk_assessment_completed) AS risk_assessment_completed,
-       count(*) FILTER (WHERE risk_assessment_up_to_date) AS risk_assessment_up_to_date,
-       count(*) FILTER (WHERE risk_management_plan_in_place) AS risk_management_plan_in_place,
-       count(*) FILTER (WHERE risk_management_plan_in_place AND risk_management_plan_informed)
-           AS risk_management_plan_informed,
-       count(*) FILTER (WHERE order_reviews_referenced) AS order_reviews_referenced,
-       count(*) FILTER (WHERE good_practice_identified) AS good_practice_identified,
-       count(*) FILTER (WHERE received_on <= submission_due_on) AS in_time,
-       count(*) FILTER (WHERE info_requests > 0) AS with_info_requests,
-       coalesce(sum(info_requests), 0)::bigint AS info_requests
-FROM {SCHEMA}.reviews WHERE received_on BETWEEN $1 AND $2
-GROUP BY review_type
-"""
-_RESPONSES_SQL = f"""
-SELECT review_type,
-       count(*) AS responses,
-       count(*) FILTER (WHERE responded_on <= response_due_on) AS in_time,
-       count(*) FILTER (WHERE outcome = 'concluded') AS concluded,
-       count(*) FILTER (WHERE outcome = 'comprehensive_review_required') AS comprehensive_required,
-       count(iar_decision_appropriate) AS iar_judged,
-       count(*) FILTER (WHERE iar_decision_appropriate) AS iar_appropriate,
-       count(high_quality) AS quality_judged,
-       count(*) FILTER (WHERE high_quality) AS high_quality
-FROM {SCHEMA}.reviews WHERE responded_on BETWEEN $1 AND $2
-GROUP BY review_type
-"""
-_REVIEW_LISTS_SQL = f"""
-SELECT 'finding' AS kind, item, count(*) AS reviews  -- a review lists each finding once (domain.py)
-FROM {SCHEMA}.reviews, unnest(findings) AS item WHERE received_on BETWEEN $1 AND $2 GROUP BY item
-UNION ALL
-SELECT 'tool', item, count(*)
-FROM {SCHEMA}.reviews, unnest(risk_tools) AS item WHERE received_on BETWEEN $1 AND $2 GROUP BY item
-"""
-
-
-async def review_counts(conn, period_from: dt.date, period_to: dt.date) -> ReviewCounts:
-    """Counts of the reviews received, and of the responses given, in the period."""
+async def review_counts(conn, scope: Scope) -> ReviewCounts:
+    """Counts of the reviews, and of the responses, the scope's period holds (its basis)."""
     counts = ReviewCounts()
-    for row in await conn.fetch(_REVIEWS_SQL, period_from, period_to, sorted(REVIEW_SIGN_OFF_SENIOR)):
+    reviews, in_reviews = _source("reviews", scope, with_notification=False)
+    responses, in_responses = _source("responses", scope, with_notification=False)
+    reviews_sql = (
+        f"SELECT r.review_type, {_filters('reviews', scope)}, coalesce(sum(r.info_requests), 0)::bigint AS info_requests"
+        f" FROM {reviews} WHERE {in_reviews} GROUP BY r.review_type"
+    )
+    responses_sql = (
+        f"SELECT r.review_type, {_filters('responses', scope)} FROM {responses} WHERE {in_responses}"
+        " GROUP BY r.review_type"
+    )
+    # A review lists each finding and each tool once (domain.py): findings by authority and
+    # year (the learning themes over time), their sums the findings table.
+    lists_sql = (
+        f"SELECT 'finding' AS kind, item, r.local_authority, extract(year FROM r.received_on)::int AS year,"
+        f" count(*) AS reviews FROM {reviews} CROSS JOIN LATERAL unnest(r.findings) AS item WHERE {in_reviews}"
+        " GROUP BY item, r.local_authority, year"
+        f" UNION ALL SELECT 'tool', item, NULL, NULL, count(*)"
+        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.risk_tools) AS item WHERE {in_reviews} GROUP BY item"
+    )
+    for row in await conn.fetch(reviews_sql, scope.period_from, scope.period_to):
         counts.by_type[row["review_type"]] = Counter({k: row[k] for k in REVIEW_SUMS})
-    for row in await conn.fetch(_RESPONSES_SQL, period_from, period_to):
+    for row in await conn.fetch(responses_sql, scope.period_from, scope.period_to):
         counts.responses_by_type[row["review_type"]] = Counter({k: row[k] for k in RESPONSE_SUMS})
-    for row in await conn.fetch(_REVIEW_LISTS_SQL, period_from, period_to):
-        (counts.findings if row["kind"] == "finding" else counts.risk_tools)[row["item"]] = row["reviews"]
+    for row in await conn.fetch(lists_sql, scope.period_from, scope.period_to):
+        if row["kind"] == "finding":
+            counts.findings[row["item"]] += row["reviews"]
+            counts.findings_over_time.append((row["local_authority"], row["year"], row["item"], row["reviews"]))
+        else:
+            counts.risk_tools[row["item"]] = row["reviews"]
     return counts
 
 
 async def quarter_counts(
-    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None
+    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None,
+    as_of: dt.datetime | None = None,
 ) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
     within it, by local authority; for a period still running, at `as_at` (nothing counts
-    as breached or overdue before its due moment has passed)."""
-    # A deadline falls due at its breach moment (shared.calendar.judge): one that falls due
-    # in the period has it in (end of the day before, end of the period's last day].
-    start, end = end_of_day(period_from - dt.timedelta(days=1)), end_of_day(period_to)
-    cutoff = end if as_at is None else min(end, as_at)
+    as breached or overdue before its due moment has passed). The predicates are
+    OPEN_CASE_COUNTS and DEADLINE_COUNTS, which the drill-down lists too."""
+    scope = Scope(period_from, period_to, as_of, "received", as_at)
     counts = QuarterCounts()
+    source, _ = _source("open_cases", scope)
     for row in await conn.fetch(
-        f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.notifications"
-        " WHERE received_at < $1 AND (closed_on IS NULL OR closed_on > $2) GROUP BY 1",
-        cutoff, min(period_to, local_date(cutoff)),
+        f"SELECT n.local_authority, count(*) AS n FROM {source}"
+        f" WHERE {predicate('open_cases', 'open_cases', scope)} GROUP BY 1"
     ):
         counts.open_cases[row["local_authority"]] = row["n"]
+    source, _ = _source("deadlines", scope, with_notification=False)
     for row in await conn.fetch(
-        f"SELECT local_authority, count(*) AS n FROM {SCHEMA}.deadlines"
-        " WHERE started_at < $1 AND due_at < $1 AND (met_at IS NULL OR met_at >= $1)"
-        " AND (cancelled_at IS NULL OR cancelled_at >= $1) GROUP BY 1",
-        cutoff,
+        f"SELECT d.local_authority, count(*) AS n FROM {source}"
+        f" WHERE {predicate('deadlines', 'overdue_items', scope)} GROUP BY 1"
     ):
         counts.overdue_items[row["local_authority"]] = row["n"]
-    # Breached in the period: fell due in it (by `as_at`) with its stop not come before the
-    # due moment (met later or never) and not cancelled first. History's late stops come as
-    # `deadline.met` with the days late, so the due moment decides, not a breach event.
     for row in await conn.fetch(
-        f"SELECT local_authority, rule, count(*) AS n FROM {SCHEMA}.deadlines"
-        " WHERE due_at > $1 AND due_at <= $2 AND (met_at IS NULL OR met_at >= due_at)"
-        " AND (cancelled_at IS NULL OR cancelled_at > due_at) GROUP BY 1, 2",
-        start, cutoff,
+        f"SELECT d.local_authority, d.rule, count(*) AS n FROM {source}"
+        f" WHERE {predicate('deadlines', 'breaches', scope)} GROUP BY 1, 2"
     ):
         counts.breaches[row["local_authority"]] += row["n"]
         counts.breaches_by_rule[row["rule"]] += row["n"]
     return counts
+
+
+async def notifications_by_quarter(conn, scope: Scope) -> dict[tuple[str, dt.date], int]:
+    """The period's notifications by (authority, first day of the calendar quarter)."""
+    rows = await conn.fetch(
+        f"SELECT n.local_authority, date_trunc('quarter', n.received_on)::date AS quarter, count(*) AS n"
+        f" FROM {relation('notifications', scope.as_of)} n WHERE n.received_on BETWEEN $1 AND $2 GROUP BY 1, 2",
+        scope.period_from, scope.period_to,
+    )
+    return {(r["local_authority"], r["quarter"]): r["n"] for r in rows}
+
+
+async def categorisation_follow_up(conn, scope: Scope) -> list[tuple]:
+    """The period's notifications with incomplete categorisation (authority, reference, date, gaps)."""
+    source, within = _source("notifications", scope)
+    rows = await conn.fetch(
+        f"SELECT n.local_authority, n.council_reference, n.received_on, n.categorisation_gaps FROM {source}"
+        f" WHERE {within} AND {predicate('notifications', 'categorisation_incomplete', scope)}"
+        " ORDER BY n.local_authority, n.received_on, n.council_reference",
+        scope.period_from, scope.period_to,
+    )
+    return [(r[0], r[1], r[2], tuple(r[3])) for r in rows]
+
+
+# --- drill-down: the cases behind a figure ------------------------------------------------
+
+@dataclass(frozen=True)
+class FigureCases:
+    """How a figure's cases are listed: the rows of `kind` its count counts (a predicate of
+    COUNTS, the same SQL the figure is counted with), of one review type where the figure
+    says so, and the value shown for each case (what put it in the figure)."""
+
+    kind: str
+    count: str
+    value: str
+    review_type: str | None = None
+
+
+_IAR, _COMPREHENSIVE = "initial_analysis", "comprehensive"
+FIGURE_CASES: dict[str, FigureCases] = {
+    "notifications": FigureCases("notifications", "notifications", "n.received_on"),
+    "authorities_notifying": FigureCases("notifications", "notifications", "n.local_authority"),
+    "notifications_meeting_criteria": FigureCases("notifications", "meets_criteria", "n.meets_criteria"),
+    "notifications_not_meeting_criteria": FigureCases("notifications", "criteria_not_met", "n.meets_criteria"),
+    "notified_within_5_working_days": FigureCases("notifications", "in_time", "n.working_days_taken"),
+    "notified_late": FigureCases("notifications", "late", "n.working_days_taken"),
+    "late_notification_working_days": FigureCases("notifications", "late", "n.working_days_taken"),
+    "forwarded_to_sg_within_2_working_days": FigureCases("notifications", "sg_forwarded_in_time", "f.delivered_at"),
+    "forwarded_to_sg": FigureCases("notifications", "sg_forwarded", "f.delivered_at"),
+    "notifications_signed_off_by_service_manager_or_above": FigureCases(
+        "notifications", "signed_off_senior", "n.signed_off_by"),
+    "notifications_domestic_abuse_aggravated": FigureCases(
+        "notifications", "domestic_abuse_aggravated", "n.domestic_abuse_aggravated"),
+    "notifications_mappa": FigureCases("notifications", "mappa", "concat(n.mappa_category, '-', n.mappa_level)"),
+    "notifications_historical": FigureCases("notifications", "historical", "n.historical"),
+    "notifications_with_incomplete_categorisation": FigureCases(
+        "notifications", "categorisation_incomplete", "array_to_string(n.categorisation_gaps, ', ')"),
+    "reviews": FigureCases("reviews", "reviews", "r.review_type"),
+    **{
+        f"{t}_reviews": FigureCases("reviews", "reviews", "r.review_type", t)
+        for t in ("initial_analysis", "comprehensive", "reflective_learning")
+    },
+    "reviews_within_3_months": FigureCases("reviews", "in_time", "r.submission_due_on"),
+    "reviews_signed_off_by_head_of_service_or_cswo": FigureCases("reviews", "signed_off_senior", "r.signed_off_by"),
+    "reviews_risk_assessment_completed": FigureCases("reviews", "risk_assessment_completed", "true"),
+    "reviews_risk_assessment_up_to_date": FigureCases("reviews", "risk_assessment_up_to_date", "true"),
+    "reviews_risk_management_plan_in_place": FigureCases("reviews", "risk_management_plan_in_place", "true"),
+    "reviews_risk_management_plan_not_referenced": FigureCases(
+        "reviews", "risk_management_plan_not_in_place", "false"),
+    "risk_management_plans_informed_by_assessment": FigureCases("reviews", "risk_management_plan_informed", "true"),
+    "reviews_order_reviews_referenced": FigureCases("reviews", "order_reviews_referenced", "true"),
+    "reviews_reviewer_independent": FigureCases("reviews", "reviewer_independent", "true"),
+    "reviews_good_practice_identified": FigureCases("reviews", "good_practice_identified", "true"),
+    # A sum, not a count: the values (requests per review) add up to the figure.
+    "additional_info_requests": FigureCases("reviews", "with_info_requests", "r.info_requests"),
+    "reviews_with_additional_info_requested": FigureCases("reviews", "with_info_requests", "r.info_requests"),
+    "initial_analysis_reviews_with_additional_info_requested": FigureCases(
+        "reviews", "with_info_requests", "r.info_requests", _IAR),
+    "comprehensive_reviews_with_additional_info_requested": FigureCases(
+        "reviews", "with_info_requests", "r.info_requests", _COMPREHENSIVE),
+    "inspectorate_responses": FigureCases("responses", "responses", "r.outcome"),
+    "inspectorate_responses_within_1_month": FigureCases("responses", "in_time", "r.response_due_on"),
+    "initial_analysis_decisions_appropriate": FigureCases(
+        "responses", "iar_appropriate", "r.iar_decision_appropriate", _IAR),
+    "initial_analysis_comprehensive_review_required": FigureCases(
+        "responses", "comprehensive_required", "r.outcome", _IAR),
+    "comprehensive_reviews_high_quality": FigureCases("responses", "high_quality", "r.high_quality", _COMPREHENSIVE),
+    # the quarterly report's own (any period: at its end); deadlines are listed one a row
+    "open_cases_at_quarter_end": FigureCases("open_cases", "open_cases", "coalesce(n.closed_reason, 'open')"),
+    "overdue_items_at_quarter_end": FigureCases("deadlines", "overdue_items", "d.rule"),
+    "deadlines_breached": FigureCases("deadlines", "breaches", "d.rule"),
+}
+# Tables: a row's cases are those whose column has the row's value ($3), the column the
+# table is grouped by.
+TABLE_CASES: dict[str, tuple[str, str]] = {
+    "notifications_by_authority": ("notifications", "n.local_authority = $3"),
+    "reporting_patterns": ("notifications", "n.local_authority = $3"),
+    "categorisation_by_authority": (
+        "notifications", f"n.local_authority = $3 AND {NOTIFICATION_COUNTS['categorisation_incomplete']}"),
+    "notifications_by_incident_type": ("notifications", "n.incident_type = $3"),
+    "notifications_by_criterion": ("notifications", "n.criterion = $3"),
+    "notifications_by_order_type": ("notifications", "n.order_type = $3"),
+    "notifications_by_sign_off": ("notifications", "n.signed_off_by = $3"),
+    "notifications_by_mappa": ("notifications", "n.mappa_applies AND concat(n.mappa_category, '-', n.mappa_level) = $3"),
+    "reviews_by_type": ("reviews", "r.review_type = $3"),
+    "review_findings": ("reviews", "$3 = ANY(r.findings)"),
+    "risk_tools": ("reviews", "$3 = ANY(r.risk_tools)"),
+}
+class UnknownFigure(ValueError):
+    """Not a figure or table the drill-down lists (the message says which there are)."""
+
+
+async def cases(
+    conn, scope: Scope, figure: str, value: str | None = None, local_authority: str | None = None,
+    limit: int | None = None,
+) -> tuple[int, list[dict]]:
+    """The cases behind a figure (or a table's row, `value`), in the scope the report was
+    counted in, narrowed to one authority for a council: how many, and (the first `limit`
+    of) them with case id, council reference, authority, dates and the value that put each
+    case in the figure."""
+    params: list = [scope.period_from, scope.period_to]
+    if figure in FIGURE_CASES:
+        if value is not None:
+            raise UnknownFigure(f"{figure} is a figure, not a table: it takes no value")
+        spec = FIGURE_CASES[figure]
+        kind, condition, shown = spec.kind, predicate(spec.kind, spec.count, scope), spec.value
+        if spec.review_type is not None:
+            condition += f" AND r.review_type = '{spec.review_type}'"
+    elif figure in TABLE_CASES:
+        if value is None:
+            raise UnknownFigure(f"{figure} is a table: value names its row")
+        kind, condition = TABLE_CASES[figure]
+        shown = "$3::text"
+        params.append(value)
+    else:
+        raise UnknownFigure(f"no figure or table {figure!r}; figures: {', '.join(sorted(FIGURE_CASES))};"
+                            f" tables: {', '.join(sorted(TABLE_CASES))}")
+    source, within = _source(kind, scope)
+    subject = "d" if kind == "deadlines" else "n"  # whose case id and authority
+    if kind in ("open_cases", "deadlines"):  # no period of receipt: $1, $2 are not used
+        params = params[2:]
+        condition = condition.replace("$3", "$1")
+        shown = shown.replace("$3", "$1")
+    if local_authority is not None:
+        params.append(local_authority)
+        within += f" AND {subject}.local_authority = ${len(params)}"
+    extra = {
+        "notifications": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
+        "open_cases": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
+        "deadlines": "d.rule, d.due_at, d.met_at",
+    }.get(kind, "r.review_id, r.received_on AS review_received_on, r.responded_on")
+    order = {
+        "deadlines": "d.due_at, d.case_id, d.rule",
+    }.get(kind, "n.received_on, n.case_id" + (", r.received_on, r.review_id" if kind in ("reviews", "responses") else ""))
+    rows = await conn.fetch(
+        f"SELECT {subject}.case_id, n.council_reference, {subject}.local_authority, n.incident_date,"
+        f" n.received_on AS notified_on, {extra},"
+        f" ({shown}) AS value, count(*) OVER () AS total FROM {source} WHERE {within} AND ({condition})"
+        f" ORDER BY {order}{'' if limit is None else f' LIMIT {int(limit)}'}",
+        *params,
+    )
+    return (rows[0]["total"] if rows else 0), [_listed(kind, r) for r in rows]
+
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
+
+
+def _listed(kind: str, r) -> dict:
+    row = {
+        "case_id": str(r["case_id"]), "council_reference": r["council_reference"],
+        "local_authority": r["local_authority"], "incident_date": _iso(r["incident_date"]),
+        "notified_on": _iso(r["notified_on"]),
+    }
+    if kind in ("reviews", "responses"):
+        row |= {"review_id": str(r["review_id"]), "review_received_on": _iso(r["review_received_on"]),
+                "responded_on": _iso(r["responded_on"])}
+    if kind == "deadlines":
+        row |= {"rule": r["rule"], "due_at": _iso(r["due_at"]), "met_at": _iso(r["met_at"])}
+    return row | {"value": _iso(r["value"])}
 
 
 async def database_now(conn) -> dt.datetime:

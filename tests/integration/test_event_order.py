@@ -24,7 +24,10 @@ from shared.lifecycle import Refused, apply
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS
 from tests.factories import mappa_notification, notification, review
 
-PROJECTION_TABLES = ("notifications", "reviews", "forwards", "deadlines", "casework_cases", "casework_deadlines")
+# The case rows' replaced versions (reports as of a moment) too: a case's events are folded in
+# sequence order, so its versions are the same whatever the delivery order.
+PROJECTION_TABLES = ("notifications", "reviews", "forwards", "deadlines", "casework_cases", "casework_deadlines",
+                     "notifications_versions", "reviews_versions")
 HANDLERS = {
     CASE_EVENTS: handlers.on_case_event,
     ROUTING_EVENTS: handlers.on_routing_event,

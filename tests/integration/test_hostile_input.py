@@ -332,3 +332,12 @@ async def test_a_nul_in_a_recipients_url_is_422(platform, tokens):
         headers=bearer(tokens["admin"]),
     )
     _assert_field_error(answer, "url")
+
+
+@pytest.mark.parametrize("as_of", ["0436-11-25T22:17:13-19:11", "1989-12-31T23:59:59Z", "2026-01-01T00:00:00"])
+async def test_a_report_as_of_a_moment_that_cannot_be_is_422_naming_as_of(platform, tokens, as_of):
+    # Found by the fuzz run: a moment centuries back was a 500.
+    answer = await platform.clients["reporting"].get(
+        "/v1/reports/quarterly/2026/Q3", params={"as_of": as_of}, headers=bearer(tokens["inspectorate"])
+    )
+    _assert_field_error(answer, "as_of")

@@ -53,6 +53,15 @@ async def test_an_open_imported_case_is_shown_marked_imported_and_its_overdue_de
         return next((d for d in answer.json()["deadlines"] if d["rule"] == rule), None) if answer.status_code == 200 else None
 
     await eventually(lambda: deadline("review_submission"), what="deadlines to open the imported case's deadlines")
+    # The forwarding record comes on the routing topic: the history has settled once
+    # deadlines has applied it too (docs/deadlines.md: the settling time is a wall-clock
+    # window, so the test waits for the record rather than racing it under load).
+    await eventually(
+        lambda: platform.pool.fetchval(
+            "SELECT count(*) FROM deadlines.processed_events WHERE topic = 'sir.routing.v1'"
+            " AND event_id IN (SELECT event_id FROM intake.events WHERE case_id = $1)", uuid.UUID(str(case))),
+        what="deadlines to apply the imported forwarding record",
+    )
     # The history has settled: once the imported case's settling time has passed the
     # scheduler breaches what is still open and past due (driven here with a clock).
     now = await platform.pool.fetchval("SELECT now()")

@@ -28,7 +28,7 @@ TODAY = dt.date.today()
 YEAR = TODAY.year
 QUARTER = (TODAY.month - 1) // 3 + 1
 # Moments that differ between two readings of the same figures.
-VOLATILE = {"generated_at", "as_at"}
+VOLATILE = {"generated_at", "as_at", "as_of"}
 
 
 def _days_ago(days: int) -> str:
@@ -89,14 +89,17 @@ async def _all_applied(platform) -> bool:
 async def _settled(platform) -> None:
     """Wait until nothing is moving: case events applied, and the derived events too."""
     await eventually(lambda: _all_applied(platform), timeout=60, what="every case event applied")
-    previous = None
+    previous = before_last = None
     for _ in range(200):
         snapshot = await _readings(platform)
         if snapshot == previous:
             return
-        previous = snapshot
+        before_last, previous = previous, snapshot
         await asyncio.sleep(0.5)
-    raise AssertionError("the figures never settled")
+    import difflib, json
+    diff = difflib.unified_diff(json.dumps(before_last, indent=1, sort_keys=True).splitlines(),
+                                json.dumps(previous, indent=1, sort_keys=True).splitlines(), lineterm="")
+    raise AssertionError("the figures never settled:\n" + "\n".join(list(diff)[:60]))
 
 
 async def _readings(platform) -> dict:

@@ -34,6 +34,8 @@ def _reporting_says(event) -> tuple[bool, int]:
     row = apply_case_event(None, event).notification
     counts = NotificationCounts(total=1)
     counts.working_days[row.working_days_taken] += 1
+    # repository.NOTIFICATION_COUNTS["in_time"]: working_days_taken <= 5, counted in SQL
+    counts.totals["in_time"] = int(row.working_days_taken <= 5)
     return notification_figures(counts)["notified_within_5_working_days"]["count"] == 1, row.working_days_taken
 
 

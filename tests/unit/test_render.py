@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.reporting.render import filename, render, to_csv, to_html
+from services.reporting.render import case_anchor, filename, render, to_csv, to_html
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES
 
 
@@ -261,3 +261,33 @@ def test_names_are_escaped():
 def test_the_download_name_says_what_it_is():
     assert filename(sample_report(), "csv") == "sir-national-2013-06-01-to-2015-01-31.csv"
     assert filename({"report": "../etc", "period": {"from": "a/b", "to": "c"}}, "html") == "sir-.._etc-a_b-to-c.html"
+
+
+def test_a_report_as_of_a_moment_says_so_in_csv_and_html():
+    report = sample_report() | {"as_at": "2015-02-01T00:00:00+00:00", "complete": True,
+                                "as_of": "2015-01-31T23:59:00+00:00", "basis": "cohort"}
+    rows = list(csv.reader(io.StringIO(to_csv(report).removeprefix("\ufeff"))))
+    assert ["as_of", "2015-01-31T23:59:00+00:00"] in rows and ["basis", "cohort"] in rows
+    html = render(report, "html")[0].decode()
+    assert "as known on 31 January 2015" in html and "cohort" in html
+    made_now = report | {"as_of": report["generated_at"], "basis": "received"}
+    assert "as known when made" in render(made_now, "html")[0].decode()
+
+
+def test_the_html_page_links_figures_and_rows_to_their_cases_and_escapes_them():
+    report = sample_report()
+    slug = next(iter(LOCAL_AUTHORITIES))
+    report["tables"]["notifications_by_authority"]["keys"] = list(LOCAL_AUTHORITIES)
+    cases = {
+        case_anchor("notifications"): {"figure": "notifications", "value": None, "count": 3, "cases": [
+            {"case_id": "c1", "council_reference": "<b>REF</b>", "local_authority": slug,
+             "notified_on": "2014-01-02", "value": "2014-01-02"}]},
+        case_anchor("notifications_by_authority", slug): {
+            "figure": "notifications_by_authority", "value": slug, "count": 0, "cases": []},
+    }
+    html = to_html(report, cases)
+    assert f'href="#{case_anchor("notifications")}"' in html
+    assert f'href="#{case_anchor("notifications_by_authority", slug)}"' in html
+    assert "&lt;b&gt;REF&lt;/b&gt;" in html and "<b>REF" not in html
+    assert "2 more: GET /v1/reports/national/cases" in html
+    assert 'id="cases"' not in to_html(report)  # without cases, no section and no links

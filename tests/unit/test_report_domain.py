@@ -151,7 +151,9 @@ def test_quarters():
 
 
 def sample_counts() -> tuple[NotificationCounts, ReviewCounts]:
-    n = NotificationCounts(total=4, sg_forwarded=4, sg_forwarded_in_time=3)
+    n = NotificationCounts(total=4)
+    n.totals.update(sg_forwarded=4, sg_forwarded_in_time=3, sg_forward_judged=4, in_time=1, late=3,
+                    signed_off_senior=3)
     n.by_authority.update({"fife": 3, "moray": 1})
     n.by_incident_type.update({"suicide": 1, "stalking": 3})
     n.by_sign_off.update({"team_manager": 1, "service_manager": 3})
