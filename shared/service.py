@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.assets import serve_docs_locally
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
@@ -89,6 +90,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
     )
+    serve_docs_locally(app)
     app.state.started = False
     app.state.migrated = False
     app.state.broker = _broker(service, settings, pool_of=lambda: app.state.pool)
