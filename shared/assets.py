@@ -9,7 +9,13 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
-NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
+def _node_modules() -> Path:
+    """The repository's node_modules (a checkout), else the working directory's (the image)."""
+    candidates = (Path(__file__).resolve().parent.parent / "node_modules", Path.cwd() / "node_modules")
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+NODE_MODULES = _node_modules()
 DESIGN_SYSTEM = NODE_MODULES / "@scottish-government" / "design-system" / "dist"
 SWAGGER_UI = NODE_MODULES / "swagger-ui-dist"
 SWAGGER_PATH = "/docs-assets"

@@ -193,7 +193,7 @@ def actions_for(role: str, case: CaseFacts) -> list[str]:
         if case.state == "awaiting_information":
             offered.append("provide-information")
     elif role == "inspectorate":
-        if not concluded and not case.responded:
+        if not concluded and not case.responded and not case.assessed:
             offered.append("assess")
         if case.state == "under_review":
             offered += ["request-information", "respond"]

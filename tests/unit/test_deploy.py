@@ -77,3 +77,14 @@ def test_dashboard_shows_flow_lag_backlog_deadlines_and_deliveries():
             "sir_deadlines_open", "sir_deadline_warnings_total", "sir_deadline_breaches_total",
             "sir_deliveries_total"} <= read
     assert any("sum by (rule, local_authority)" in expr for _, expr in dashboard_queries())
+
+
+def test_compose_runs_the_console_against_the_four_apis():
+    console = _compose()["services"]["console"]
+    defaults = Settings()
+    assert console["command"] == ["serve", "console"]
+    assert console["ports"] == [f"{defaults.console_port}:{defaults.console_port}"]
+    environment = console["environment"]
+    assert set(environment) <= _setting_names(), set(environment) - _setting_names()
+    for name in SERVICES:
+        assert environment[f"SIR_{name.upper()}_URL"] == f"http://{name}:{defaults.port_of(name)}"
