@@ -54,7 +54,15 @@ async def serve(app) -> str:
 
 @pytest.fixture(scope="module")
 async def site(infra):
-    settings = infra.settings(infra.new_database())
+    """The four services on a database and a broker of their own (their consumer groups
+    must not share partitions with the session's platform), and the console."""
+    with devstack.Tansu() as broker:
+        async with _site(infra.settings(infra.new_database(), kafka_bootstrap=broker.bootstrap)) as site:
+            yield site
+
+
+@contextlib.asynccontextmanager
+async def _site(settings):
     async with run_services(settings, ("intake", "routing", "deadlines", "reporting")) as platform:
         transports = {name: httpx.ASGITransport(app) for name, app in platform.apps.items()}
         console = build_console(settings, transports)
