@@ -228,11 +228,11 @@ def timeline(events: Iterable[Mapping], deadlines: Iterable[Mapping], deliveries
     for d in deadlines:
         rule = label("rule", d["rule"])
         entries.append(Entry(_at(d["started_at"]), "deadline", f"Deadline opened: {rule}",
-                             f"Due {_when(d['due_at'])} ({d['limit']}, owed by the {d['owner']})"))
+                             f"Due by {due(d['due_at'])} ({d['limit']}, owed by the {d['owner']})"))
         if d.get("warned_at"):
-            entries.append(Entry(_at(d["warned_at"]), "deadline", f"Deadline warning: {rule}", f"Due {_when(d['due_at'])}"))
+            entries.append(Entry(_at(d["warned_at"]), "deadline", f"Deadline warning: {rule}", f"Due by {due(d['due_at'])}"))
         if d.get("breached_at"):
-            entries.append(Entry(_at(d["breached_at"]), "deadline", f"Deadline breached: {rule}", f"Was due {_when(d['due_at'])}"))
+            entries.append(Entry(_at(d["breached_at"]), "deadline", f"Deadline breached: {rule}", f"Was due by {due(d['due_at'])}"))
         if d.get("met_at"):
             late = d.get("working_days_late")
             entries.append(Entry(_at(d["met_at"]), "deadline", f"Deadline met: {rule}",
@@ -306,14 +306,34 @@ def _at(value: str | dt.datetime) -> dt.datetime:
     return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
-def _when(value: str | dt.datetime) -> str:
-    return when(_at(value))
-
-
 def when(moment: dt.datetime) -> str:
     """A moment as people in Scotland read it: 3 December 2026, 17:00."""
     local = moment.astimezone(LONDON)
     return f"{local.day} {local:%B %Y, %H:%M}"
+
+
+def due_day(moment: dt.datetime | str) -> dt.date:
+    """The last day something may be done in time: a deadline falling due at midnight (the
+    start of the next working day, or the end of a month's last day) is due by the end of
+    the day before."""
+    local = _at(moment).astimezone(LONDON)
+    if local.time() == dt.time(0, 0):
+        return local.date() - dt.timedelta(days=1)
+    return local.date()
+
+
+def due(moment: dt.datetime | str) -> str:
+    """A due time as people read it: "end of 2 December 2026"."""
+    local = _at(moment).astimezone(LONDON)
+    if local.time() == dt.time(0, 0) or local.time() >= dt.time(23, 59):
+        last = due_day(moment)
+        return f"the end of {last.day} {last:%B %Y}"
+    return when(local)
+
+
+def due_date(moment: dt.datetime | str) -> str:
+    last = due_day(moment)
+    return f"{last.day} {last:%B %Y}"
 
 
 def day(moment: dt.datetime | str) -> str:
@@ -339,7 +359,7 @@ def overdue_first(cases: list[Mapping]) -> list[Mapping]:
 
 def days_left(due_at: dt.datetime | str, now: dt.datetime) -> int:
     """Whole calendar days from today to the due day in Scotland (negative: overdue)."""
-    return (_at(due_at).astimezone(LONDON).date() - now.astimezone(LONDON).date()).days
+    return (due_day(due_at) - now.astimezone(LONDON).date()).days
 
 
 def awaiting(deadlines: Iterable[Mapping]) -> list[Mapping]:

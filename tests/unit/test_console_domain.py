@@ -72,8 +72,12 @@ def test_queues_put_the_overdue_first_and_keep_30_days_of_breaches():
     ]
     assert [d["due_at"][:10] for d in domain.awaiting(deadlines)] == ["2026-11-01", "2026-12-20"]
     assert [d["due_at"][:10] for d in domain.recent_breaches(deadlines, now)] == ["2026-11-01"]
-    assert domain.days_left("2026-12-20T00:00:00+00:00", now) == 20
-    assert domain.days_left("2026-11-01T00:00:00+00:00", now) == -29
+    # Due at midnight is due by the end of the day before.
+    assert domain.days_left("2026-12-20T00:00:00+00:00", now) == 19
+    assert domain.days_left("2026-12-20T17:00:00+00:00", now) == 20
+    assert domain.days_left("2026-11-01T00:00:00+00:00", now) == -30
+    assert domain.due("2026-12-03T00:00:00+00:00") == "the end of 2 December 2026"
+    assert domain.due("2027-02-28T23:59:59.999999+00:00") == "the end of 28 February 2027"
 
 
 def test_the_timeline_is_in_time_order():
