@@ -8,6 +8,7 @@ Form fields are named by their path in the API body (`mappa.category`,
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 from zoneinfo import ZoneInfo
@@ -300,6 +301,14 @@ STATES = {
     "concluded": "Concluded",
     "closed": "Closed",
 }
+
+
+def in_words(message) -> str:
+    """An API's refusal with its state names as people say them ("awaiting information")."""
+    text = str(message)
+    for state, words in STATES.items():
+        text = re.sub(rf"\b{state}\b", words.lower(), text)
+    return text
 
 
 def _at(value: str | dt.datetime) -> dt.datetime:

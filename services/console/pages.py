@@ -250,7 +250,7 @@ async def case_action(request: Request, case_id: uuid.UUID, action: str,
         await _api(request).post(session, "intake", f"/v1/cases/{case_id}/events", command)
     except Rejected as rejection:
         if rejection.status == 409:
-            errors = {"": f"This could not be recorded because the case has moved on: {rejection.detail}. "
+            errors = {"": f"This could not be recorded because the case has moved on: {domain.in_words(rejection.detail)}. "
                           "The page now shows the case as it is."}
             return await _case(request, session, case_id, 409, errors=errors)
         errors = {f"{action}:{name}": message for name, message in domain.field_errors(

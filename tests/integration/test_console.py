@@ -160,8 +160,18 @@ async def test_the_whole_lifecycle_through_the_console(site, browser):
     council = await person(browser, site, None)
     await council.go("/sign-in")
     await council.check("sign-in")
-    await council.page.fill("#token", "sir_nothing_wrong")
-    await council.page.click("button:has-text('Sign in')")
+    # With the keyboard alone: the first Tab reaches the skip link, which moves focus to the
+    # page's main content; the next Tab reaches the token field; Enter sends the form.
+    keyboard, focused = council.page.keyboard, "() => document.activeElement.id || document.activeElement.textContent.trim()"
+    await keyboard.press("Tab")
+    assert await council.page.evaluate(focused) == "Skip to main content"
+    await keyboard.press("Enter")
+    assert await council.page.evaluate(focused) == "main-content"
+    await keyboard.press("Tab")
+    assert await council.page.evaluate(focused) == "token"
+    await keyboard.type("sir_nothing_wrong")
+    await keyboard.press("Enter")
+    await council.page.wait_for_load_state()
     assert "not valid" in await council.page.locator(".ds_error-summary").inner_text()
     await council.check("sign-in-refused")
     await council.page.fill("#token", site["tokens"]["glasgow"])
@@ -262,7 +272,8 @@ async def test_the_whole_lifecycle_through_the_console(site, browser):
     )
     await choose(inspector.page, "field-respond-outcome", "Concluded")
     await inspector.page.click("button:has-text('Send the response')")
-    assert "the case has moved on" in await inspector.page.locator(".ds_error-summary").inner_text()
+    refusal = await inspector.page.locator(".ds_error-summary").inner_text()
+    assert "the case has moved on" in refusal and "the case is awaiting information" in refusal
     assert "Awaiting information" in await inspector.page.content()
     await inspector.check("inspectorate-case-conflict")
     await site["platform"].clients["intake"].post(
