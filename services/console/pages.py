@@ -193,13 +193,20 @@ async def notify(request: Request, session: Annotated[Session, Depends(role("cou
 
 @router.get("/cases")
 async def cases_page(request: Request, session: Annotated[Session, Depends(role("council", "sog", "inspectorate"))],
-                     closed: bool = False) -> HTMLResponse:
-    params = {"limit": 500}
+                     closed: bool = False, local_authority: str = "") -> HTMLResponse:
+    params: dict = {"limit": 500}
     if closed:
         params["status"] = list(domain.STATES)
+    if local_authority in LOCAL_AUTHORITIES:
+        params["local_authority"] = local_authority
     cases = await _api(request).get(session, "reporting", "/v1/cases", **params)
     return render(request, "cases.html", cases=domain.overdue_first(cases), closed=closed,
-                  next_deadline=domain.next_deadline)
+                  chosen=params.get("local_authority", ""), next_deadline=domain.next_deadline)
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> dict:
+    return {"status": "ok"}
 
 
 @router.get("/cases/{case_id}")

@@ -318,6 +318,15 @@ async def test_the_whole_lifecycle_through_the_console(site, browser):
     admin = await person(browser, site, "admin")
     assert admin.page.url == base + "/deliveries"
     await admin.check("admin-deliveries")
+    # Retrying a delivery that needs none: routing's 409 comes back as a message on the page.
+    [delivery, *_] = (await site["platform"].clients["routing"].get(
+        "/v1/deliveries", headers=bearer(site["tokens"]["admin"]))).json()
+    csrf = await admin.page.locator("input[name=csrf_token]").first.get_attribute("value")
+    answer = await admin.page.request.post(base + f"/deliveries/{delivery['id']}/retry", form={"csrf_token": csrf})
+    assert answer.ok and "Not retried" in await answer.text() and "nothing to retry" in await answer.text()
+    await inspector.go("/cases?closed=true&local_authority=glasgow-city")
+    assert case_id[:8] in await inspector.page.content()
+    await inspector.check("inspectorate-cases-filtered")
 
     # A SOG records its decision on a MAPPA case routed to its region.
     answer = await site["platform"].clients["intake"].post(
