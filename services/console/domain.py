@@ -241,7 +241,7 @@ def timeline(events: Iterable[Mapping], deadlines: Iterable[Mapping], deliveries
         if d.get("cancelled_at"):
             entries.append(Entry(_at(d["cancelled_at"]), "deadline", f"Deadline cancelled: {rule}", "The case closed"))
     for delivery in deliveries:
-        recipient = delivery["recipient"]
+        recipient = recipient_name(delivery["recipient"])
         if delivery.get("delivered_at"):
             entries.append(Entry(_at(delivery["delivered_at"]), "delivery", f"Forwarded to {recipient}",
                                  f"By {delivery.get('channel') or 'its channel'}, attempt {delivery['attempts']}"))
@@ -301,6 +301,14 @@ STATES = {
     "concluded": "Concluded",
     "closed": "Closed",
 }
+
+
+def recipient_name(recipient: str) -> str:
+    """`scottish-government` → "the Scottish Government", `sog:glasgow` → "the Glasgow SOG"."""
+    if recipient == "scottish-government":
+        return "the Scottish Government"
+    region = recipient.removeprefix("sog:").replace("-", " ").title().replace(" And ", " and ")
+    return f"the {region} SOG"
 
 
 def in_words(message) -> str:

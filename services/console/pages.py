@@ -26,7 +26,7 @@ SIGN_IN_COOKIE = "sir_console_sign_in"
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals.update(
     label=label, vocabularies=VOCABULARIES, authorities=LOCAL_AUTHORITIES, regions=MAPPA_REGIONS,
-    dom_id=domain.dom_id, states=domain.STATES, day=domain.day, due=domain.due, due_date=domain.due_date, when_=lambda v: domain.when(domain._at(v)),
+    dom_id=domain.dom_id, states=domain.STATES, day=domain.day, due=domain.due, recipient_name=domain.recipient_name, due_date=domain.due_date, when_=lambda v: domain.when(domain._at(v)),
     close_reasons=domain.CLOSE_REASONS,
     options=lambda kind: [(v, label(kind, v)) for v in VOCABULARIES[kind]],
     authority_options=[(a.slug, a.name) for a in sorted(LOCAL_AUTHORITIES.values(), key=lambda a: a.name)],

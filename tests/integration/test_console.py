@@ -224,7 +224,7 @@ async def test_the_whole_lifecycle_through_the_console(site, browser):
     await until_shown(inspector, "/queues", case_id[:8])
     await inspector.check("inspectorate-queues")
     await inspector.go(case_url)
-    await until_shown(inspector, case_url, "Forwarded to scottish-government")
+    await until_shown(inspector, case_url, "Forwarded to the Scottish Government")
     await inspector.check("inspectorate-case-notified")
     await choose(inspector.page, "field-assess-meets-criteria", "Yes")
     await inspector.page.click("button:has-text('Record the decision')")
@@ -313,7 +313,7 @@ async def test_the_whole_lifecycle_through_the_console(site, browser):
     href = await inspector.page.get_by_role("link", name="Quarterly report as JSON").get_attribute("href")
     assert (await inspector.page.request.get(base + href)).status == 200
     await inspector.go("/deliveries")
-    assert "scottish-government" in await inspector.page.content()
+    assert "Scottish Government" in await inspector.page.content()
     await inspector.check("inspectorate-deliveries")
     admin = await person(browser, site, "admin")
     assert admin.page.url == base + "/deliveries"

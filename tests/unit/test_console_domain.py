@@ -89,7 +89,8 @@ def test_the_timeline_is_in_time_order():
                    "channel": "topic", "attempts": 1}]
     titles = [e.title for e in domain.timeline(events, deadlines, deliveries, lambda kind, value: value)]
     assert titles == ["Deadline opened: notification", "Incident notified", "Deadline met: notification",
-                      "Forwarded to scottish-government"]
+                      "Forwarded to the Scottish Government"]
+    assert domain.recipient_name("sog:lothian-and-borders") == "the Lothian and Borders SOG"
 
 
 def test_sessions_expire_when_idle_or_old_and_end_with_their_token():
