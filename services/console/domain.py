@@ -303,6 +303,14 @@ STATES = {
 }
 
 
+def warning_text(warning) -> str:
+    """A categorisation warning of intake's 201 answer (`{"field", "reason"}`) as a sentence."""
+    if isinstance(warning, str):
+        return warning
+    reason = str(warning.get("reason") or warning.get("message") or warning)
+    return f"Please follow up: {reason}."
+
+
 def recipient_name(recipient: str) -> str:
     """`scottish-government` → "the Scottish Government", `sog:glasgow` → "the Glasgow SOG"."""
     if recipient == "scottish-government":

@@ -183,8 +183,9 @@ async def notify(request: Request, session: Annotated[Session, Depends(role("cou
         errors = domain.field_errors(rejection.detail) if rejection.status == 422 else {"": str(rejection.detail)}
         return render(request, "notify.html", rejection.status, values=values, errors=errors, idempotency_key=key)
     session.flashes.append(("success", "Incident notified. The Care Inspectorate has it now."))
+    # Categorisation warnings (the notification is accepted all the same): what to follow up.
     for warning in answer.get("warnings") or []:
-        session.flashes.append(("warning", warning if isinstance(warning, str) else warning.get("message", str(warning))))
+        session.flashes.append(("warning", domain.warning_text(warning)))
     return RedirectResponse(f"/cases/{answer['case_id']}", status_code=303)
 
 

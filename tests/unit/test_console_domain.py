@@ -111,3 +111,8 @@ def test_sessions_expire_when_idle_or_old_and_end_with_their_token():
     fourth = sessions.start("sir_t1_x", identity)
     sessions.end_token("t1")
     assert sessions.get(fourth.id) is None and len(sessions) == 0
+
+
+def test_categorisation_warnings_read_as_sentences():
+    warning = {"field": "incident_type_detail", "reason": "incident_type is 'other' with no incident_type_detail"}
+    assert domain.warning_text(warning) == "Please follow up: incident_type is 'other' with no incident_type_detail."

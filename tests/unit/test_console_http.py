@@ -9,6 +9,7 @@ import pytest
 from services.console.app import build
 from shared.settings import SERVICES, Settings
 
+CASE = "8f6c0d7e-0000-4000-8000-000000000001"
 IDENTITY = {"token_id": "abc", "role": "council", "local_authority": "fife", "region": None}
 
 
@@ -23,6 +24,12 @@ class Apis:
             return httpx.Response(200, json=IDENTITY)
         if request.url.path == "/v1/cases":
             return httpx.Response(200, json=[])
+        if request.url.path == "/v1/notifications":
+            return httpx.Response(201, json={"case_id": CASE, "state": "notified", "warnings": [
+                {"field": "incident_type_detail", "reason": "incident_type is 'other' with no incident_type_detail"}]})
+        if request.url.path == f"/v1/cases/{CASE}":
+            return httpx.Response(200, json={"case_id": CASE, "local_authority": "fife", "state": "notified",
+                                             "closed_reason": None, "sog_region": None, "events": []})
         return httpx.Response(404, json={"detail": "no such thing"})
 
 
@@ -109,3 +116,15 @@ async def test_pages_of_another_role_are_a_403_page(console):
         page = await client.get("/queues")
         assert page.status_code == 403 and "You cannot see this page" in page.text
         assert (await client.get("/nowhere")).status_code == 404
+
+
+async def test_categorisation_warnings_of_an_accepted_notification_are_shown_on_its_case(console):
+    app, _ = console
+    async with _client(app) as client:
+        await _sign_in(client)
+        form = await client.get("/notify")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        answer = await client.post("/notify", data={"csrf_token": csrf, "incident_type": "other"})
+        assert answer.status_code == 303 and answer.headers["location"] == f"/cases/{CASE}"
+        page = await client.get(answer.headers["location"])
+        assert "Please follow up: incident_type is &#39;other&#39; with no incident_type_detail." in page.text
