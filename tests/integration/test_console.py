@@ -127,6 +127,10 @@ async def person(browser, site, token_name: str | None) -> Person:
     context = await browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(15_000)
+    # Every request a page makes stays on the console (no CDN), and every asset is there.
+    page.on("request", lambda request: site.setdefault("requested", []).append(request.url))
+    page.on("response", lambda response: response.status >= 400 and "/assets/" in response.url
+            and site.setdefault("missing", []).append(response.url))
     who = Person(page, site["url"])
     if token_name:
         await who.go("/sign-in")
@@ -370,6 +374,11 @@ async def test_the_whole_lifecycle_through_the_console(site, browser):
     assert "no longer valid" in await fife.page.content()
     await fife.check("signed-out-revoked")
     assert not [c for c in await fife.page.context.cookies() if c["name"] == "sir_console"]
+
+    assert all(url.startswith(base + "/") or url.startswith("data:") for url in site["requested"]), \
+        {url for url in site["requested"] if not url.startswith(base)}
+    assert any("/assets/ds/css/design-system.min.css" in url for url in site["requested"])
+    assert not site.get("missing"), site["missing"]
 
     # Sign-out ends the session on the server, not only in this browser.
     cookie = next(c for c in await council.page.context.cookies() if c["name"] == "sir_console")
