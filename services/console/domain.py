@@ -311,12 +311,16 @@ def warning_text(warning) -> str:
     return f"Please follow up: {reason}."
 
 
+def region_name(slug: str | None) -> str:
+    """A MAPPA region's slug as a name: `lothian-and-borders` → "Lothian and Borders"."""
+    return (slug or "").replace("-", " ").title().replace(" And ", " and ")
+
+
 def recipient_name(recipient: str) -> str:
     """`scottish-government` → "the Scottish Government", `sog:glasgow` → "the Glasgow SOG"."""
     if recipient == "scottish-government":
         return "the Scottish Government"
-    region = recipient.removeprefix("sog:").replace("-", " ").title().replace(" And ", " and ")
-    return f"the {region} SOG"
+    return f"the {region_name(recipient.removeprefix('sog:'))} SOG"
 
 
 def in_words(message) -> str:

@@ -88,12 +88,8 @@ def _scope(session: Session) -> str:
     if session.role == "council":
         return f"a council: {LOCAL_AUTHORITIES[session.local_authority].name}"
     if session.role == "sog":
-        return f"the Strategic Oversight Group of {_region(session.region)}"
+        return f"the Strategic Oversight Group of {domain.region_name(session.region)}"
     return {"inspectorate": "the Care Inspectorate", "admin": "an operator (admin)"}[session.role]
-
-
-def _region(slug: str | None) -> str:
-    return (slug or "").replace("-", " ").title().replace(" And ", " and ")
 
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
@@ -104,7 +100,7 @@ def render(request: Request, template: str, status: int = 200, **context) -> HTM
     return templates.TemplateResponse(
         request, template,
         {"session": session, "scope": _scope(session) if session else None, "flashes": flashes,
-         "path": request.url.path, "region_name": _region, **context},
+         "path": request.url.path, "region_name": domain.region_name, **context},
         status_code=status,
     )
 
