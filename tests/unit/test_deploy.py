@@ -83,7 +83,8 @@ def test_compose_runs_the_console_against_the_four_apis():
     console = _compose()["services"]["console"]
     defaults = Settings()
     assert console["command"] == ["serve", "console"]
-    assert console["ports"] == [f"{defaults.console_port}:{defaults.console_port}"]
+    # Published on the loopback unless SIR_PUBLISH_ADDRESS says otherwise (as the APIs are).
+    assert console["ports"] == [f"${{SIR_PUBLISH_ADDRESS:-127.0.0.1}}:{defaults.console_port}:{defaults.console_port}"]
     environment = console["environment"]
     assert set(environment) <= _setting_names(), set(environment) - _setting_names()
     for name in SERVICES:
