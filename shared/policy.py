@@ -31,6 +31,8 @@ ROUTES: dict[str, frozenset[str]] = {
     "POST /v1/cases/{case_id}/events": frozenset().union(*POSTED_BY.values()),
     "GET /v1/cases/{case_id}": EVERYONE,
     "POST /v1/import": frozenset({"admin"}),
+    # who a token is: the console signs people in with it
+    "GET /v1/whoami": EVERYONE,
     # routing: deliveries concern the Inspectorate and operators, not councils or SOGs
     "GET /v1/deliveries": READ_EVERY_CASE,
     "POST /v1/deliveries/{delivery_id}/retry": frozenset({"admin"}),

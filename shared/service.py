@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.assets import serve_docs_locally
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
@@ -95,6 +96,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
+    serve_docs_locally(app)
     app.state.started = False
     app.state.migrated = False
     app.state.settings = settings
@@ -138,7 +140,8 @@ async def serve(service: str, app: FastAPI, settings: Settings) -> None:
         ))
 
     servers = [server(app, settings.port_of(service), "on")]
-    if settings.metrics_port_offset is not None:
+    # The console has no /metrics app of its own to serve apart.
+    if settings.metrics_port_offset is not None and hasattr(app.state, "metrics_app"):
         servers.append(server(app.state.metrics_app, settings.metrics_port_of(service), "off"))
     # Each server passes a signal on to the one started before it; and when one stops
     # for another reason (the service failed to start), the others stop too.

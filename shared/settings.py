@@ -8,6 +8,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("intake", "routing", "deadlines", "reporting")
+# The web pages people work in (services/console): no schema, no topics; it calls the
+# four services' HTTP APIs with each signed-in user's token.
+CONSOLE = "console"
 
 
 class Settings(BaseSettings):
@@ -22,6 +25,16 @@ class Settings(BaseSettings):
     routing_port: int = 8001
     deadlines_port: int = 8002
     reporting_port: int = 8003
+    console_port: int = 8004
+    # Where the console reaches each API; unset: http://SIR_HOST:<port> (compose names hosts).
+    intake_url: str | None = Field(None, validation_alias="SIR_INTAKE_URL")
+    routing_url: str | None = Field(None, validation_alias="SIR_ROUTING_URL")
+    deadlines_url: str | None = Field(None, validation_alias="SIR_DEADLINES_URL")
+    reporting_url: str | None = Field(None, validation_alias="SIR_REPORTING_URL")
+    # A console session ends after this long without a request, and in any case this long
+    # after sign-in (the token itself is checked by every API call).
+    console_idle_minutes: float = Field(30.0, validation_alias="SIR_CONSOLE_IDLE_MINUTES")
+    console_session_hours: float = Field(8.0, validation_alias="SIR_CONSOLE_SESSION_HOURS")
     # Failed attempts at one message before it goes to `<topic>.dlq`.
     max_attempts: int = Field(5, validation_alias="SIR_MAX_ATTEMPTS")
     # Consumer group timings; tests shorten them because a group join takes about
@@ -75,6 +88,14 @@ class Settings(BaseSettings):
         """The port of the service's separate /metrics (metrics_port_offset must be set)."""
         assert self.metrics_port_offset is not None
         return self.port_of(service) + self.metrics_port_offset
+
+    def url_of(self, service: str) -> str:
+        """The base URL the console calls `service` at."""
+        configured = getattr(self, f"{service}_url")
+        if configured:
+            return configured.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port_of(service)}"
 
 
 @lru_cache

@@ -42,7 +42,7 @@ def test_compose_stores_no_event_the_broker_would_refuse():
 def test_compose_publishes_only_what_a_user_needs_on_loopback_by_default():
     published = {name: service["ports"] for name, service in _compose()["services"].items() if "ports" in service}
     # The four APIs, Prometheus and Grafana; never the database or the broker.
-    assert set(published) == set(SERVICES) | {"prometheus", "grafana"}
+    assert set(published) == set(SERVICES) | {"console", "prometheus", "grafana"}
     for ports in published.values():
         assert all(port.startswith(f"{PUBLISHED_ON}:") for port in ports), ports
 
@@ -94,3 +94,15 @@ def test_dashboard_shows_flow_lag_backlog_deadlines_and_deliveries():
             "sir_deadlines_open", "sir_deadline_warnings_total", "sir_deadline_breaches_total",
             "sir_deliveries_total"} <= read
     assert any("sum by (rule, local_authority)" in expr for _, expr in dashboard_queries())
+
+
+def test_compose_runs_the_console_against_the_four_apis():
+    console = _compose()["services"]["console"]
+    defaults = Settings()
+    assert console["command"] == ["serve", "console"]
+    # Published on the loopback unless SIR_PUBLISH_ADDRESS says otherwise (as the APIs are).
+    assert console["ports"] == [f"${{SIR_PUBLISH_ADDRESS:-127.0.0.1}}:{defaults.console_port}:{defaults.console_port}"]
+    environment = console["environment"]
+    assert set(environment) <= _setting_names(), set(environment) - _setting_names()
+    for name in SERVICES:
+        assert environment[f"SIR_{name.upper()}_URL"] == f"http://{name}:{defaults.port_of(name)}"
