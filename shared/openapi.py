@@ -132,6 +132,7 @@ def _operations_paths(paths: dict[str, Any]) -> None:
             "description": "Prometheus text exposition format (docs/operations.md lists the metrics)",
             "content": {"text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}},
         }
+    ready = {"migrations": True, "database": True, "outbox_relay": True, "workers": True, "broker": True}
     readiness = {
         "type": "object",
         "required": ["ready", "checks"],
@@ -139,17 +140,22 @@ def _operations_paths(paths: dict[str, Any]) -> None:
             "ready": {"type": "boolean"},
             "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
             "reported": {"type": "object"},
-            "outbox": {"type": "object", "properties": {"backlog": {"type": "integer"}, "oldest_age_seconds": {"type": "number"}}},
+            "outbox": {
+                "type": "object",
+                "properties": {"backlog": {"type": "integer"}, "oldest_age_seconds": {"type": "number"}},
+            },
         },
     }
     paths["/readyz"]["get"]["responses"] = {
         "200": {
             "description": "Ready: every check passes",
-            "content": {"application/json": {"schema": readiness, "example": {"ready": True, "checks": {"migrations": True, "database": True, "outbox_relay": True, "workers": True, "broker": True}}}},
+            "content": {"application/json": {"schema": readiness, "example": {"ready": True, "checks": ready}}},
         },
         "503": {
             "description": "Not ready: a check fails (send it no traffic until it passes)",
-            "content": {"application/json": {"schema": readiness, "example": {"ready": False, "checks": {"migrations": True, "database": False, "outbox_relay": True, "workers": True, "broker": True}}}},
+            "content": {
+                "application/json": {"schema": readiness, "example": {"ready": False, "checks": ready | {"database": False}}},
+            },
         },
     }
     paths["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] = {

@@ -98,7 +98,7 @@ async def post(client: httpx.AsyncClient, row: asyncpg.Record, config: Recipient
     """One signed POST of the notification to the recipient's webhook."""
     secret = os.environ.get(config.secret_env or "")
     problem = domain.webhook_secret_problem(secret)
-    if problem:
+    if problem or secret is None:
         return Attempt(Outcome.RETRY, f"no secret: environment variable {config.secret_env} {problem}")
     body = row["notification"].encode()
     notification = IncidentNotified.model_validate_json(body)

@@ -12,8 +12,8 @@ import contextlib
 import importlib
 import os
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg

@@ -36,7 +36,8 @@ class Answers:
         answer = await self.platform.clients[service].request(method.upper(), url or template, headers=headers, **kwargs)
         declared = self.platform.apps[service].openapi()["paths"][template][method]["responses"]
         status = str(answer.status_code)
-        assert status in declared, f"{service} {method.upper()} {template}: {status} is not declared ({sorted(declared)}): {answer.text[:300]}"
+        where = f"{service} {method.upper()} {template}"
+        assert status in declared, f"{where}: {status} is not declared ({sorted(declared)}): {answer.text[:300]}"
         if answer.status_code >= 400:
             body = answer.json()
             assert set(body) == {"detail"}, body
@@ -54,8 +55,9 @@ async def case(platform, tokens):
     case_id = answer.json()["case_id"]
 
     async def known_everywhere():
-        deadlines = await platform.clients["deadlines"].get(f"/v1/cases/{case_id}/deadlines", headers=bearer(tokens["inspectorate"]))
-        deliveries = await platform.clients["routing"].get("/v1/deliveries", params={"case_id": case_id}, headers=bearer(tokens["inspectorate"]))
+        inspectorate = bearer(tokens["inspectorate"])
+        deadlines = await platform.clients["deadlines"].get(f"/v1/cases/{case_id}/deadlines", headers=inspectorate)
+        deliveries = await platform.clients["routing"].get("/v1/deliveries", params={"case_id": case_id}, headers=inspectorate)
         return deadlines.status_code == 200 and deliveries.json() and deliveries.json()
 
     [delivery, *_] = await eventually(known_everywhere, what="routing and deadlines to know the case")
@@ -92,9 +94,11 @@ async def test_every_route_answers_only_what_it_declares_and_each_declared_statu
     url = f"/v1/cases/{case_id}/events"
     await ask("intake", "post", path, url, token=t["inspectorate"], json=assessed)
     await ask("intake", "post", path, url, json=assessed)
-    await ask("intake", "post", path, url, token=t["fife"], json={"event_type": "review.submitted", "data": EXAMPLE_DATA["review.submitted"]})
+    review = {"event_type": "review.submitted", "data": EXAMPLE_DATA["review.submitted"]}
+    await ask("intake", "post", path, url, token=t["fife"], json=review)
     await ask("intake", "post", path, f"/v1/cases/{nobody}/events", token=t["inspectorate"], json=assessed)
-    await ask("intake", "post", path, url, token=t["inspectorate"], json={"event_type": "case.closed", "data": {"reason": "bogus"}})
+    bogus = {"event_type": "case.closed", "data": {"reason": "bogus"}}
+    await ask("intake", "post", path, url, token=t["inspectorate"], json=bogus)
     closing = {"event_type": "review.responded", "data": EXAMPLE_DATA["review.responded"]}
     await ask("intake", "post", path, url, token=t["inspectorate"], json=closing)  # no review yet: 409
     await ask("intake", "post", path, url, token=t["inspectorate"], **too_big)
