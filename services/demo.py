@@ -30,7 +30,7 @@ class DemoFailed(Exception):
 
 
 async def run(
-    clients: dict[str, httpx.AsyncClient], pool: asyncpg.Pool, output: Path, out: Out = print, timeout: float = 60.0,
+    clients: dict[str, httpx.AsyncClient], pool: asyncpg.Pool, output: Path, out: Out = print, wait_seconds: float = 60.0,
 ) -> dict[str, Any]:
     """The demo over `clients` (one per service, each with its base URL); returns what it made."""
     council = await issue_token(pool, "council", local_authority="glasgow-city", label="sir demo")
@@ -60,7 +60,7 @@ async def run(
         deliveries = found.json() if found.status_code == 200 else []
         return deliveries if len(deliveries) >= 2 and all(d["status"] == "delivered" for d in deliveries) else []
 
-    deliveries = await _until(forwarded, timeout, "routing to forward the notification to the SG and the SOG")
+    deliveries = await _until(forwarded, wait_seconds, "routing to forward the notification to the SG and the SOG")
     for delivery in sorted(deliveries, key=lambda d: d["recipient"]):
         out(f"  {delivery['recipient']}: {delivery['status']} by {delivery['channel']}")
 
@@ -70,7 +70,7 @@ async def run(
         found = await clients["deadlines"].get(f"/v1/cases/{case_id}/deadlines", headers=_bearer(inspectorate))
         return found.json().get("deadlines", []) if found.status_code == 200 else []
 
-    deadlines = await _until(opened, timeout, "deadlines to open the case's timescales")
+    deadlines = await _until(opened, wait_seconds, "deadlines to open the case's timescales")
     for deadline in deadlines:
         out(f"  {deadline['rule']}: {deadline['status']}, due {deadline['due_at']}")
 
@@ -80,16 +80,16 @@ async def run(
     report = await clients["reporting"].get("/v1/reports/national", params=period, headers=_bearer(inspectorate))
     if report.status_code != 200:
         raise DemoFailed(f"reporting answered {report.status_code}: {report.text[:300]}")
-    output.write_bytes(report.content)
+    await asyncio.to_thread(output.write_bytes, report.content)
     out(f"  200: {len(report.content):,} bytes written to {output}")
     return {"case_id": case_id, "deliveries": deliveries, "deadlines": deadlines, "report": output}
 
 
-async def _until(check: Callable[[], Awaitable[list[dict]]], timeout: float, what: str) -> list[dict]:
-    deadline = time.monotonic() + timeout
+async def _until(check: Callable[[], Awaitable[list[dict]]], wait_seconds: float, what: str) -> list[dict]:
+    deadline = time.monotonic() + wait_seconds
     while not (found := await check()):
         if time.monotonic() > deadline:
-            raise DemoFailed(f"waited {timeout:g}s for {what}; is every service running (`make run`)?")
+            raise DemoFailed(f"waited {wait_seconds:g}s for {what}; is every service running (`make run`)?")
         await asyncio.sleep(0.2)
     return found
 
