@@ -151,18 +151,27 @@ def test_the_image_is_pinned_locked_non_root_and_checks_readiness():
     assert "calfkit" not in (ROOT / "requirements.lock").read_text()
 
 
-def test_the_lock_pins_every_runtime_dependency_of_pyproject_with_hashes():
+def _locked(path: Path) -> dict[str, str]:
+    lock = path.read_text()
+    pinned = dict(line.split(" ", 1)[0].split("==") for line in lock.splitlines() if line and line[0].isalpha())
+    assert lock.count("--hash=sha256:") >= len(pinned)
+    return pinned
+
+
+def test_the_locks_pin_every_dependency_of_pyproject_with_hashes():
     import tomllib
 
-    lock = (ROOT / "requirements.lock").read_text()
-    pinned = dict(
-        line.split(" ", 1)[0].split("==") for line in lock.splitlines() if line and line[0].isalpha()
-    )
-    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
-        name, version = requirement.split("==")
-        name = name.split("[")[0].lower()
-        assert pinned.get(name) == version, f"{name}: pyproject {version}, lock {pinned.get(name)} (make lock)"
-    assert lock.count("--hash=sha256:") >= len(pinned)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    for lock, requirements in (
+        ("requirements.lock", project["dependencies"]),
+        ("requirements-dev.lock", project["dependencies"] + extras["test"] + extras["embedded"] + extras["tansu"]),
+    ):
+        pinned = _locked(ROOT / lock)
+        for requirement in requirements:
+            name, version = requirement.split("==")
+            name = name.split("[")[0].lower()
+            assert pinned.get(name) == version, f"{lock}: {name} {version} in pyproject, {pinned.get(name)} locked (make lock)"
 
 
 def test_the_healthcheck_finds_the_service_of_the_containers_command():
