@@ -180,3 +180,14 @@ def test_the_healthcheck_finds_the_service_of_the_containers_command():
     assert served_service(["python", "-m", "services.cli", "serve", "routing"]) == "routing"
     assert served_service(["/bin/sh", "/usr/local/bin/sir", "migrate"]) is None
     assert main(["no-such-service"]) == 1
+
+
+def test_compose_follows_the_compose_specification():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
