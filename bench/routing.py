@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -201,7 +202,7 @@ def main() -> None:
     services = ("intake", "routing") if args.only_routing else SERVICES
     receiver = Receiver()
     try:
-        with bench_platform({name: name for name in services}, env={SECRET_ENV: uuid.uuid4().hex}) as (
+        with bench_platform({name: name for name in services}, env={SECRET_ENV: "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode()}) as (
             database_url, bootstrap, ports,
         ):
             asyncio.run(run(args, database_url, ports, bootstrap, receiver))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
 import signal
@@ -31,8 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     return args.run(args) or 0
 
 
+class _Version(argparse.Action):
+    """`sir --version`: the release and each contract's version (imported only when asked)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from services import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sir", description=__doc__)
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the release and the contracts' versions")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run the whole platform locally (broker, database, four services, console)")
@@ -62,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_report_commands(commands)
 
+    demo = commands.add_parser("demo", help="the README's Try it against the running platform, printing each step")
+    demo.add_argument("--output", type=Path, default=Path("national.html"), help="where the national report goes")
+    demo.set_defaults(run=lambda a: asyncio.run(_demo(a)))
     docs = commands.add_parser("docs", help="write the AsyncAPI and OpenAPI documents under docs/")
     docs.add_argument("--check", action="store_true", help="only say whether the committed documents are current")
     docs.set_defaults(run=_docs)
@@ -336,6 +351,26 @@ async def _token_issue(args: argparse.Namespace) -> int:
         print(f"sir token issue: {error}", file=sys.stderr)
         return 2
     print(token)
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    import httpx
+
+    from services import demo
+
+    settings = get_settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            name: await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://{host}:{settings.port_of(name)}"))
+            for name in SERVICES
+        }
+        try:
+            await _with_pool(lambda pool: demo.run(clients, pool, args.output))
+        except (demo.DemoFailed, httpx.ConnectError) as error:
+            print(f"sir demo: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

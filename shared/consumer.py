@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
@@ -403,14 +404,48 @@ def _observe_applied(consumer: str, records: Sequence[ConsumerRecord]) -> None:
         CONSUMER_APPLIED_OFFSET.labels(consumer, topic, str(partition)).set(offset)
 
 
-async def _send_to_dead_letters(broker: KafkaBroker, consumer: str, record: ConsumerRecord, error: str) -> None:
+# A dead letter is the original record (value, key, CloudEvents headers and content type
+# as they came) plus these headers (docs/consumer-guide.md, docs/asyncapi.json).
+DEAD_LETTER_TYPE = "sir.dead-letter"
+_REQUIRED_CLOUDEVENT_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
+
+
+def dead_letter_headers(consumer: str, record: ConsumerRecord, error: str) -> dict[str, str]:
+    """The headers of `record`'s dead letter: its own, with `dlq_*` added. A record that
+    came without CloudEvents attributes (not published by the platform) gets the missing
+    ones from the dead letter itself, so every dead letter is a valid CloudEvent: a new
+    ce_id, ce_source `/sir/<service>` of the consumer that gave up, ce_type
+    `sir.dead-letter`, ce_time now, and content type application/octet-stream."""
     headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
-    headers.update(
-        dlq_error=error,
-        dlq_consumer=consumer,
-        dlq_source=f"{record.topic}/{record.partition}/{record.offset}",
+    service = consumer.split(":", 1)[0].removeprefix("sir-")
+    made = {
+        "ce_specversion": "1.0",
+        "ce_id": str(uuid.uuid4()),
+        "ce_source": f"/sir/{service}",
+        "ce_type": DEAD_LETTER_TYPE,
+    }
+    missing = [name for name in _REQUIRED_CLOUDEVENT_HEADERS if not headers.get(name)]
+    for name in missing:
+        headers[name] = made[name]
+    if missing:
+        headers.setdefault("ce_time", datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"))
+    if not headers.get("content-type"):
+        headers["content-type"] = "application/octet-stream"
+    return headers | {
+        "dlq_error": error,
+        "dlq_consumer": consumer,
+        "dlq_source": f"{record.topic}/{record.partition}/{record.offset}",
+        "dlq_time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+    }
+
+
+async def _send_to_dead_letters(broker: KafkaBroker, consumer: str, record: ConsumerRecord, error: str) -> None:
+    headers = dead_letter_headers(consumer, record, error)
+    # The broker publishes with acks=all, like the outbox relay (shared/messaging.py).
+    await broker.publish(
+        record.value, topic=dead_letter_topic(record.topic), key=record.key, headers=headers,
+        correlation_id=headers["ce_id"],
     )
-    await broker.publish(record.value, topic=dead_letter_topic(record.topic), key=record.key, headers=headers)
     DEAD_LETTERS.labels(consumer, record.topic).inc()
     log.warning("%s: message %s sent to %s: %s", consumer, headers["dlq_source"], dead_letter_topic(record.topic), error)
 

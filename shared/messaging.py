@@ -99,6 +99,9 @@ def new_broker(bootstrap: str, service: str) -> KafkaBroker:
         # A plain logger, so its lines go through the root handler (JSON, shared/logs.py).
         logger=logging.getLogger(f"sir.broker.{service}"),
         enable_idempotence=False,
+        # What the broker publishes itself (dead letters) waits for every replica, as the
+        # outbox relay's producer does.
+        acks="all",
         request_timeout_ms=10_000,
     )
 

@@ -24,6 +24,7 @@ from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
 from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.http import ERROR_RESPONSES, Guard, install_error_handlers
+from shared.openapi import install as install_openapi
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PARKED_WAITING, SERVICE_READY
 from shared.outbox import OutboxRelay, backlog, parked_waiting
 from shared.settings import Settings
@@ -106,6 +107,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     for router in service.routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     install_error_handlers(app)
+    install_openapi(app, service.name)
     app.add_middleware(Guard, service=service.name)
     if separate_metrics:
         # Served by `serve` on its own port (settings.metrics_port_of), so it need not be public.

@@ -5,16 +5,16 @@ outcome with its `notification.forwarded` / `notification.forward_failed` record
 No transaction is held across an HTTP call: a row is claimed (lease committed), POSTed,
 and the outcome recorded in a new transaction, only if the lease is still ours. A crash
 between the POST and the record means the receiver may get the same delivery again
-(at least once to the receiver): each request carries `X-SIR-Delivery`, the delivery's
-id, for the receiver to drop repeats. The records on sir.routing.v1 are written once.
+(at least once to the receiver): each request carries `webhook-id`, the delivery's id,
+for the receiver to drop repeats (Standard Webhooks, docs/routing.md). The records on sir.routing.v1 are written once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
-import time
 import uuid
 
 import asyncpg
@@ -97,15 +97,15 @@ async def record_attempt(
 async def post(client: httpx.AsyncClient, row: asyncpg.Record, config: RecipientConfig) -> Attempt:
     """One signed POST of the notification to the recipient's webhook."""
     secret = os.environ.get(config.secret_env or "")
-    if not secret:
-        return Attempt(Outcome.RETRY, f"no secret: environment variable {config.secret_env} is not set")
+    problem = domain.webhook_secret_problem(secret)
+    if problem or secret is None:
+        return Attempt(Outcome.RETRY, f"no secret: environment variable {config.secret_env} {problem}")
     body = row["notification"].encode()
     notification = IncidentNotified.model_validate_json(body)
     headers = {
         # CloudEvents HTTP binary mode, as on the topics.
         **{name.replace("ce_", "ce-", 1): value for name, value in cloudevent_headers(notification, SERVICE).items()},
-        "X-SIR-Delivery": str(row["id"]),
-        "X-SIR-Signature": domain.signature(secret, body, int(time.time())),
+        **domain.webhook_headers(secret, row["id"], body, dt.datetime.now(dt.timezone.utc)),
     }
     try:
         answer = await client.post(config.url, content=body, headers=headers, timeout=config.timeout_seconds)

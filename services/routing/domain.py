@@ -1,20 +1,21 @@
 """Routing's pure rules (SPEC §5): who must receive a notification, each recipient's
-channel, the webhook signature, and when an attempt is tried again or given up."""
+channel, the webhook signature (Standard Webhooks), and when an attempt is tried again or given up."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-import hashlib
-import hmac
 import ipaddress
 import random
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Callable, Literal, Mapping
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from standardwebhooks import Webhook
 
 from shared.events import (
     Actor,
@@ -33,8 +34,8 @@ ACTOR = Actor(role="service", id="routing")
 # The records' event ids are derived from the delivery, so that a record written twice
 # (it never is: see repository) would be recognised by every consumer.
 _RECORD_IDS = uuid.UUID("5b0c3f0e-8f5e-4d2b-9a57-3c1f6c1f1a04")
-# How old a signature timestamp a receiver should accept (documented; receivers choose).
-SIGNATURE_TOLERANCE_SECONDS = 300
+# A webhook secret as the Standard Webhooks specification writes it.
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 def recipients(local_authority: str, notification: Mapping) -> list[str]:
@@ -97,26 +98,31 @@ def _is_loopback(host: str) -> bool:
 # --- the webhook signature ------------------------------------------------------------------
 
 
-def signature(secret: str, body: bytes, timestamp: int) -> str:
-    """`X-SIR-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+def webhook_headers(secret: str, delivery_id: uuid.UUID, body: bytes, at: dt.datetime) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt (https://www.standardwebhooks.com):
+    `webhook-id` (the delivery's id: the same on every attempt, the receiver's idempotency
+    key), `webhook-timestamp` and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
+    "<id>.<timestamp>.<body>">`), so the signature covers the id too. `secret` is a
+    Standard Webhooks secret, `whsec_<base64>` (`webhook_secret_problem` checks it)."""
+    return {
+        "webhook-id": str(delivery_id),
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(str(delivery_id), at, body.decode()),
+    }
 
 
-def signature_valid(
-    secret: str, header: str, body: bytes, now: float, tolerance: float = SIGNATURE_TOLERANCE_SECONDS
-) -> bool:
-    """What a receiver checks: a well-formed header, a fresh timestamp, a matching digest."""
+def webhook_secret_problem(secret: str | None) -> str | None:
+    """Why `secret` cannot sign (None if it can): unset, or not `whsec_` and base64."""
+    if not secret:
+        return "is not set"
+    encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
     try:
-        fields = dict(part.split("=", 1) for part in header.split(","))
-        timestamp = int(fields["t"])
-        given = fields["v1"]
-    except (ValueError, KeyError):
-        return False
-    if abs(now - timestamp) > tolerance:
-        return False
-    expected = signature(secret, body, timestamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, given)
+        key = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        key = b""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX) or len(key) < 24:
+        return "is not a Standard Webhooks secret (whsec_ and the base64 of 24 to 64 random bytes)"
+    return None
 
 
 # --- attempts and their outcomes -------------------------------------------------------------

@@ -12,8 +12,8 @@ import contextlib
 import importlib
 import os
 import uuid
-from dataclasses import dataclass
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -32,11 +32,31 @@ class Infra:
     bootstrap: str
     server_dsn: str  # a DSN of the server's `postgres` database, to create test databases
     tansu: devstack.Tansu | None = None
+    created: list[str] = field(default_factory=list)
 
     def new_database(self) -> str:
-        dsn = _with_database(self.server_dsn, f"sir_test_{uuid.uuid4().hex[:12]}")
+        """A fresh database, dropped when the session's `infra` ends (`drop_databases`)."""
+        name = f"sir_test_{uuid.uuid4().hex[:12]}"
+        self.created.append(name)
+        dsn = _with_database(self.server_dsn, name)
         devstack.ensure_database(dsn)
         return dsn
+
+    def drop_databases(self) -> None:
+        """Drop every database `new_database` made, whatever still holds a connection
+        to it (WITH FORCE: a test that failed may have left its pool open)."""
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(self.server_dsn)
+            try:
+                while self.created:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{self.created[-1]}" WITH (FORCE)')
+                    self.created.pop()
+            finally:
+                await conn.close()
+
+        if self.created:
+            devstack._run(drop())  # in a thread of its own if an event loop is running
 
     def settings(self, database_url: str, **overrides) -> Settings:
         values = dict(
@@ -67,15 +87,25 @@ def _docker_engine_answers() -> bool:
 
 
 @contextlib.contextmanager
+def _dropping_databases(infra: Infra):
+    """Yields `infra`; its databases are dropped at the end, after a failure too."""
+    try:
+        yield infra
+    finally:
+        infra.drop_databases()
+
+
+@contextlib.contextmanager
 def _local_infra():
     server = _with_database(os.environ.get("DATABASE_URL", DEFAULT_SERVER), "postgres")
     if not devstack.postgres_reachable(server):
         pytest.fail(f"no PostgreSQL at {server}: start it (see .ci/run) or set DATABASE_URL")
     if os.environ.get("KAFKA_BOOTSTRAP"):
-        yield Infra(os.environ["KAFKA_BOOTSTRAP"], server)
+        with _dropping_databases(Infra(os.environ["KAFKA_BOOTSTRAP"], server)) as infra:
+            yield infra
         return
-    with devstack.Tansu() as tansu:
-        yield Infra(tansu.bootstrap, server, tansu)
+    with devstack.Tansu() as tansu, _dropping_databases(Infra(tansu.bootstrap, server, tansu)) as infra:
+        yield infra
 
 
 @contextlib.contextmanager
@@ -86,7 +116,10 @@ def _container_infra():
     from testcontainers.postgres import PostgresContainer
 
     with PostgresContainer("postgres:16-alpine", driver=None) as postgres, KafkaContainer().with_kraft() as kafka:
-        yield Infra(kafka.get_bootstrap_server(), _with_database(postgres.get_connection_url(), "postgres"))
+        with _dropping_databases(
+            Infra(kafka.get_bootstrap_server(), _with_database(postgres.get_connection_url(), "postgres"))
+        ) as infra:
+            yield infra
 
 
 @pytest.fixture(scope="session", params=["local", "containers"])

@@ -41,8 +41,9 @@ def test_compose_stores_no_event_the_broker_would_refuse():
 
 def test_compose_publishes_only_what_a_user_needs_on_loopback_by_default():
     published = {name: service["ports"] for name, service in _compose()["services"].items() if "ports" in service}
-    # The four APIs, Prometheus and Grafana; never the database or the broker.
-    assert set(published) == set(SERVICES) | {"console", "prometheus", "grafana"}
+    # The four APIs, the console, Prometheus, Alertmanager and Grafana; never the database
+    # or the broker.
+    assert set(published) == set(SERVICES) | {"console", "prometheus", "alertmanager", "grafana"}
     for ports in published.values():
         assert all(port.startswith(f"{PUBLISHED_ON}:") for port in ports), ports
 
@@ -106,3 +107,104 @@ def test_compose_runs_the_console_against_the_four_apis():
     assert set(environment) <= _setting_names(), set(environment) - _setting_names()
     for name in SERVICES:
         assert environment[f"SIR_{name.upper()}_URL"] == f"http://{name}:{defaults.port_of(name)}"
+
+
+def test_compose_builds_one_image_once_for_the_four_services():
+    services = _compose()["services"]
+    built = [name for name, service in services.items() if "build" in service]
+    assert built == ["intake"]
+    image = services["intake"]["image"]
+    for name in SERVICES:
+        assert services[name]["image"] == image
+        if name != "intake":
+            assert services[name]["pull_policy"] == "never"
+
+
+def test_compose_checks_the_health_of_every_service():
+    services = _compose()["services"]
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in SERVICES:
+        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "services.healthcheck"]
+    # Everything a service or Grafana waits for, it waits for healthy.
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+
+
+def test_compose_keeps_the_brokers_topics_on_a_volume():
+    compose = _compose()
+    kafka = compose["services"]["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert f"kafka-data:{log_dirs}" in kafka["volumes"] and "kafka-data" in compose["volumes"]
+    assert kafka["environment"]["CLUSTER_ID"]
+
+
+def test_compose_runs_prometheus_of_the_major_version_ci_tests_with_and_alertmanager():
+    services = _compose()["services"]
+    # CI's promtool is Debian bookworm's prometheus package, 2.42: the rules are tested on 2.x.
+    assert services["prometheus"]["image"].startswith("prom/prometheus:v2.")
+    assert "--enable-feature=expand-external-labels" in services["prometheus"]["command"]
+    assert "SIR_RUNBOOK_BASE" in services["prometheus"]["environment"]
+    assert "./deploy/alertmanager:/etc/alertmanager:ro" in services["alertmanager"]["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in services["alertmanager"]["command"]
+
+
+def test_the_image_is_pinned_locked_non_root_and_checks_readiness():
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    instructions = [line.split(None, 1) for line in dockerfile.splitlines() if line and not line.startswith((" ", "#"))]
+    # Every stage's base pinned by digest: the console's assets (node), then the runtime.
+    bases = [rest.split()[0] for word, rest in instructions if word == "FROM"]
+    assert len(bases) == 2
+    for base in bases:
+        assert "@sha256:" in base and len(base.split("@sha256:")[1]) == 64, base
+    runtime = dockerfile.split("\nFROM ")[-1]  # the last stage: the image that runs
+    copies = [rest for word, rest in instructions if word == "COPY" and rest in runtime]
+    assert copies[0] == "requirements.lock ./", "the dependency layer comes before the source"
+    assert any("--require-hashes" in rest for word, rest in instructions if word == "RUN")
+    [user] = [rest for word, rest in instructions if word == "USER"]
+    assert not user.startswith(("root", "0"))
+    assert "services.healthcheck" in next(rest for word, rest in instructions if word == "HEALTHCHECK")
+    assert "calfkit" not in (ROOT / "requirements.lock").read_text()
+
+
+def _locked(path: Path) -> dict[str, str]:
+    lock = path.read_text()
+    pinned = dict(line.split(" ", 1)[0].split("==") for line in lock.splitlines() if line and line[0].isalpha())
+    assert lock.count("--hash=sha256:") >= len(pinned)
+    return pinned
+
+
+def test_the_locks_pin_every_dependency_of_pyproject_with_hashes():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    for lock, requirements in (
+        ("requirements.lock", project["dependencies"]),
+        ("requirements-dev.lock", project["dependencies"] + extras["test"] + extras["embedded"] + extras["tansu"]),
+    ):
+        pinned = _locked(ROOT / lock)
+        for requirement in requirements:
+            name, version = requirement.split("==")
+            name = name.split("[")[0].lower()
+            assert pinned.get(name) == version, f"{lock}: {name} {version} in pyproject, {pinned.get(name)} locked (make lock)"
+
+
+def test_the_healthcheck_finds_the_service_of_the_containers_command():
+    from services.healthcheck import main, served_service
+
+    assert served_service(["python", "-m", "services.cli", "serve", "routing"]) == "routing"
+    assert served_service(["/bin/sh", "/usr/local/bin/sir", "migrate"]) is None
+    assert main(["no-such-service"]) == 1
+
+
+def test_compose_follows_the_compose_specification():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

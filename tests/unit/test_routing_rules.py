@@ -1,5 +1,6 @@
 """Routing's pure rules: recipients, channels, the signature, retry and give-up."""
 
+import base64
 import datetime as dt
 import uuid
 
@@ -7,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.routing import config
 from services.routing.domain import (
@@ -20,8 +23,8 @@ from services.routing.domain import (
     forwarded,
     outcome_of_status,
     recipients,
-    signature,
-    signature_valid,
+    webhook_headers,
+    webhook_secret_problem,
 )
 from shared.events import ANY_EVENT
 from shared.messaging import OUTBOUND_TOPICS, all_topics, outbound_topic
@@ -88,16 +91,32 @@ def test_a_webhook_needs_an_absolute_url():
         RecipientConfig(channel="webhook", url="https://x.example", secret_env="lower-case-name")
 
 
-def test_a_signature_verifies_and_refuses_tampering_old_timestamps_and_other_secrets():
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def test_webhook_headers_follow_standard_webhooks_and_verify_with_its_library():
     body = b'{"event_id": "x"}'
-    header = signature("s3cret", body, 1_700_000_000)
-    assert header.startswith("t=1700000000,v1=")
-    assert signature_valid("s3cret", header, body, now=1_700_000_100)
-    assert not signature_valid("s3cret", header, body + b" ", now=1_700_000_100)
-    assert not signature_valid("other", header, body, now=1_700_000_100)
-    assert not signature_valid("s3cret", header, body, now=1_700_000_000 + 301)  # a replay
-    assert not signature_valid("s3cret", "v1=abc", body, now=1_700_000_000)
-    assert not signature_valid("s3cret", "garbage", body, now=1_700_000_000)
+    delivery = uuid.uuid4()
+    headers = webhook_headers(SECRET, delivery, body, dt.datetime.now(dt.timezone.utc))
+    assert headers["webhook-id"] == str(delivery)
+    assert headers["webhook-signature"].startswith("v1,")
+    assert Webhook(SECRET).verify(body, headers) == {"event_id": "x"}
+    for tampered in (
+        (body + b" ", headers),
+        (body, headers | {"webhook-id": str(uuid.uuid4())}),  # the id is signed too
+        (body, headers | {"webhook-timestamp": str(int(headers["webhook-timestamp"]) - 600)}),  # a replay
+    ):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(*tampered)
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"o" * 32).decode()).verify(body, headers)
+
+
+def test_a_webhook_secret_must_be_a_standard_webhooks_secret():
+    assert webhook_secret_problem(SECRET) is None
+    assert webhook_secret_problem(None) == "is not set"
+    for wrong in ("s3cret", "whsec_not base64!", "whsec_" + base64.b64encode(b"short").decode()):
+        assert "Standard Webhooks secret" in webhook_secret_problem(wrong)
 
 
 @pytest.mark.parametrize(
