@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import subprocess
@@ -359,6 +360,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
     from services import demo
 
+    # The demo prints each step itself: httpx's line per request would only repeat it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     async with contextlib.AsyncExitStack() as stack:
@@ -394,12 +397,23 @@ async def _token_revoke(token_id: str) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    """Broker and database (started here when none is given), then the four services."""
+    """Broker and database (started here when none is given), then the four services
+    and the console."""
+    STATE_DIR.mkdir(exist_ok=True)
+    stack: list = []
+    try:
+        return _run_platform(stack)
+    finally:
+        # Whatever happened (a database that does not answer, Ctrl-C), nothing started
+        # here is left running.
+        for part in reversed(stack):
+            part.stop()
+
+
+def _run_platform(stack: list) -> int:
     from shared import devstack
 
-    STATE_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
-    stack = []
     if "KAFKA_BOOTSTRAP" not in env:
         port = 9092 if not devstack.port_open(9092) else devstack.free_port()
         broker = devstack.Tansu(port, log_path=STATE_DIR / "tansu.log").start()
@@ -413,8 +427,8 @@ def _up(args: argparse.Namespace) -> int:
             database = devstack.EmbeddedPostgres(STATE_DIR.resolve() / "postgres")
             stack.append(database)
             env["DATABASE_URL"] = database.start().rsplit("/", 1)[0] + "/sir"
-        devstack.ensure_database(env["DATABASE_URL"])
         print(f"database  {env['DATABASE_URL']}")
+    devstack.ensure_database(env["DATABASE_URL"])  # a named database too: created if missing
     os.environ.update(env)
     get_settings.cache_clear()
     settings = get_settings()
@@ -444,8 +458,6 @@ def _up(args: argparse.Namespace) -> int:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
-    for part in reversed(stack):
-        part.stop()
     if failed:
         print(f"stopped because {', '.join(failed)} exited", file=sys.stderr)
         return 1
