@@ -28,6 +28,7 @@ READ_EVERY_CASE = frozenset({"inspectorate", "admin"})
 ROUTES: dict[str, frozenset[str]] = {
     # intake
     "POST /v1/notifications": POSTED_BY["incident.notified"],
+    "POST /v1/notifications/check": POSTED_BY["incident.notified"],
     "POST /v1/cases/{case_id}/events": frozenset().union(*POSTED_BY.values()),
     "GET /v1/cases/{case_id}": EVERYONE,
     "POST /v1/import": frozenset({"admin"}),

@@ -303,10 +303,23 @@ STATES = {
 }
 
 
+# Intake's categorisation warnings (shared/categorisation.py GAPS), said as a council
+# would want to read them on the form; any other warning is shown with intake's reason.
+WARNING_TEXT = {
+    "incident_type_detail": "The type of incident is Other: say in a few words what happened.",
+    "domestic_abuse_aggravated": "Say whether domestic abuse aggravated this incident: for a violent or sexual"
+                                 " incident the Inspectorate follows up when it is not stated.",
+    "became_aware_date": "This is more than five working days after the incident: give the date your service"
+                         " became aware of it.",
+}
+
+
 def warning_text(warning) -> str:
-    """A categorisation warning of intake's 201 answer (`{"field", "reason"}`) as a sentence."""
+    """A categorisation warning of intake's answer (`{"field", "reason"}`) as a sentence."""
     if isinstance(warning, str):
         return warning
+    if warning.get("field") in WARNING_TEXT:
+        return WARNING_TEXT[warning["field"]]
     reason = str(warning.get("reason") or warning.get("message") or warning)
     return f"Please follow up: {reason}."
 

@@ -164,7 +164,7 @@ async def home(session: Annotated[Session, Depends(signed_in)]) -> Response:
 
 @router.get("/notify")
 async def notify_page(request: Request, session: Annotated[Session, Depends(role("council"))]) -> HTMLResponse:
-    return render(request, "notify.html", values={}, errors={}, idempotency_key=str(uuid.uuid4()))
+    return render(request, "notify.html", values={}, errors={}, idempotency_key=str(uuid.uuid4()), warnings=[])
 
 
 @router.post("/notify")
@@ -174,6 +174,13 @@ async def notify(request: Request, session: Annotated[Session, Depends(role("cou
     body = domain.body_of(values, domain.NOTIFICATION_FIELDS)
     key = str(form.get("idempotency_key") or uuid.uuid4())
     try:
+        if not form.get("warnings_seen"):
+            # First intake's check (nothing stored): what it would warn about is shown
+            # before the notification is sent, and the council sends it, or corrects it.
+            checked = await _api(request).post(session, "intake", "/v1/notifications/check", body)
+            if checked["warnings"]:
+                return render(request, "notify.html", values=values, errors={}, idempotency_key=key,
+                              warnings=[domain.warning_text(w) for w in checked["warnings"]])
         answer = await _api(request).post(session, "intake", "/v1/notifications", body, headers={"Idempotency-Key": key})
     except Rejected as rejection:
         errors = domain.field_errors(rejection.detail) if rejection.status == 422 else {"": str(rejection.detail)}

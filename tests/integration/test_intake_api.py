@@ -154,3 +154,19 @@ async def test_an_idempotency_key_gives_the_first_answer_again(platform, tokens)
     other_body = await _notify(platform, tokens["glasgow"], notification(council_reference="OTHER"), **key)
     assert other_body.status_code == 409
     assert await _events_stored(platform) == before
+
+
+async def test_a_notification_is_checked_before_it_is_sent_and_nothing_is_stored(platform, tokens):
+    """POST /v1/notifications/check: the warnings the 201 would carry, or the 422 it would
+    give (dates judged against now), with nothing stored."""
+    import datetime as dt
+
+    stored = await platform.pool.fetchval("SELECT count(*) FROM intake.events")
+    vague = notification(incident_type="other", incident_date=dt.date.today().isoformat())
+    answer = await platform.clients["intake"].post("/v1/notifications/check", json=vague, headers=bearer(tokens["glasgow"]))
+    assert answer.status_code == 200, answer.text
+    assert [w["field"] for w in answer.json()["warnings"]] == ["incident_type_detail"]
+    future = notification(incident_date=(dt.date.today() + dt.timedelta(days=30)).isoformat())
+    refused = await platform.clients["intake"].post("/v1/notifications/check", json=future, headers=bearer(tokens["glasgow"]))
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "incident_date"
+    assert await platform.pool.fetchval("SELECT count(*) FROM intake.events") == stored

@@ -110,6 +110,13 @@ async def test_every_route_answers_only_what_it_declares_and_each_declared_statu
     await ask("intake", "get", path, f"/v1/cases/{nobody}", token=t["inspectorate"])
     await ask("intake", "get", path, "/v1/cases/not-a-uuid", token=t["inspectorate"])
 
+    path = "/v1/notifications/check"
+    await ask("intake", "post", path, token=t["glasgow"], json=notification)
+    await ask("intake", "post", path, json=notification)
+    await ask("intake", "post", path, token=t["inspectorate"], json=notification)
+    await ask("intake", "post", path, token=t["glasgow"], **too_big)
+    await ask("intake", "post", path, token=t["glasgow"], json={})
+
     path = "/v1/whoami"
     await ask("intake", "get", path, token=t["glasgow"])
     await ask("intake", "get", path)

@@ -114,5 +114,10 @@ def test_sessions_expire_when_idle_or_old_and_end_with_their_token():
 
 
 def test_categorisation_warnings_read_as_sentences():
+    from shared.categorisation import GAPS
+
+    # Every gap intake warns of has its plain sentence; anything else is shown with its reason.
+    assert set(domain.WARNING_TEXT) == set(GAPS)
     warning = {"field": "incident_type_detail", "reason": "incident_type is 'other' with no incident_type_detail"}
-    assert domain.warning_text(warning) == "Please follow up: incident_type is 'other' with no incident_type_detail."
+    assert domain.warning_text(warning) == "The type of incident is Other: say in a few words what happened."
+    assert domain.warning_text({"field": "new_gap", "reason": "something new"}) == "Please follow up: something new."

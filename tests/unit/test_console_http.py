@@ -13,6 +13,9 @@ CASE = "8f6c0d7e-0000-4000-8000-000000000001"
 IDENTITY = {"token_id": "abc", "role": "council", "local_authority": "fife", "region": None}
 
 
+WARNINGS = [{"field": "incident_type_detail", "reason": "incident_type is 'other' with no incident_type_detail"}]
+
+
 class Apis:
     def __init__(self) -> None:
         self.revoked = False
@@ -24,9 +27,10 @@ class Apis:
             return httpx.Response(200, json=IDENTITY)
         if request.url.path == "/v1/cases":
             return httpx.Response(200, json=[])
+        if request.url.path == "/v1/notifications/check":
+            return httpx.Response(200, json={"warnings": WARNINGS})
         if request.url.path == "/v1/notifications":
-            return httpx.Response(201, json={"case_id": CASE, "state": "notified", "warnings": [
-                {"field": "incident_type_detail", "reason": "incident_type is 'other' with no incident_type_detail"}]})
+            return httpx.Response(201, json={"case_id": CASE, "state": "notified", "warnings": WARNINGS})
         if request.url.path == f"/v1/cases/{CASE}":
             return httpx.Response(200, json={"case_id": CASE, "local_authority": "fife", "state": "notified",
                                              "closed_reason": None, "sog_region": None, "events": []})
@@ -118,13 +122,18 @@ async def test_pages_of_another_role_are_a_403_page(console):
         assert (await client.get("/nowhere")).status_code == 404
 
 
-async def test_categorisation_warnings_of_an_accepted_notification_are_shown_on_its_case(console):
+async def test_categorisation_warnings_are_shown_before_sending_and_on_the_case(console):
     app, _ = console
     async with _client(app) as client:
         await _sign_in(client)
         form = await client.get("/notify")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-        answer = await client.post("/notify", data={"csrf_token": csrf, "incident_type": "other"})
+        # Intake's check warns: the form comes back with the warnings, nothing sent yet.
+        checked = await client.post("/notify", data={"csrf_token": csrf, "incident_type": "other"})
+        assert checked.status_code == 200 and 'id="warnings"' in checked.text
+        assert "The type of incident is Other: say in a few words what happened." in checked.text
+        assert 'name="warnings_seen" value="1"' in checked.text
+        answer = await client.post("/notify", data={"csrf_token": csrf, "incident_type": "other", "warnings_seen": "1"})
         assert answer.status_code == 303 and answer.headers["location"] == f"/cases/{CASE}"
         page = await client.get(answer.headers["location"])
-        assert "Please follow up: incident_type is &#39;other&#39; with no incident_type_detail." in page.text
+        assert "The type of incident is Other: say in a few words what happened." in page.text
