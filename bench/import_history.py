@@ -27,8 +27,8 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-
 from pipeline import bench_database
+
 from shared import devstack
 
 NAMESPACE = uuid.UUID("b3c1e7a2-0000-4000-8000-1a2b3c4d5e6f")

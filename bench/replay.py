@@ -23,8 +23,8 @@ import time
 import uuid
 
 import asyncpg
-
 from pipeline import bench_database
+
 from shared import devstack, record
 from shared.db import COMMON, create_pool, migrate
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS, encode_headers, ensure_topics, new_producer

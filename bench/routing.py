@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-
 from pipeline import NOTIFICATION, bench_platform, percentile, wait_ready
+
 from shared import devstack
 from shared.auth import issue_token
 from shared.db import create_pool
@@ -46,7 +46,7 @@ class _Receiver(ThreadingHTTPServer):
 class _Answer200(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):  # http.server's name
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(200)
         self.send_header("Content-Length", "0")

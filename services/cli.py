@@ -249,7 +249,7 @@ async def _import(path: Path, settings: Settings) -> int:
         progress.done(report)
         try:
             await _publish_outbox(pool, settings)
-        except Exception as error:  # noqa: BLE001 - stored is what matters; the relay publishes later
+        except Exception as error:  # any failure: stored is what matters; the relay publishes later
             print(
                 f"sir import: stored, but not yet published ({type(error).__name__}: {error}); intake's"
                 " outbox relay publishes the events when the broker answers",

@@ -21,9 +21,10 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -34,7 +35,6 @@ from pydantic import TypeAdapter, ValidationError
 from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.logs import event_context
 from shared.messaging import IMPORTED_HEADER, dead_letter_topic
-from shared.ordering import Position, arrive, stop_before
 from shared.metrics import (
     CONSUMER_APPLIED_OFFSET,
     CONSUMER_DELAY_SECONDS,
@@ -43,6 +43,7 @@ from shared.metrics import (
     EVENTS_DUPLICATE,
     HANDLER_SECONDS,
 )
+from shared.ordering import Position, arrive, stop_before
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -66,12 +66,12 @@ def _distinct(values: list) -> list:
     return list(dict.fromkeys(values))
 
 
-def Text(max_length: int) -> type[str]:  # noqa: N802 - used as a type
+def Text(max_length: int) -> type[str]:  # capitalised: used as a type
     """A string of 1 to `max_length` characters that the store can hold."""
     return Annotated[str, Field(min_length=1, max_length=max_length), AfterValidator(_storable)]  # type: ignore[return-value]
 
 
-def Choices(vocabulary: object, size: int) -> type[list]:  # noqa: N802 - used as a type
+def Choices(vocabulary: object, size: int) -> type[list]:  # capitalised: used as a type
     """A list of values from a vocabulary, at most its size long, repeats kept once."""
     return Annotated[  # type: ignore[return-value]
         list[vocabulary],  # type: ignore[valid-type]
@@ -382,11 +382,12 @@ CASE_EVENT_TYPES = (
 ROUTING_EVENT_TYPES = (NotificationForwarded, NotificationForwardFailed)
 DEADLINE_EVENT_TYPES = (DeadlineOpened, DeadlineWarning, DeadlineMet, DeadlineBreached, DeadlineCancelled)
 
-CaseEvent = Annotated[Union[CASE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
-RoutingEvent = Annotated[Union[ROUTING_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
-DeadlineEvent = Annotated[Union[DEADLINE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
+# Union[...] spreads a tuple of models built above; `X | Y` cannot (hence noqa: UP007).
+CaseEvent = Annotated[Union[CASE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+RoutingEvent = Annotated[Union[ROUTING_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+DeadlineEvent = Annotated[Union[DEADLINE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
 AnyEvent = Annotated[
-    Union[CASE_EVENT_TYPES + ROUTING_EVENT_TYPES + DEADLINE_EVENT_TYPES],  # type: ignore[valid-type]
+    Union[CASE_EVENT_TYPES + ROUTING_EVENT_TYPES + DEADLINE_EVENT_TYPES],  # type: ignore[valid-type]  # noqa: UP007
     Field(discriminator="event_type"),
 ]
 

@@ -26,8 +26,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 # Set around the handling of one event, so every line logged meanwhile names it.
 _CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("sir_log_context", default={})

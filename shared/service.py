@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -22,10 +22,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.assets import serve_docs_locally
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
-from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.http import ERROR_RESPONSES, Guard, install_error_handlers
-from shared.openapi import install as install_openapi
+from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PARKED_WAITING, SERVICE_READY
+from shared.openapi import install as install_openapi
 from shared.outbox import OutboxRelay, backlog, parked_waiting
 from shared.settings import Settings
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import Counter
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -25,8 +25,9 @@ import json
 import math
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 Format = Literal["json", "csv", "html"]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+
 import asyncpg
 
 from services.routing.domain import RecipientConfig

@@ -28,6 +28,7 @@ import pytest
 from shared import devstack
 from shared.settings import SERVICES
 
+
 def _postgres_bin() -> Path:
     """SIR_TEST_POSTGRES_BIN, else Debian's newest installed PostgreSQL (15 here)."""
     if "SIR_TEST_POSTGRES_BIN" in os.environ:

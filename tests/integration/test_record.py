@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,7 +17,7 @@ from shared import devstack
 from shared.auth import issue_token
 from shared.db import COMMON, create_pool, migrate
 from shared.events import CASE_EVENT
-from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS, outbound_topic
+from shared.messaging import CASE_EVENTS, ROUTING_EVENTS, outbound_topic
 from shared.outbox import EventTooLarge, enqueue, list_parked
 from shared.settings import get_settings
 from tests.factories import envelope, mappa_notification, notification

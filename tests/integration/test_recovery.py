@@ -96,7 +96,8 @@ async def _settled(platform) -> None:
             return
         before_last, previous = previous, snapshot
         await asyncio.sleep(0.5)
-    import difflib, json
+    import difflib
+    import json
     diff = difflib.unified_diff(json.dumps(before_last, indent=1, sort_keys=True).splitlines(),
                                 json.dumps(previous, indent=1, sort_keys=True).splitlines(), lineterm="")
     raise AssertionError("the figures never settled:\n" + "\n".join(list(diff)[:60]))

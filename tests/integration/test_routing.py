@@ -12,16 +12,15 @@ import base64
 import contextlib
 import json
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
-from aiokafka import AIOKafkaProducer
 
 from services.routing import domain, repository
 from services.routing.delivery import delivery_loop
@@ -79,7 +78,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
+            def do_POST(self):  # http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.answering.wait(timeout=30)
                 try:  # as any receiver does it: the Standard Webhooks library
