@@ -98,6 +98,7 @@ def body_of(form: Mapping[str, list[str]], fields: Mapping[str, str]) -> dict:
     body: dict = {}
     for name, kind in fields.items():
         values = [v.strip() for v in form.get(name, []) if v.strip()]
+        value: object
         if kind == "list":
             value = values
         elif not values:

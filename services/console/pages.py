@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import secrets
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -85,7 +86,7 @@ async def csrf_checked(request: Request, session: Annotated[Session, Depends(sig
 
 
 def _scope(session: Session) -> str:
-    if session.role == "council":
+    if session.role == "council" and session.local_authority is not None:
         return f"a council: {LOCAL_AUTHORITIES[session.local_authority].name}"
     if session.role == "sog":
         return f"the Strategic Oversight Group of {domain.region_name(session.region)}"
@@ -221,7 +222,7 @@ async def _case(request: Request, session: Session, case_id: uuid.UUID, status: 
         api.get(session, "routing", "/v1/deliveries", case_id=str(case_id)) if session.role == "inspectorate" else _nothing(),
     )
     facts = domain.facts_of(case)
-    notification = next((e["data"] for e in case["events"] if e["event_type"] == "incident.notified"), {})
+    notification: dict = next((e["data"] for e in case["events"] if e["event_type"] == "incident.notified"), {})
     return render(
         request, "case.html", status, case=case, facts=facts, notification=notification,
         actions=domain.actions_for(session.role, facts),
@@ -291,7 +292,7 @@ async def queues_page(request: Request, session: Annotated[Session, Depends(role
     )
 
 
-async def _owed(api: Api, session: Session, rule: str) -> list[dict]:
+async def _owed(api: Api, session: Session, rule: str) -> list[Mapping]:
     open_, breached = await asyncio.gather(
         api.get(session, "deadlines", "/v1/deadlines", rule=rule, status="open", limit=1000),
         api.get(session, "deadlines", "/v1/deadlines", rule=rule, status="breached", limit=1000),
