@@ -268,8 +268,8 @@ async def _import(path: Path, settings: Settings) -> int:
         )
         return 3
     print(f"imported {report.imported}, skipped {report.skipped} (already present), rejected {report.rejected}")
-    for error in report.as_dict()["errors"]:
-        print(f"line {error['line']} (case {error['case_id'] or '?'}): {error['reason']}")
+    for rejection in report.as_dict()["errors"]:
+        print(f"line {rejection['line']} (case {rejection['case_id'] or '?'}): {rejection['reason']}")
     return 1 if report.rejected else 0
 
 
@@ -399,7 +399,7 @@ def _up(args: argparse.Namespace) -> int:
 
     STATE_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
-    stack = []
+    stack: list[devstack.Tansu | devstack.EmbeddedPostgres] = []  # stopped in reverse at the end
     if "KAFKA_BOOTSTRAP" not in env:
         port = 9092 if not devstack.port_open(9092) else devstack.free_port()
         broker = devstack.Tansu(port, log_path=STATE_DIR / "tansu.log").start()

@@ -379,7 +379,9 @@ class _AppliedOffsets(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         kafka = self.kafka_consumer()
-        for tp in assigned if kafka is not None else ():
+        if kafka is None:
+            return
+        for tp in assigned:
             try:
                 async with asyncio.timeout(5.0):
                     committed = await kafka.committed(tp)

@@ -8,7 +8,7 @@ so a bad value is refused with its field named. `CaseEvent`, `RoutingEvent`,
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -243,6 +243,12 @@ def _absent(value: object) -> bool:
 
 
 class Envelope(Strict):
+    if TYPE_CHECKING:
+        # Every event type declares its own `data` model, and consumers pick the type by
+        # `event_type` (a string, which type checkers cannot narrow on). Declared for type
+        # checkers only, so that the envelope's JSON Schema stays as it is.
+        data: Any
+
     event_id: UUID
     event_type: str
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -385,8 +391,8 @@ DeadlineEvent = Annotated[Union[DEADLINE_EVENT_TYPES], Field(discriminator="even
 ALL_EVENT_TYPES = CASE_EVENT_TYPES + ROUTING_EVENT_TYPES + DEADLINE_EVENT_TYPES
 AnyEvent = Annotated[Union[ALL_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
 
-CASE_EVENT = TypeAdapter(CaseEvent)
-ANY_EVENT = TypeAdapter(AnyEvent)
+CASE_EVENT: TypeAdapter[Envelope] = TypeAdapter(CaseEvent)
+ANY_EVENT: TypeAdapter[Envelope] = TypeAdapter(AnyEvent)
 
 
 def event_type_of(model: type[Envelope]) -> str:

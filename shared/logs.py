@@ -156,15 +156,14 @@ class RepeatFilter(logging.Filter):
             for key in [k for k, r in self._kinds.items() if now - r.since >= self.interval]:
                 repeats = self._kinds.pop(key)
                 if repeats.count and repeats.last is not None:
-                    summaries.append(self._summary(repeats, min(now, self.clock()) - repeats.since))
+                    summaries.append(self._summary(repeats.last, repeats.count, min(now, self.clock()) - repeats.since))
         return summaries
 
     @staticmethod
-    def _summary(repeats: _Repeats, seconds: float) -> logging.LogRecord:
-        last = repeats.last
+    def _summary(last: logging.LogRecord, count: int, seconds: float) -> logging.LogRecord:
         summary = logging.makeLogRecord(vars(last))
         summary.msg = "%s (repeated %d time%s in the last %.0f s)"
-        summary.args = (last.getMessage(), repeats.count, "" if repeats.count == 1 else "s", seconds)
+        summary.args = (last.getMessage(), count, "" if count == 1 else "s", seconds)
         summary.exc_info = summary.exc_text = None  # the first line of the kind had the traceback
         summary._sir_summary = True
         return summary
@@ -212,8 +211,10 @@ def configure_logging(
 class _StderrHandler(logging.StreamHandler):
     """Writes to the current sys.stderr, whatever replaced it since (as logging's lastResort)."""
 
+    repeats: RepeatFilter | None = None  # its filter, flushed when the handler is replaced
+
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter

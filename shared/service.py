@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -31,7 +32,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[[asyncpg.Pool, Settings], Awaitable[None]]
+Worker = Callable[[asyncpg.Pool, Settings], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -133,7 +134,7 @@ async def serve(service: str, app: FastAPI, settings: Settings) -> None:
     """Serve `app` (and its metrics app on the metrics port, when set) until stopped."""
     import uvicorn
 
-    def server(asgi: FastAPI, port: int, lifespan: str) -> uvicorn.Server:
+    def server(asgi: FastAPI, port: int, lifespan: Literal["on", "off"]) -> uvicorn.Server:
         # log_config=None: uvicorn's lines go through the root handler (JSON by default).
         # server_header=False: no `server: uvicorn` telling a caller what to attack.
         return uvicorn.Server(uvicorn.Config(

@@ -157,7 +157,7 @@ def known_note(report: Mapping) -> str | None:
         f"as known on {_timestamp(report['as_of'])} (only events recorded by then)"
     )
     basis = {"cohort": "reviews and responses of the period's notifications, whenever they came (cohort)",
-             "received": "reviews and responses received in the period"}.get(report.get("basis"), "")
+             "received": "reviews and responses received in the period"}.get(report.get("basis") or "", "")
     return f"Figures {when}; {basis}" if basis else f"Figures {when}"
 
 
