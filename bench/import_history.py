@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -94,7 +95,7 @@ async def executemany_ceiling(path: Path, database_url: str, lines: int, sample:
     intake.events (what any import must at least do)."""
     rows = []
     with path.open() as file:
-        for line, _ in zip(file, range(min(sample, lines))):
+        for line in itertools.islice(file, min(sample, lines)):
             event = json.loads(line)
             rows.append((uuid.UUID(event["event_id"]), uuid.UUID(event["case_id"]), event["event_type"],
                          event["local_authority"], line))

@@ -202,7 +202,8 @@ def main() -> None:
     services = ("intake", "routing") if args.only_routing else SERVICES
     receiver = Receiver()
     try:
-        with bench_platform({name: name for name in services}, env={SECRET_ENV: "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode()}) as (
+        secret = "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode()
+        with bench_platform({name: name for name in services}, env={SECRET_ENV: secret}) as (
             database_url, bootstrap, ports,
         ):
             asyncio.run(run(args, database_url, ports, bootstrap, receiver))

@@ -224,6 +224,13 @@ async def _outbox(args: argparse.Namespace) -> int:
     return await _with_pool(run)
 
 
+def _readable_size(path: Path) -> int:
+    """The file's size, once it is known to open for reading (OSError otherwise)."""
+    size = path.stat().st_size
+    path.open("rb").close()
+    return size
+
+
 async def _import(path: Path, settings: Settings) -> int:
     """Never a traceback: a bad line is reported by number, a missing file or an
     unreachable database by a sentence and an exit code (docs/import.md)."""
@@ -234,8 +241,7 @@ async def _import(path: Path, settings: Settings) -> int:
     from shared.db import COMMON, migrate
 
     try:
-        size = path.stat().st_size
-        path.open("rb").close()
+        size = await asyncio.to_thread(_readable_size, path)
     except OSError as error:
         print(f"sir import: {error}", file=sys.stderr)
         return 2

@@ -5,8 +5,8 @@ a redelivered event is recognised and skipped. A batch of messages is written in
 transaction and its offsets are committed only after that transaction. If a handler
 fails, the batch is applied again event by event, each in a savepoint, and the failing
 one is retried in place with backoff; after `max_attempts` the message goes to
-`<topic>.dlq` with the error, and so does a message that is not a valid event. If the database itself fails, the batch is rewound and
-comes again.
+`<topic>.dlq` with the error, and so does a message that is not a valid event. If the
+database itself fails, the batch is rewound and comes again.
 
 Case events are applied in each case's `sequence` order whatever the delivery order
 (shared/ordering.py): one that comes before its turn is marked processed and held in
@@ -249,7 +249,7 @@ class IdempotentApplier:
 
     def _arrive(self, positions: dict[uuid.UUID, Position], arrival: Arrival) -> list[Arrival]:
         """What `arrival` makes ready (a non-case event: itself), its case's position moved on."""
-        record, event = arrival
+        _record, event = arrival
         if event.event_type not in CASE_EVENT_MODELS:
             return [arrival]
         positions[event.case_id], ready = arrive(positions[event.case_id], event.sequence, arrival)

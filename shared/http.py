@@ -38,7 +38,9 @@ RETRY_AFTER_SECONDS = 5
 MAX_FIELD_ERRORS = 20
 MAX_LOCATION_PART = 64
 
-CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 # Every /v1 answer is case data or computed from it: never kept by a browser or a proxy.
 CASE_DATA_PATH = "/v1/"
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Set around the handling of one event, so every line logged meanwhile names it.
-_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("sir_log_context", default={})
+# No default (a shared dict would be one for every context): readers pass a fresh empty one.
+_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("sir_log_context")
 
 # Attributes every LogRecord has; anything else on a record came through `extra=`.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -51,7 +52,7 @@ def event_fields(event: Any) -> dict[str, str]:
 @contextlib.contextmanager
 def event_context(**fields: Any) -> Iterator[None]:
     """Every line logged inside names these fields (event_id, case_id …)."""
-    token = _CONTEXT.set(_CONTEXT.get() | {k: str(v) for k, v in fields.items() if v is not None})
+    token = _CONTEXT.set(_CONTEXT.get({}) | {k: str(v) for k, v in fields.items() if v is not None})
     try:
         yield
     finally:
@@ -74,7 +75,7 @@ class JsonFormatter(logging.Formatter):
         }
         if self.service:
             line["service"] = self.service
-        line.update(_CONTEXT.get())
+        line.update(_CONTEXT.get({}))
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES and not k.startswith("_")})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
@@ -130,7 +131,7 @@ class RepeatFilter(logging.Filter):
         passes = True
         if record.levelno >= logging.WARNING and self.interval > 0:
             key = (record.name, record.levelno, _FIGURES.sub("#", record.getMessage()),
-                   tuple(sorted(_CONTEXT.get().items())))
+                   tuple(sorted(_CONTEXT.get({}).items())))
             with self._lock:
                 repeats = self._kinds.get(key)
                 if repeats is None:

@@ -27,7 +27,8 @@ SIGN_IN_COOKIE = "sir_console_sign_in"
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals.update(
     label=label, vocabularies=VOCABULARIES, authorities=LOCAL_AUTHORITIES, regions=MAPPA_REGIONS,
-    dom_id=domain.dom_id, states=domain.STATES, day=domain.day, due=domain.due, recipient_name=domain.recipient_name, due_date=domain.due_date, when_=lambda v: domain.when(domain._at(v)),
+    dom_id=domain.dom_id, states=domain.STATES, day=domain.day, due=domain.due, recipient_name=domain.recipient_name,
+    due_date=domain.due_date, when_=lambda v: domain.when(domain._at(v)),
     close_reasons=domain.CLOSE_REASONS,
     options=lambda kind: [(v, label(kind, v)) for v in VOCABULARIES[kind]],
     authority_options=[(a.slug, a.name) for a in sorted(LOCAL_AUTHORITIES.values(), key=lambda a: a.name)],
@@ -310,7 +311,7 @@ async def _not_assessed(api: Api, session: Session, cases: list[dict]) -> list[d
             return await api.get(session, "intake", f"/v1/cases/{case['case_id']}")
 
     histories = await asyncio.gather(*(history(c) for c in cases))
-    return [c for c, h in zip(cases, histories) if not domain.facts_of(h).assessed]
+    return [c for c, h in zip(cases, histories, strict=True) if not domain.facts_of(h).assessed]
 
 
 # --- reports ------------------------------------------------------------------------------------

@@ -297,7 +297,7 @@ async def write_projection(conn: asyncpg.Connection, projection: Projection, tim
         await conn.execute(
             f"INSERT INTO {schema}.case_positions (consumer, case_id, applied, held)"
             " SELECT * FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::jsonb[])",
-            *[list(column) for column in zip(*projection.position_rows())] or [[], [], [], []],
+            *[list(column) for column in zip(*projection.position_rows(), strict=True)] or [[], [], [], []],
         )
 
 

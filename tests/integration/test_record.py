@@ -165,7 +165,7 @@ async def _on_topics(bootstrap: str, pool) -> dict[str, list[int]]:
     sent_at: dict[str, list[int]] = {}
     for schema in RECORDING:
         for topic, ids in (await _recorded_ids(pool, schema)).items():
-            found = await find_records(bootstrap, topic, lambda r: header(r, "ce_id") in ids, count=len(ids), timeout=60)
+            found = await find_records(bootstrap, topic, lambda r, ids=ids: header(r, "ce_id") in ids, count=len(ids), timeout=60)
             assert {header(r, "ce_id") for r in found} == ids, (schema, topic)
             sent_at.setdefault(schema, []).extend(r.timestamp for r in found)
     return sent_at

@@ -124,7 +124,7 @@ async def _every_figure_lists_its_cases(platform, params: dict) -> int:
         if name not in repository.TABLE_CASES:
             continue
         count_at = 2 if name == "notifications_by_mappa" else 1  # the column of the row's cases
-        for key, row in zip(table["keys"], table["rows"]):
+        for key, row in zip(table["keys"], table["rows"], strict=True):
             cases = (await listed(platform, params, name, key))["cases"]
             assert len(cases) == row[count_at], (name, key)
             checked += 1
