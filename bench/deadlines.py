@@ -27,8 +27,8 @@ from collections import Counter
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
-
 from pipeline import bench_platform, percentile, wait_ready
+
 from shared.db import create_pool
 from shared.messaging import DEADLINE_EVENTS
 from shared.reference import LOCAL_AUTHORITY_SLUGS

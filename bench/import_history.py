@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -27,8 +28,8 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-
 from pipeline import bench_database
+
 from shared import devstack
 
 NAMESPACE = uuid.UUID("b3c1e7a2-0000-4000-8000-1a2b3c4d5e6f")
@@ -94,7 +95,7 @@ async def executemany_ceiling(path: Path, database_url: str, lines: int, sample:
     intake.events (what any import must at least do)."""
     rows = []
     with path.open() as file:
-        for line, _ in zip(file, range(min(sample, lines))):
+        for line in itertools.islice(file, min(sample, lines)):
             event = json.loads(line)
             rows.append((uuid.UUID(event["event_id"]), uuid.UUID(event["case_id"]), event["event_type"],
                          event["local_authority"], line))

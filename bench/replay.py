@@ -23,8 +23,8 @@ import time
 import uuid
 
 import asyncpg
-
 from pipeline import bench_database
+
 from shared import devstack, record
 from shared.db import COMMON, create_pool, migrate
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS, encode_headers, ensure_topics, new_producer
@@ -144,7 +144,8 @@ def main() -> None:
     print(f"stored events            {n:,} ({', '.join(f'{s} {len(r):,}' for s, r in rows.items())}),"
           f" {size / n:,.0f} bytes each; COPY {n / copy_seconds:,.0f} /s")
     print(f"raw aiokafka produce     {raw_seconds:.1f} s, {n / raw_seconds:,.0f} events/s")
-    print(f"replay to a blank Tansu  {replay_seconds:.1f} s, {n / replay_seconds:,.0f} events/s (causal order, read from PostgreSQL)")
+    print(f"replay to a blank Tansu  {replay_seconds:.1f} s, {n / replay_seconds:,.0f} events/s"
+          " (causal order, read from PostgreSQL)")
     print(f"ratio replay / raw       {raw_seconds / replay_seconds:.2f} (target ≥ 0.5)")
 
 

@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-
 from pipeline import NOTIFICATION, bench_platform, percentile, wait_ready
+
 from shared import devstack
 from shared.auth import issue_token
 from shared.db import create_pool
@@ -46,7 +46,7 @@ class _Receiver(ThreadingHTTPServer):
 class _Answer200(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):  # http.server's name
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(200)
         self.send_header("Content-Length", "0")
@@ -202,7 +202,8 @@ def main() -> None:
     services = ("intake", "routing") if args.only_routing else SERVICES
     receiver = Receiver()
     try:
-        with bench_platform({name: name for name in services}, env={SECRET_ENV: "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode()}) as (
+        secret = "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode()
+        with bench_platform({name: name for name in services}, env={SECRET_ENV: secret}) as (
             database_url, bootstrap, ports,
         ):
             asyncio.run(run(args, database_url, ports, bootstrap, receiver))

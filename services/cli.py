@@ -225,6 +225,13 @@ async def _outbox(args: argparse.Namespace) -> int:
     return await _with_pool(run)
 
 
+def _readable_size(path: Path) -> int:
+    """The file's size, once it is known to open for reading (OSError otherwise)."""
+    size = path.stat().st_size
+    path.open("rb").close()
+    return size
+
+
 async def _import(path: Path, settings: Settings) -> int:
     """Never a traceback: a bad line is reported by number, a missing file or an
     unreachable database by a sentence and an exit code (docs/import.md)."""
@@ -235,8 +242,7 @@ async def _import(path: Path, settings: Settings) -> int:
     from shared.db import COMMON, migrate
 
     try:
-        size = path.stat().st_size
-        path.open("rb").close()
+        size = await asyncio.to_thread(_readable_size, path)
     except OSError as error:
         print(f"sir import: {error}", file=sys.stderr)
         return 2
@@ -250,7 +256,7 @@ async def _import(path: Path, settings: Settings) -> int:
         progress.done(report)
         try:
             await _publish_outbox(pool, settings)
-        except Exception as error:  # noqa: BLE001 - stored is what matters; the relay publishes later
+        except Exception as error:  # any failure: stored is what matters; the relay publishes later
             print(
                 f"sir import: stored, but not yet published ({type(error).__name__}: {error}); intake's"
                 " outbox relay publishes the events when the broker answers",
@@ -269,8 +275,8 @@ async def _import(path: Path, settings: Settings) -> int:
         )
         return 3
     print(f"imported {report.imported}, skipped {report.skipped} (already present), rejected {report.rejected}")
-    for error in report.as_dict()["errors"]:
-        print(f"line {error['line']} (case {error['case_id'] or '?'}): {error['reason']}")
+    for rejection in report.as_dict()["errors"]:
+        print(f"line {rejection['line']} (case {rejection['case_id'] or '?'}): {rejection['reason']}")
     return 1 if report.rejected else 0
 
 
@@ -400,7 +406,7 @@ def _up(args: argparse.Namespace) -> int:
     """Broker and database (started here when none is given), then the four services
     and the console."""
     STATE_DIR.mkdir(exist_ok=True)
-    stack: list = []
+    stack: list = []  # Tansu, the embedded PostgreSQL: stopped in reverse at the end
     try:
         return _run_platform(stack)
     finally:

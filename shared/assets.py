@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
+
 def _node_modules() -> Path:
     """The repository's node_modules (a checkout), else the working directory's (the image)."""
     candidates = (Path(__file__).resolve().parent.parent / "node_modules", Path.cwd() / "node_modules")

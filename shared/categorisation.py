@@ -41,10 +41,10 @@ def gaps(data: Any, received_at: dt.datetime) -> list[str]:
         found.append("incident_type_detail")
     if data.incident_type in VIOLENT_OR_SEXUAL and data.domestic_abuse_aggravated is None:
         found.append("domestic_abuse_aggravated")
-    if data.became_aware_date is None and judge(
-        data.incident_date, Timescale(working_days=NOTIFICATION_WORKING_DAYS), received_at
-    ).working_days_taken > NOTIFICATION_WORKING_DAYS:
-        found.append("became_aware_date")
+    if data.became_aware_date is None:
+        taken = judge(data.incident_date, Timescale(working_days=NOTIFICATION_WORKING_DAYS), received_at).working_days_taken
+        if taken is not None and taken > NOTIFICATION_WORKING_DAYS:  # never None: a stop is given
+            found.append("became_aware_date")
     return found
 
 

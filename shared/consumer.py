@@ -5,8 +5,8 @@ a redelivered event is recognised and skipped. A batch of messages is written in
 transaction and its offsets are committed only after that transaction. If a handler
 fails, the batch is applied again event by event, each in a savepoint, and the failing
 one is retried in place with backoff; after `max_attempts` the message goes to
-`<topic>.dlq` with the error, and so does a message that is not a valid event. If the database itself fails, the batch is rewound and
-comes again.
+`<topic>.dlq` with the error, and so does a message that is not a valid event. If the
+database itself fails, the batch is rewound and comes again.
 
 Case events are applied in each case's `sequence` order whatever the delivery order
 (shared/ordering.py): one that comes before its turn is marked processed and held in
@@ -21,9 +21,10 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -34,7 +35,6 @@ from pydantic import TypeAdapter, ValidationError
 from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.logs import event_context
 from shared.messaging import IMPORTED_HEADER, dead_letter_topic
-from shared.ordering import Position, arrive, stop_before
 from shared.metrics import (
     CONSUMER_APPLIED_OFFSET,
     CONSUMER_DELAY_SECONDS,
@@ -43,6 +43,7 @@ from shared.metrics import (
     EVENTS_DUPLICATE,
     HANDLER_SECONDS,
 )
+from shared.ordering import Position, arrive, stop_before
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class IdempotentApplier:
 
     def _arrive(self, positions: dict[uuid.UUID, Position], arrival: Arrival) -> list[Arrival]:
         """What `arrival` makes ready (a non-case event: itself), its case's position moved on."""
-        record, event = arrival
+        _record, event = arrival
         if event.event_type not in CASE_EVENT_MODELS:
             return [arrival]
         positions[event.case_id], ready = arrive(positions[event.case_id], event.sequence, arrival)
@@ -378,7 +379,9 @@ class _AppliedOffsets(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         kafka = self.kafka_consumer()
-        for tp in assigned if kafka is not None else ():
+        if kafka is None:
+            return
+        for tp in assigned:
             try:
                 async with asyncio.timeout(5.0):
                     committed = await kafka.committed(tp)

@@ -29,8 +29,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -142,7 +143,7 @@ def postgres_reachable(dsn: str, timeout: float = 2.0) -> bool:
     try:
         _run(probe())
         return True
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
 
 

@@ -8,7 +8,7 @@ so a bad value is refused with its field named. `CaseEvent`, `RoutingEvent`,
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -18,19 +18,19 @@ from shared.calendar import local_date
 from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, VOCABULARIES, mappa_region_of
 from shared.settings import get_settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 # incident.notified is at version 2 (domestic_abuse_aggravated may be not known).
-NOTIFIED_SCHEMA_VERSION = 2
+NOTIFIED_SCHEMA_VERSION: Final = 2
 
 LocalAuthoritySlug = Literal[LOCAL_AUTHORITY_SLUGS]  # type: ignore[valid-type]
-Criterion = Literal[VOCABULARIES["criterion"]]  # type: ignore[valid-type]
-IncidentType = Literal[VOCABULARIES["incident_type"]]  # type: ignore[valid-type]
-OrderType = Literal[VOCABULARIES["order_type"]]  # type: ignore[valid-type]
-SubjectRole = Literal[VOCABULARIES["subject_role"]]  # type: ignore[valid-type]
-ReviewType = Literal[VOCABULARIES["review_type"]]  # type: ignore[valid-type]
-SignOffRole = Literal[VOCABULARIES["sign_off_role"]]  # type: ignore[valid-type]
-RiskTool = Literal[VOCABULARIES["risk_tool"]]  # type: ignore[valid-type]
-Finding = Literal[VOCABULARIES["finding"]]  # type: ignore[valid-type]
+Criterion = Literal[VOCABULARIES["criterion"]]  # type: ignore[valid-type, name-defined]
+IncidentType = Literal[VOCABULARIES["incident_type"]]  # type: ignore[valid-type, name-defined]
+OrderType = Literal[VOCABULARIES["order_type"]]  # type: ignore[valid-type, name-defined]
+SubjectRole = Literal[VOCABULARIES["subject_role"]]  # type: ignore[valid-type, name-defined]
+ReviewType = Literal[VOCABULARIES["review_type"]]  # type: ignore[valid-type, name-defined]
+SignOffRole = Literal[VOCABULARIES["sign_off_role"]]  # type: ignore[valid-type, name-defined]
+RiskTool = Literal[VOCABULARIES["risk_tool"]]  # type: ignore[valid-type, name-defined]
+Finding = Literal[VOCABULARIES["finding"]]  # type: ignore[valid-type, name-defined]
 # Live events take the role from the token (ROLES), the platform's own services write
 # `service`; imported history keeps the role as given (another system may say `system`),
 # so any non-empty role is accepted and shown as is (SPEC §3).
@@ -66,22 +66,15 @@ def _distinct(values: list) -> list:
     return list(dict.fromkeys(values))
 
 
-def Text(max_length: int) -> type[str]:  # noqa: N802 - used as a type
-    """A string of 1 to `max_length` characters that the store can hold."""
-    return Annotated[str, Field(min_length=1, max_length=max_length), AfterValidator(_storable)]  # type: ignore[return-value]
-
-
-def Choices(vocabulary: object, size: int) -> type[list]:  # noqa: N802 - used as a type
-    """A list of values from a vocabulary, at most its size long, repeats kept once."""
-    return Annotated[  # type: ignore[return-value]
-        list[vocabulary],  # type: ignore[valid-type]
-        Field(max_length=size),
-        AfterValidator(_distinct),
-    ]
-
+# Text fields: `Annotated[str, Field(min_length=1, max_length=N), STORABLE]`, a string of
+# 1 to N characters that the store can hold. Lists of choices: `Annotated[list[Vocabulary],
+# Field(max_length=size), DISTINCT]`, repeats kept once. Written out in each annotation
+# (not built by a function) so that type checkers can read them.
+STORABLE = AfterValidator(_storable)
+DISTINCT = AfterValidator(_distinct)
 
 # Free text fields are short and must hold no personal data (SPEC §3).
-ShortText = Text(200)
+ShortText = Annotated[str, Field(min_length=1, max_length=200), STORABLE]
 
 
 def field_error(loc: tuple[str, ...], value: object, message: str) -> ValidationError:
@@ -115,7 +108,7 @@ class Mappa(Strict):
 
 
 class IncidentNotifiedData(Strict):
-    council_reference: Text(64)
+    council_reference: Annotated[str, Field(min_length=1, max_length=64), STORABLE]
     incident_date: dt.date
     became_aware_date: dt.date | None = None
     criterion: Criterion
@@ -175,7 +168,7 @@ class SogDecisionRecordedData(Strict):
 class RiskAssessment(Strict):
     completed: bool
     up_to_date: bool
-    tools: Choices(RiskTool, len(VOCABULARIES["risk_tool"])) = []
+    tools: Annotated[list[RiskTool], Field(max_length=len(VOCABULARIES["risk_tool"])), DISTINCT] = []
 
 
 class RiskManagementPlan(Strict):
@@ -191,7 +184,7 @@ class ReviewSubmittedData(Strict):
     risk_management_plan: RiskManagementPlan
     order_reviews_referenced: bool
     good_practice_identified: bool
-    findings: Choices(Finding, len(VOCABULARIES["finding"])) = []
+    findings: Annotated[list[Finding], Field(max_length=len(VOCABULARIES["finding"])), DISTINCT] = []
 
 
 class AdditionalInfoRequestedData(Strict):
@@ -217,7 +210,7 @@ class CaseClosedData(Strict):
 
 class NotificationForwardedData(Strict):
     recipient: Recipient
-    channel: Text(32)
+    channel: Annotated[str, Field(min_length=1, max_length=32), STORABLE]
     attempts: Annotated[int, Field(ge=1)]
     delivered_at: AwareDatetime
 
@@ -242,7 +235,7 @@ class DeadlineData(Strict):
 
 class Actor(Strict):
     role: ActorRole
-    id: Text(64)
+    id: Annotated[str, Field(min_length=1, max_length=64), STORABLE]
 
 
 def _absent(value: object) -> bool:
@@ -250,6 +243,12 @@ def _absent(value: object) -> bool:
 
 
 class Envelope(Strict):
+    if TYPE_CHECKING:
+        # Every event type declares its own `data` model, and consumers pick the type by
+        # `event_type` (a string, which type checkers cannot narrow on). Declared for type
+        # checkers only, so that the envelope's JSON Schema stays as it is.
+        data: Any
+
     event_id: UUID
     event_type: str
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -276,7 +275,9 @@ class Envelope(Strict):
 class IncidentNotified(Envelope):
     event_type: Literal["incident.notified"]
     # Version 2 lets domestic_abuse_aggravated be not known (null); version 1 events read as before.
-    schema_version: Literal[1, 2] = NOTIFIED_SCHEMA_VERSION
+    # pydantic lets a subclass widen a field (this event reads both versions); mypy holds
+    # class attributes invariant, hence the ignore.
+    schema_version: Literal[1, 2] = NOTIFIED_SCHEMA_VERSION  # type: ignore[assignment]
     data: IncidentNotifiedData
 
     @model_validator(mode="after")
@@ -382,16 +383,16 @@ CASE_EVENT_TYPES = (
 ROUTING_EVENT_TYPES = (NotificationForwarded, NotificationForwardFailed)
 DEADLINE_EVENT_TYPES = (DeadlineOpened, DeadlineWarning, DeadlineMet, DeadlineBreached, DeadlineCancelled)
 
-CaseEvent = Annotated[Union[CASE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
-RoutingEvent = Annotated[Union[ROUTING_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
-DeadlineEvent = Annotated[Union[DEADLINE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]
-AnyEvent = Annotated[
-    Union[CASE_EVENT_TYPES + ROUTING_EVENT_TYPES + DEADLINE_EVENT_TYPES],  # type: ignore[valid-type]
-    Field(discriminator="event_type"),
-]
+# Union[...] spreads a tuple of models built above; `X | Y` cannot (hence noqa: UP007), and
+# mypy cannot read a union built from data (hence the ignore; pydantic reads it at run time).
+CaseEvent = Annotated[Union[CASE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+RoutingEvent = Annotated[Union[ROUTING_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+DeadlineEvent = Annotated[Union[DEADLINE_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+ALL_EVENT_TYPES = CASE_EVENT_TYPES + ROUTING_EVENT_TYPES + DEADLINE_EVENT_TYPES
+AnyEvent = Annotated[Union[ALL_EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
 
-CASE_EVENT = TypeAdapter(CaseEvent)
-ANY_EVENT = TypeAdapter(AnyEvent)
+CASE_EVENT: TypeAdapter[Envelope] = TypeAdapter(CaseEvent)
+ANY_EVENT: TypeAdapter[Envelope] = TypeAdapter(AnyEvent)
 
 
 def event_type_of(model: type[Envelope]) -> str:

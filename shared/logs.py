@@ -26,11 +26,13 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 # Set around the handling of one event, so every line logged meanwhile names it.
-_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("sir_log_context", default={})
+# No default (a shared dict would be one for every context): readers pass a fresh empty one.
+_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("sir_log_context")
 
 # Attributes every LogRecord has; anything else on a record came through `extra=`.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -50,7 +52,7 @@ def event_fields(event: Any) -> dict[str, str]:
 @contextlib.contextmanager
 def event_context(**fields: Any) -> Iterator[None]:
     """Every line logged inside names these fields (event_id, case_id …)."""
-    token = _CONTEXT.set(_CONTEXT.get() | {k: str(v) for k, v in fields.items() if v is not None})
+    token = _CONTEXT.set(_CONTEXT.get({}) | {k: str(v) for k, v in fields.items() if v is not None})
     try:
         yield
     finally:
@@ -73,7 +75,7 @@ class JsonFormatter(logging.Formatter):
         }
         if self.service:
             line["service"] = self.service
-        line.update(_CONTEXT.get())
+        line.update(_CONTEXT.get({}))
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES and not k.startswith("_")})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
@@ -129,7 +131,7 @@ class RepeatFilter(logging.Filter):
         passes = True
         if record.levelno >= logging.WARNING and self.interval > 0:
             key = (record.name, record.levelno, _FIGURES.sub("#", record.getMessage()),
-                   tuple(sorted(_CONTEXT.get().items())))
+                   tuple(sorted(_CONTEXT.get({}).items())))
             with self._lock:
                 repeats = self._kinds.get(key)
                 if repeats is None:
@@ -155,15 +157,14 @@ class RepeatFilter(logging.Filter):
             for key in [k for k, r in self._kinds.items() if now - r.since >= self.interval]:
                 repeats = self._kinds.pop(key)
                 if repeats.count and repeats.last is not None:
-                    summaries.append(self._summary(repeats, min(now, self.clock()) - repeats.since))
+                    summaries.append(self._summary(repeats.last, repeats.count, min(now, self.clock()) - repeats.since))
         return summaries
 
     @staticmethod
-    def _summary(repeats: _Repeats, seconds: float) -> logging.LogRecord:
-        last = repeats.last
+    def _summary(last: logging.LogRecord, count: int, seconds: float) -> logging.LogRecord:
         summary = logging.makeLogRecord(vars(last))
         summary.msg = "%s (repeated %d time%s in the last %.0f s)"
-        summary.args = (last.getMessage(), repeats.count, "" if repeats.count == 1 else "s", seconds)
+        summary.args = (last.getMessage(), count, "" if count == 1 else "s", seconds)
         summary.exc_info = summary.exc_text = None  # the first line of the kind had the traceback
         summary._sir_summary = True
         return summary
@@ -211,8 +212,10 @@ def configure_logging(
 class _StderrHandler(logging.StreamHandler):
     """Writes to the current sys.stderr, whatever replaced it since (as logging's lastResort)."""
 
+    repeats: RepeatFilter | None = None  # its filter, flushed when the handler is replaced
+
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -38,7 +38,8 @@ OUTBOX_PUBLISHED_OFFSET = Gauge(
 )
 CONSUMER_APPLIED_OFFSET = Gauge(
     "sir_consumer_applied_offset",
-    "Highest offset a consumer applied (or skipped as a duplicate or dead letter) and committed, by consumer, topic and partition",
+    "Highest offset a consumer applied (or skipped as a duplicate or dead letter) and committed,"
+    " by consumer, topic and partition",
     ["consumer", "topic", "partition"],
 )
 CONSUMER_DELAY_SECONDS = Histogram(

@@ -17,8 +17,9 @@ Pure: the live consumers (shared/consumer.py) keep positions in a table, the reb
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Mapping, TypeVar
+from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 

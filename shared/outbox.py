@@ -86,7 +86,7 @@ async def enqueue_many(
         return
     limit = get_settings().max_message_bytes if max_bytes is None else max_bytes
     values = [event.model_dump_json().encode() for event in events]
-    for event, value in zip(events, values):
+    for event, value in zip(events, values, strict=True):
         if len(value) > limit:
             raise EventTooLarge(event.event_type, len(value), limit)
     # One statement for the whole list: a scheduler round enqueues a thousand events.
@@ -233,22 +233,22 @@ class OutboxRelay:
                 # Replaced while this batch went out: keep the rows queued, so they go
                 # again after the restore, in their place behind the events they follow.
                 raise BrokerReplaced(f"the broker at {self.bootstrap} lost its topics while publishing")
-            refused = [(row, o) for row, o in zip(rows, outcomes) if isinstance(o, BaseException)]
+            refused = [(row, o) for row, o in zip(rows, outcomes, strict=True) if isinstance(o, BaseException)]
             await conn.execute(
                 f"DELETE FROM {self.schema}.outbox WHERE position = ANY($1::bigint[])", [r["position"] for r in rows]
             )
             if refused:
                 await _park(conn, self.schema, refused)
-        published = [row for row, o in zip(rows, outcomes) if not isinstance(o, BaseException)]
+        published = [row for row, o in zip(rows, outcomes, strict=True) if not isinstance(o, BaseException)]
         self._offset_series |= _count_published(
             self.schema, published, [o for o in outcomes if not isinstance(o, BaseException)]
         )
-        for row, error in refused:
+        for row, refusal in refused:
             OUTBOX_PARKED.labels(self.schema, row["topic"]).inc()
             log.error(
                 "outbox relay %s: the broker refused event at position %s (%s, %d bytes) for good: %r;"
                 " parked for review (`sir outbox parked`)",
-                self.schema, row["position"], row["headers"].get("ce_type", "unknown"), len(row["value"]), error,
+                self.schema, row["position"], row["headers"].get("ce_type", "unknown"), len(row["value"]), refusal,
             )
         return len(rows)
 

@@ -29,7 +29,7 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer

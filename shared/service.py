@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -22,16 +23,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.assets import serve_docs_locally
 from shared.consumer import Handler, subscribe_idempotent
 from shared.db import COMMON, create_pool, migrate, migrate_auth
-from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.http import ERROR_RESPONSES, Guard, install_error_handlers
-from shared.openapi import install as install_openapi
+from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PARKED_WAITING, SERVICE_READY
+from shared.openapi import install as install_openapi
 from shared.outbox import OutboxRelay, backlog, parked_waiting
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[[asyncpg.Pool, Settings], Awaitable[None]]
+Worker = Callable[[asyncpg.Pool, Settings], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -133,7 +134,7 @@ async def serve(service: str, app: FastAPI, settings: Settings) -> None:
     """Serve `app` (and its metrics app on the metrics port, when set) until stopped."""
     import uvicorn
 
-    def server(asgi: FastAPI, port: int, lifespan: str) -> uvicorn.Server:
+    def server(asgi: FastAPI, port: int, lifespan: Literal["on", "off"]) -> uvicorn.Server:
         # log_config=None: uvicorn's lines go through the root handler (JSON by default).
         # server_header=False: no `server: uvicorn` telling a caller what to attack.
         return uvicorn.Server(uvicorn.Config(

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # watched like a live one (docs/deadlines.md). The scheduler leaves an imported case's
     # deadlines alone until this many seconds after the deadlines service applied its last
     # imported event, so a stop later in the same history meets it first.
-    import_settle_seconds: float = Field(60.0, validation_alias="SIR_IMPORT_SETTLE_SECONDS")
+    import_settle_seconds: float = Field(600.0, validation_alias="SIR_IMPORT_SETTLE_SECONDS")
     # The reporting-patterns test flags an authority whose notifications are this improbably
     # few against the national rate (one-sided Poisson, P(X <= observed); docs/reports.md).
     under_reporting_p_value: float = Field(0.05, gt=0, lt=1, validation_alias="SIR_UNDER_REPORTING_P_VALUE")

@@ -7,6 +7,8 @@ does not answer the unavailable page. 409 and 422 are for the page that sent the
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from services.console.sessions import Session
@@ -55,7 +57,8 @@ class Api:
         response = await self._send("intake", "GET", "/v1/whoami", token)
         return None if response.status_code == 401 else _json(response)
 
-    async def get(self, session: Session, service: str, path: str, **params) -> dict | list:
+    async def get(self, session: Session, service: str, path: str, **params) -> Any:
+        # The decoded JSON: an object or a list, as the path's OpenAPI operation says.
         return _json(await self.call(session, service, "GET", path, params=params))
 
     async def post(self, session: Session, service: str, path: str, body: dict | None = None,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 LONDON = ZoneInfo("Europe/London")
@@ -98,6 +98,7 @@ def body_of(form: Mapping[str, list[str]], fields: Mapping[str, str]) -> dict:
     body: dict = {}
     for name, kind in fields.items():
         values = [v.strip() for v in form.get(name, []) if v.strip()]
+        value: object
         if kind == "list":
             value = values
         elif not values:
@@ -233,7 +234,8 @@ def timeline(events: Iterable[Mapping], deadlines: Iterable[Mapping], deliveries
         if d.get("warned_at"):
             entries.append(Entry(_at(d["warned_at"]), "deadline", f"Deadline warning: {rule}", f"Due by {due(d['due_at'])}"))
         if d.get("breached_at"):
-            entries.append(Entry(_at(d["breached_at"]), "deadline", f"Deadline breached: {rule}", f"Was due by {due(d['due_at'])}"))
+            entries.append(Entry(_at(d["breached_at"]), "deadline", f"Deadline breached: {rule}",
+                                 f"Was due by {due(d['due_at'])}"))
         if d.get("met_at"):
             late = d.get("working_days_late")
             entries.append(Entry(_at(d["met_at"]), "deadline", f"Deadline met: {rule}",
@@ -274,7 +276,9 @@ def _event_detail(event: Mapping, label) -> str:
         verdict = "Meets the criteria" if data.get("meets_criteria") else "Does not meet the criteria"
         return f"{verdict}. {data['reason']}" if data.get("reason") else verdict
     if kind == "sog.decision_recorded":
-        return "A MAPPA significant case review will be held" if data.get("scr_under_mappa") else "No MAPPA significant case review: the SIR continues"
+        if data.get("scr_under_mappa"):
+            return "A MAPPA significant case review will be held"
+        return "No MAPPA significant case review: the SIR continues"
     if kind == "review.submitted":
         return label("review_type", data["review_type"])
     if kind == "review.additional_info_requested":

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import secrets
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +27,8 @@ SIGN_IN_COOKIE = "sir_console_sign_in"
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals.update(
     label=label, vocabularies=VOCABULARIES, authorities=LOCAL_AUTHORITIES, regions=MAPPA_REGIONS,
-    dom_id=domain.dom_id, states=domain.STATES, day=domain.day, due=domain.due, recipient_name=domain.recipient_name, due_date=domain.due_date, when_=lambda v: domain.when(domain._at(v)),
+    dom_id=domain.dom_id, states=domain.STATES, day=domain.day, due=domain.due, recipient_name=domain.recipient_name,
+    due_date=domain.due_date, when_=lambda v: domain.when(domain._at(v)),
     close_reasons=domain.CLOSE_REASONS,
     options=lambda kind: [(v, label(kind, v)) for v in VOCABULARIES[kind]],
     authority_options=[(a.slug, a.name) for a in sorted(LOCAL_AUTHORITIES.values(), key=lambda a: a.name)],
@@ -85,7 +87,7 @@ async def csrf_checked(request: Request, session: Annotated[Session, Depends(sig
 
 
 def _scope(session: Session) -> str:
-    if session.role == "council":
+    if session.role == "council" and session.local_authority is not None:
         return f"a council: {LOCAL_AUTHORITIES[session.local_authority].name}"
     if session.role == "sog":
         return f"the Strategic Oversight Group of {domain.region_name(session.region)}"
@@ -228,7 +230,7 @@ async def _case(request: Request, session: Session, case_id: uuid.UUID, status: 
         api.get(session, "routing", "/v1/deliveries", case_id=str(case_id)) if session.role == "inspectorate" else _nothing(),
     )
     facts = domain.facts_of(case)
-    notification = next((e["data"] for e in case["events"] if e["event_type"] == "incident.notified"), {})
+    notification: dict = next((e["data"] for e in case["events"] if e["event_type"] == "incident.notified"), {})
     return render(
         request, "case.html", status, case=case, facts=facts, notification=notification,
         actions=domain.actions_for(session.role, facts),
@@ -298,7 +300,7 @@ async def queues_page(request: Request, session: Annotated[Session, Depends(role
     )
 
 
-async def _owed(api: Api, session: Session, rule: str) -> list[dict]:
+async def _owed(api: Api, session: Session, rule: str) -> list[Mapping]:
     open_, breached = await asyncio.gather(
         api.get(session, "deadlines", "/v1/deadlines", rule=rule, status="open", limit=1000),
         api.get(session, "deadlines", "/v1/deadlines", rule=rule, status="breached", limit=1000),
@@ -316,7 +318,7 @@ async def _not_assessed(api: Api, session: Session, cases: list[dict]) -> list[d
             return await api.get(session, "intake", f"/v1/cases/{case['case_id']}")
 
     histories = await asyncio.gather(*(history(c) for c in cases))
-    return [c for c, h in zip(cases, histories) if not domain.facts_of(h).assessed]
+    return [c for c, h in zip(cases, histories, strict=True) if not domain.facts_of(h).assessed]
 
 
 # --- reports ------------------------------------------------------------------------------------

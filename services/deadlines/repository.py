@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
 
@@ -13,7 +14,7 @@ COLUMNS = (
     "case_id, rule, sequence, local_authority, status, watched, imported, started_at, due_at, warn_at,"
     " next_fire_at, warned_at, breached_at, met_at, cancelled_at, working_days_late"
 )
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 # --- cases ------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ async def check_notification(body: IncidentNotifiedData, request: Request, princ
     """Check a notification as `POST /v1/notifications` would, storing nothing: 422 for what
     it would refuse (dates judged against now), else the categorisation warnings its 201
     answer would carry."""
+    # shared/policy.py lets only councils call this route, and a council token has its authority.
+    assert principal.local_authority is not None
     async with request.app.state.pool.acquire() as conn:
         now = await repository.now(conn)
     try:

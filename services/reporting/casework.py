@@ -18,16 +18,17 @@ import binascii
 import datetime as dt
 import logging
 import uuid
-from typing import Annotated, Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 from services.reporting.repository import SCHEMA
-from shared.policy import Authorized, list_scope
 from shared.events import Envelope, LocalAuthoritySlug
 from shared.lifecycle import POSTED_BY, Case, Refused, State, apply
+from shared.policy import Authorized, list_scope
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,9 +133,9 @@ class Projection:
                 key = (forward.case_id, forward.recipient)
                 self._replace("forwards", self.forwards, key, first_forward(self.forwards.get(key), forward))
         elif topic == DEADLINE_EVENTS and event.event_type in casework.DEADLINE_STATUS:
-            key = (event.case_id, event.data.rule, event.data.started_at)
-            self._replace("deadlines", self.deadlines, key, apply_deadline_event(self.deadlines.get(key), event))
-            self._casework_deadline(key, event)
+            deadline = (event.case_id, event.data.rule, event.data.started_at)
+            self._replace("deadlines", self.deadlines, deadline, apply_deadline_event(self.deadlines.get(deadline), event))
+            self._casework_deadline(deadline, event)
 
     def _replace(self, table: str, rows: dict, key: tuple, row) -> None:
         """A forward or deadline row, the version it replaces kept (as the live handler keeps it)."""
@@ -168,7 +169,7 @@ class Projection:
             for case_id, p in self.positions.items()
         ]
 
-    def tables(self) -> dict[str, list]:
+    def tables(self) -> dict[str, Iterable]:
         return {
             "notifications": [c.notification for c in self.cases.values()],
             "reviews": [r for c in self.cases.values() for r in c.reviews],
@@ -296,7 +297,7 @@ async def write_projection(conn: asyncpg.Connection, projection: Projection, tim
         await conn.execute(
             f"INSERT INTO {schema}.case_positions (consumer, case_id, applied, held)"
             " SELECT * FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::jsonb[])",
-            *[list(column) for column in zip(*projection.position_rows())] or [[], [], [], []],
+            *[list(column) for column in zip(*projection.position_rows(), strict=True)] or [[], [], [], []],
         )
 
 
@@ -327,7 +328,7 @@ def write_report(report: dict, fmt: str, output: Path | None) -> None:
 
 
 async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output: Path | None,
-                   as_of=None, basis: str = "received") -> int:
+                   as_of=None, basis: repository.Basis = "received") -> int:
     from services.reporting.api import compute_national
 
     if period_to < period_from:
@@ -338,7 +339,7 @@ async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output:
 
 
 async def quarterly(pool: asyncpg.Pool, year: int, quarter: str, fmt: str, output: Path | None,
-                    as_of=None, basis: str = "received") -> int:
+                    as_of=None, basis: repository.Basis = "received") -> int:
     from services.reporting.api import compute_quarterly
 
     number = quarter.upper().removeprefix("Q")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import Counter
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,6 +151,7 @@ def notification_of(event: Envelope) -> Notification:
     data = event.data
     received_on = local_date(event.received_at)
     notified = judge(data.incident_date, NOTIFICATION_TIMESCALE, event.received_at)
+    assert notified.working_days_taken is not None  # a stop (received_at) was given
     return Notification(
         case_id=event.case_id,
         local_authority=event.local_authority,
@@ -237,13 +239,13 @@ def _stamped(before: CaseRows | None, after: CaseRows, recorded_at: dt.datetime)
     return CaseRows(n, reviews)
 
 
-def superseded(before: CaseRows | None, after: CaseRows) -> list[tuple[str, object, dt.datetime]]:
+def superseded(before: CaseRows | None, after: CaseRows) -> list[tuple[str, object, dt.datetime | None]]:
     """The versions of a case's rows that `after` replaced, each with the moment it stopped
     being current (the new version's `recorded_from`): kept so a report can be made as of
     any moment (`<table>_versions`)."""
     if before is None:
         return []
-    replaced: list[tuple[str, object, dt.datetime]] = []
+    replaced: list[tuple[str, object, dt.datetime | None]] = []
     if before.notification != after.notification:
         replaced.append(("notifications", before.notification, after.notification.recorded_from))
     earlier = {r.review_id: r for r in before.reviews}
@@ -437,7 +439,7 @@ def _table(title: str, columns: list[str], rows: list[list], base: int | None = 
     counts out of `base`), so a page can show the exact share and round it once; `keys`:
     each row's value (a vocabulary value, an authority's slug, a figure's id), which the
     drill-down takes (`value=`)."""
-    table = {"title": title, "columns": columns, "rows": rows}
+    table: dict[str, object] = {"title": title, "columns": columns, "rows": rows}
     if base is not None:
         table["base"] = base
     return table if keys is None else table | {"keys": keys}

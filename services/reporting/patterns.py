@@ -16,8 +16,8 @@ summed here in log space (no scipy on the platform).
 from __future__ import annotations
 
 import csv
-import functools
 import datetime as dt
+import functools
 import io
 import math
 from collections.abc import Iterable, Mapping

@@ -25,8 +25,9 @@ import json
 import math
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 Format = Literal["json", "csv", "html"]
 
@@ -156,7 +157,7 @@ def known_note(report: Mapping) -> str | None:
         f"as known on {_timestamp(report['as_of'])} (only events recorded by then)"
     )
     basis = {"cohort": "reviews and responses of the period's notifications, whenever they came (cohort)",
-             "received": "reviews and responses received in the period"}.get(report.get("basis"), "")
+             "received": "reviews and responses received in the period"}.get(report.get("basis") or "", "")
     return f"Figures {when}; {basis}" if basis else f"Figures {when}"
 
 
@@ -353,13 +354,13 @@ def _table(section: ET.Element, table: Mapping, links: Mapping[str, str] | None 
     numeric = [bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows) for i in range(len(columns))]
     element = ET.SubElement(section, "table", {"aria-label": str(table.get("title", ""))})
     head = ET.SubElement(ET.SubElement(element, "thead"), "tr")
-    for column, is_numeric in zip(columns, numeric):
+    for column, is_numeric in zip(columns, numeric, strict=True):
         _text(head, "th", column, scope="col", **({"class": "num"} if is_numeric else {}))
     body = ET.SubElement(element, "tbody")
     keys = list(table.get("keys") or [None] * len(rows))
-    for row, key in zip(rows, keys):
+    for row, key in zip(rows, keys, strict=True):
         line = ET.SubElement(body, "tr")
-        for index, (column, cell, is_numeric) in enumerate(zip(columns, row, numeric)):
+        for index, (column, cell, is_numeric) in enumerate(zip(columns, row, numeric, strict=True)):
             if index == 0 and links and key in links:
                 _text(ET.SubElement(line, "td"), "a", _number(cell), href=f"#{links[key]}")
             elif "percent" in str(column).lower() and _is_number(cell):
@@ -401,7 +402,7 @@ def _chart(section: ET.Element, chart: Chart, table: Mapping) -> None:
         ET.SubElement(svg, "line", {"class": "grid" if tick else "axis", "x1": _f(x), "x2": _f(x), "y1": "6", "y2": str(bottom)})
         _text(svg, "text", _percent(step * tick) if chart.out_of_100 else _number(step * tick),
               x=_f(x), y=str(bottom + 16), **{"text-anchor": "middle", "class": "value"})
-    for index, (row, value) in enumerate(zip(rows, values)):
+    for index, (row, value) in enumerate(zip(rows, values, strict=True)):
         y = 10 + _ROW_HEIGHT * index
         text_y = _f(y + _BAR_HEIGHT / 2 + 4)
         _text(svg, "text", labels[index], x=str(label_width), y=text_y, **{"text-anchor": "end", "class": "label"})

@@ -96,6 +96,7 @@ async def record_attempt(
 
 async def post(client: httpx.AsyncClient, row: asyncpg.Record, config: RecipientConfig) -> Attempt:
     """One signed POST of the notification to the recipient's webhook."""
+    assert config.url is not None  # RecipientConfig refuses a webhook without one
     secret = os.environ.get(config.secret_env or "")
     problem = domain.webhook_secret_problem(secret)
     if problem or secret is None:

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from standardwebhooks import Webhook
 
 from shared.events import (
+    STORABLE,
     Actor,
     NotificationForwarded,
     NotificationForwardedData,
     NotificationForwardFailed,
     NotificationForwardFailedData,
-    Text,
 )
 from shared.lifecycle import sog_region_of
 from shared.reference import MAPPA_REGIONS
@@ -53,7 +53,7 @@ class RecipientConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channel: Literal["topic", "webhook"] = "topic"
-    url: Text(2000) | None = None  # no NUL: PostgreSQL could not store it
+    url: Annotated[str, Field(min_length=1, max_length=2000), STORABLE] | None = None  # no NUL: PostgreSQL could not store it
     # Name of the environment variable that holds the HMAC secret (the secret itself is
     # never stored nor shown).
     secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=100)] | None = None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import asyncpg
 
 from services.routing import repository
 from services.routing.delivery import deliver_by_topic
 from services.routing.domain import recipients
 from shared.consumer import Delivery
-from shared.events import Envelope
+from shared.events import Envelope, IncidentNotified
 
 
 async def on_case_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
@@ -16,10 +18,11 @@ async def on_case_event(conn: asyncpg.Connection, event: Envelope, delivery: Del
     # records come with it): nothing is owed.
     if event.event_type != "incident.notified" or delivery.imported:
         return
+    notified = cast(IncidentNotified, event)  # the consumer parsed it by its event_type
     wake = False
     configs = await repository.configs(conn)
-    for recipient in recipients(event.local_authority, event.data.model_dump(mode="json")):
-        row = await repository.owe(conn, event, recipient)
+    for recipient in recipients(notified.local_authority, notified.data.model_dump(mode="json")):
+        row = await repository.owe(conn, notified, recipient)
         if row is None:
             continue  # owed already: the same notification again
         config = configs.get(recipient)

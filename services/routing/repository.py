@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+
 import asyncpg
 
 from services.routing.domain import RecipientConfig
@@ -39,7 +40,9 @@ async def seed_recipients(conn: asyncpg.Connection | asyncpg.Pool, configs: dict
     )
 
 
-async def set_recipient(conn: asyncpg.Connection | asyncpg.Pool, recipient: str, config: RecipientConfig, by: str) -> asyncpg.Record:
+async def set_recipient(
+    conn: asyncpg.Connection | asyncpg.Pool, recipient: str, config: RecipientConfig, by: str
+) -> asyncpg.Record:
     columns = ", ".join(_CONFIG_FIELDS)
     placeholders = ", ".join(f"${i}" for i in range(2, len(_CONFIG_FIELDS) + 2))
     updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _CONFIG_FIELDS)

@@ -19,18 +19,18 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 __all__ = [
-    "LocalAuthority",
+    "LABELS",
     "LOCAL_AUTHORITIES",
     "LOCAL_AUTHORITY_SLUGS",
-    "local_authority_by_gss",
     "MAPPA_REGIONS",
-    "mappa_region_of",
-    "VOCABULARIES",
     "ROLES",
-    "LABELS",
-    "label",
+    "VOCABULARIES",
+    "LocalAuthority",
     "RegionIndex",
     "build_region_index",
+    "label",
+    "local_authority_by_gss",
+    "mappa_region_of",
     "region_in_force",
 ]
 

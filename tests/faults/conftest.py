@@ -28,6 +28,7 @@ import pytest
 from shared import devstack
 from shared.settings import SERVICES
 
+
 def _postgres_bin() -> Path:
     """SIR_TEST_POSTGRES_BIN, else Debian's newest installed PostgreSQL (15 here)."""
     if "SIR_TEST_POSTGRES_BIN" in os.environ:
@@ -155,7 +156,7 @@ async def running_platform(postgres: PrivatePostgres, server_dsn: str, logs: Pat
         services = {name: Service(name, devstack.free_port(), logs / f"{name}.log") for name in SERVICES}
         platform = FaultPlatform(database_url, tansu.bootstrap, env, services, postgres)
         # Migrations once, before four processes race to apply them.
-        subprocess.run([*SIR, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+        await asyncio.to_thread(subprocess.run, [*SIR, "migrate"], env=env, check=True, capture_output=True, timeout=120)
         try:
             for name in SERVICES:
                 platform.start(name)

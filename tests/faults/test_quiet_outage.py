@@ -31,7 +31,7 @@ async def _lines_during_outage(private_postgres, logs, repeat_seconds: str) -> i
     )
     services = {n: Service(n, devstack.free_port(), logs / f"{n}-{repeat_seconds}.log") for n in SERVICES}
     platform = FaultPlatform(database_url, tansu.bootstrap, env, services, None)  # type: ignore[arg-type]
-    subprocess.run([*SIR, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    await asyncio.to_thread(subprocess.run, [*SIR, "migrate"], env=env, check=True, capture_output=True, timeout=120)
     try:
         for name in SERVICES:
             platform.start(name)

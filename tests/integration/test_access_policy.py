@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 import uuid
 
-import pytest
-
 from shared.policy import PUBLIC, ROUTES, route_key
 from tests.factories import mappa_notification, notification
 from tests.integration.conftest import bearer

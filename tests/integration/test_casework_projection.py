@@ -177,7 +177,7 @@ async def test_cases_come_earliest_due_first_and_page_without_gaps(pool):
                             NOW + dt.timedelta(days=days), local_authority=authority)
         cases[case_id] = days
     everything = await casework.list_cases(pool, local_authority=authority)
-    expected = sorted((d for d in cases.values() if d is not None)) + [None]
+    expected = sorted(d for d in cases.values() if d is not None) + [None]
     assert [cases[r["case_id"]] for r in everything] == expected
 
     seen, after = [], None

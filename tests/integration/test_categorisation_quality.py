@@ -42,7 +42,7 @@ async def test_warnings_in_the_answer_and_counts_in_the_reports(platform, tokens
     report = (await reporting.get("/v1/reports/national", params=period, headers=bearer(tokens["admin"]))).json()
     columns = report["tables"]["categorisation_by_authority"]["columns"]
     row = dict(zip(report["tables"]["categorisation_by_authority"]["keys"],
-                   report["tables"]["categorisation_by_authority"]["rows"]))["inverclyde"]
+                   report["tables"]["categorisation_by_authority"]["rows"], strict=True))["inverclyde"]
     assert row[columns.index("missing: incident_type_detail")] >= 1
     assert report["figures"]["notifications_with_incomplete_categorisation"]["count"] >= 1
 

@@ -1,8 +1,8 @@
 """The `sir` operator commands against a real database."""
 
 import asyncio
-import os
 import importlib
+import os
 
 import asyncpg
 import pytest

@@ -22,6 +22,7 @@ from shared.consumer import Delivery
 from shared.db import COMMON, create_pool, migrate
 from shared.events import ANY_EVENT
 from shared.messaging import IMPORTED_HEADER
+from shared.settings import get_settings
 from tests.factories import mappa_notification, notification, review
 from tests.integration.helpers import eventually
 
@@ -212,7 +213,7 @@ async def test_an_imported_deadline_already_past_due_is_breached_once_marked_imp
     now = await pool.fetchval("SELECT now()")
     # While the history may still be coming, the scheduler leaves it alone.
     assert await Scheduler(FixedClock(now)).run_until_idle(pool) == 0
-    later = FixedClock(now + dt.timedelta(minutes=5))
+    later = FixedClock(now + dt.timedelta(seconds=2 * get_settings().import_settle_seconds))
     assert await Scheduler(later).run_until_idle(pool) == 1
     assert await Scheduler(later).run_until_idle(pool) == 0
     assert await Scheduler(FixedClock(now + dt.timedelta(days=4000))).run_until_idle(pool) == 0

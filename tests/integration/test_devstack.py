@@ -22,7 +22,6 @@ from shared.devstack import (
     postgres_reachable,
 )
 
-
 SERVER_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -392,7 +392,8 @@ async def test_a_consumer_that_applied_events_before_sequences_carries_on_from_t
 
     pool = await create_pool(infra.new_database())
     try:
-        await pool.execute(f"CREATE SCHEMA intake; {(INTAKE.migrations / '001_event_store.sql').read_text().replace('{schema}', 'intake')}")
+        event_store = (INTAKE.migrations / "001_event_store.sql").read_text().replace("{schema}", "intake")
+        await pool.execute(f"CREATE SCHEMA intake; {event_store}")
         before = tmp_path / "common"  # the consumer's common tables as they were
         before.mkdir()
         for path in sorted(COMMON.glob("*.sql"))[:2]:

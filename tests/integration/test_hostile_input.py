@@ -211,6 +211,7 @@ class _Cuttable:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.links: list = []
+        self.pipes: set = set()  # the copying tasks, kept so none is collected while it runs
 
     async def start(self) -> int:
         import asyncio
@@ -228,8 +229,10 @@ class _Cuttable:
         async def link(client_reader, client_writer):
             server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             self.links += [client_writer, server_writer]
-            asyncio.ensure_future(pipe(client_reader, server_writer))
-            asyncio.ensure_future(pipe(server_reader, client_writer))
+            for task in (asyncio.ensure_future(pipe(client_reader, server_writer)),
+                         asyncio.ensure_future(pipe(server_reader, client_writer))):
+                self.pipes.add(task)
+                task.add_done_callback(self.pipes.discard)
 
         self.server = await asyncio.start_server(link, "127.0.0.1", 0)
         return self.server.sockets[0].getsockname()[1]
@@ -287,6 +290,7 @@ async def test_docs_can_be_switched_off_and_metrics_served_apart(infra):
 
 
 async def test_sir_serve_sends_no_server_header_and_serves_metrics_on_its_own_port(infra):
+    import asyncio
     import os
     import signal
     import subprocess
@@ -303,7 +307,7 @@ async def test_sir_serve_sends_no_server_header_and_serves_metrics_on_its_own_po
         **os.environ, "DATABASE_URL": infra.new_database(), "KAFKA_BOOTSTRAP": infra.bootstrap,
         "INTAKE_PORT": str(port), "SIR_METRICS_PORT_OFFSET": str(metrics_port - port), "SIR_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "intake"], env=env)
+    process = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", "services.cli", "serve", "intake"], env=env)
     try:
         async with httpx.AsyncClient() as client:
             async def answers():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import pytest
-
 from services import cli
 from shared.messaging import CASE_EVENTS, IMPORTED_HEADER, ROUTING_EVENTS
 from tests.factories import envelope, mappa_notification, notification, review

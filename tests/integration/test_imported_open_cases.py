@@ -65,8 +65,9 @@ async def test_an_open_imported_case_is_shown_marked_imported_and_its_overdue_de
     # The history has settled: once the imported case's settling time has passed the
     # scheduler breaches what is still open and past due (driven here with a clock).
     now = await platform.pool.fetchval("SELECT now()")
-    await Scheduler(FixedClock(now + dt.timedelta(minutes=5))).run_until_idle(platform.pool)
-    await Scheduler(FixedClock(now + dt.timedelta(minutes=10))).run_until_idle(platform.pool)
+    settle = dt.timedelta(seconds=platform.settings.import_settle_seconds)
+    await Scheduler(FixedClock(now + 2 * settle)).run_until_idle(platform.pool)
+    await Scheduler(FixedClock(now + 4 * settle)).run_until_idle(platform.pool)
     breached = await deadline("review_submission")
     assert breached["status"] == "breached" and breached["breached_at"] == breached["due_at"]
     assert (await deadline("sg_forward"))["status"] == "met"

@@ -75,5 +75,6 @@ async def test_imported_history_is_judged_against_each_events_own_received_at(pl
     assert "data.incident_date" in reasons[2] and "after the day received, 2014-03-05" in reasons[2]
     assert "data.became_aware_date" in reasons[3] and "before incident_date" in reasons[3]
     assert "data.incident_date" in reasons[4] and "before 1990-01-01" in reasons[4]
-    stored = {r["case_id"] for r in await platform.pool.fetch("SELECT case_id FROM intake.events WHERE case_id = ANY($1)", [good, after, aware, floor])}
+    rows = await platform.pool.fetch("SELECT case_id FROM intake.events WHERE case_id = ANY($1)", [good, after, aware, floor])
+    stored = {r["case_id"] for r in rows}
     assert stored == {good}

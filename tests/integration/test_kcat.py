@@ -51,7 +51,7 @@ async def test_kcat_reads_a_case_event_with_its_cloudevents_headers(infra):
 
     [message] = [m for m in map(json.loads, out.decode().splitlines()) if m["key"] == case_id]
     # kcat -J lists the headers as [name, value, name, value, ...]
-    headers = dict(zip(message["headers"][::2], message["headers"][1::2]))
+    headers = dict(zip(message["headers"][::2], message["headers"][1::2], strict=True))
     event = json.loads(message["payload"])
     assert headers == {
         "ce_specversion": "1.0",
@@ -74,7 +74,8 @@ async def _broker_kcat_reads(infra):
     server = await asyncio.start_server(
         functools.partial(_relay, upstream=("127.0.0.1", tansu_port)), "127.0.0.1", proxy_port
     )
-    tansu = subprocess.Popen(
+    tansu = await asyncio.to_thread(
+        subprocess.Popen,
         [str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{tansu_port}",
          "--advertised-listener-url", f"tcp://127.0.0.1:{proxy_port}", "--storage-engine", "memory://tansu/"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,

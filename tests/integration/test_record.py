@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,7 +17,7 @@ from shared import devstack
 from shared.auth import issue_token
 from shared.db import COMMON, create_pool, migrate
 from shared.events import CASE_EVENT
-from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS, outbound_topic
+from shared.messaging import CASE_EVENTS, ROUTING_EVENTS, outbound_topic
 from shared.outbox import EventTooLarge, enqueue, list_parked
 from shared.settings import get_settings
 from tests.factories import envelope, mappa_notification, notification
@@ -167,7 +165,7 @@ async def _on_topics(bootstrap: str, pool) -> dict[str, list[int]]:
     sent_at: dict[str, list[int]] = {}
     for schema in RECORDING:
         for topic, ids in (await _recorded_ids(pool, schema)).items():
-            found = await find_records(bootstrap, topic, lambda r: header(r, "ce_id") in ids, count=len(ids), timeout=60)
+            found = await find_records(bootstrap, topic, lambda r, ids=ids: header(r, "ce_id") in ids, count=len(ids), timeout=60)
             assert {header(r, "ce_id") for r in found} == ids, (schema, topic)
             sent_at.setdefault(schema, []).extend(r.timestamp for r in found)
     return sent_at

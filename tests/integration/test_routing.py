@@ -12,16 +12,15 @@ import base64
 import contextlib
 import json
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
-from aiokafka import AIOKafkaProducer
 
 from services.routing import domain, repository
 from services.routing.delivery import delivery_loop
@@ -79,7 +78,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
+            def do_POST(self):  # http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.answering.wait(timeout=30)
                 try:  # as any receiver does it: the Standard Webhooks library
@@ -447,7 +446,8 @@ async def test_a_refused_webhook_ends_as_forward_failed_and_the_operator_retries
         assert json.loads(failed.value)["data"] == {"recipient": "sog:south-west-scotland", "attempts": 1, "error": "HTTP 400"}
         [delivery] = await _deliveries(platform, tokens, case_id=case_id, status="failed")
 
-        assert (await client.post(f"/v1/deliveries/{delivery['id']}/retry", headers=bearer(tokens["inspectorate"]))).status_code == 403
+        refused = await client.post(f"/v1/deliveries/{delivery['id']}/retry", headers=bearer(tokens["inspectorate"]))
+        assert refused.status_code == 403
         retried = await client.post(f"/v1/deliveries/{delivery['id']}/retry", headers=bearer(tokens["admin"]))
         assert retried.status_code == 200 and retried.json()["status"] == "pending"
         await find_records(
@@ -471,11 +471,13 @@ async def test_the_operator_api_checks_who_asks_and_what(platform, tokens):
     assert listed.status_code == 200
     assert {r["recipient"] for r in listed.json()} == set(domain.ALL_RECIPIENTS)
     put = client.put
-    assert (await put("/v1/recipients/sog:fife", json={"channel": "topic"}, headers=bearer(tokens["inspectorate"]))).status_code == 403
+    inspectorate = bearer(tokens["inspectorate"])
+    assert (await put("/v1/recipients/sog:fife", json={"channel": "topic"}, headers=inspectorate)).status_code == 403
     assert (await put("/v1/recipients/sog:atlantis", json={"channel": "topic"}, headers=admin)).status_code == 404
     no_url = await put("/v1/recipients/sog:fife", json={"channel": "webhook", "secret_env": "X"}, headers=admin)
     assert no_url.status_code == 422 and "url" in no_url.text
-    plain = await put("/v1/recipients/sog:fife", json={"channel": "webhook", "url": "http://sog.example/x", "secret_env": "X"}, headers=admin)
+    plain = await put("/v1/recipients/sog:fife", headers=admin,
+                      json={"channel": "webhook", "url": "http://sog.example/x", "secret_env": "X"})
     assert plain.status_code == 422 and "https" in plain.text
     unknown = await put("/v1/recipients/sog:fife", json={"channel": "pigeon"}, headers=admin)
     assert unknown.status_code == 422

@@ -1,6 +1,7 @@
 import datetime as dt
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.calendar import Timescale, add_months, end_of_day, judge
 

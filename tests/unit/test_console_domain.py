@@ -31,7 +31,8 @@ def test_422_errors_are_keyed_by_form_field_in_plain_words():
     detail = [
         {"loc": ["body", "incident_date"], "msg": "Input should be a valid date", "type": "date_from_datetime_parsing"},
         {"loc": ["body", "mappa", "level"], "msg": "Field required", "type": "missing"},
-        {"loc": ["body", "mappa"], "msg": "Value error, category and level are required when MAPPA applies", "type": "value_error"},
+        {"loc": ["body", "mappa"], "msg": "Value error, category and level are required when MAPPA applies",
+         "type": "value_error"},
         {"loc": ["body", "criterion"], "msg": "Input should be 'a' or 'b'", "type": "literal_error"},
     ]
     assert domain.field_errors(detail) == {

@@ -38,7 +38,7 @@ def test_lines_are_grouped_by_case_in_file_order():
     history = parse(lines)
     assert history.errors == []
     assert list(history.cases) == [first, second]
-    assert [l.number for l in history.cases[first]] == [1, 4]
+    assert [line.number for line in history.cases[first]] == [1, 4]
 
 
 def test_recorded_at_may_be_left_out_the_import_sets_it():
@@ -67,7 +67,7 @@ def test_each_bad_line_is_reported_with_its_number_and_reason():
     assert {e.line: e.case_id for e in history.errors}[3] == str(refused_case)
     # The case of a bad line is refused whole, its good line with it.
     assert history.refused == {refused_case, uuid.UUID(deadline["case_id"])}
-    assert [l.number for l in history.cases[refused_case]] == [4]
+    assert [line.number for line in history.cases[refused_case]] == [4]
 
 
 def test_a_repeated_line_is_skipped_and_a_changed_repeat_refused():

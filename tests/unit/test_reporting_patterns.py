@@ -48,7 +48,7 @@ def test_the_shipped_file_has_the_national_total_the_report_quotes():
 
 
 def test_a_bad_caseload_row_names_its_line():
-    with pytest.raises(ValueError, match="line 2.*unknown local authority"):
+    with pytest.raises(ValueError, match=r"line 2.*unknown local authority"):
         parse_caseload("local_authority,year,supervised,source\nnowhere,2013,10,x\n", LOCAL_AUTHORITIES)
 
 
