@@ -12,9 +12,10 @@ import tomllib
 import types
 import typing
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
 
@@ -29,7 +30,7 @@ from shared.events import (
     Envelope,
     event_type_of,
 )
-from shared.messaging import topic_of
+from shared.topics import topic_of
 
 OWNERS = ("council", "inspectorate")
 SOURCES = ("guidance", "assumed")

@@ -8,9 +8,9 @@ import uuid
 
 from pydantic import BaseModel
 
-from shared.auth import Principal
 from shared.events import CASE_EVENT_MODELS, Actor, Envelope
 from shared.lifecycle import Case, Refused, apply
+from shared.principal import Principal
 
 # Not a case event, but history may carry it: the forwarding that already happened.
 FORWARDED = "notification.forwarded"
