@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 from pydantic import BaseModel
@@ -53,3 +54,9 @@ def next_case(case: Case | None, event: Envelope) -> Case:
             raise Refused(f"no case {event.case_id}: a forwarding record follows its case's notification")
         return case
     return apply(case, event.event_type, event.local_authority, event.data.model_dump(mode="json"))
+
+
+def event_content(event: Envelope) -> str:
+    """What must match for a stored event to be the same event (not when it was recorded,
+    nor the sequence intake gave it): an import skips an event stored with this content."""
+    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence"}), sort_keys=True)
