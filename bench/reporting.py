@@ -36,7 +36,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from services.reporting import commands
-from services.reporting.api import compute_cases, compute_national
+from services.reporting.queries import compute_cases, compute_national
 from services.reporting.app import SERVICE
 from shared import devstack
 from pipeline import bench_database

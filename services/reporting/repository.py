@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import datetime as dt
+import functools
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import asyncpg
 
@@ -649,3 +650,9 @@ def _listed(kind: str, r) -> dict:
 
 async def database_now(conn) -> dt.datetime:
     return await conn.fetchval("SELECT now()")
+
+
+async def notifications_by_authority(conn) -> dict[str, int]:
+    """Notifications received so far, by the authorities that have any."""
+    rows = await conn.fetch(f"SELECT local_authority, notifications FROM {SCHEMA}.notifications_by_authority")
+    return {r["local_authority"]: r["notifications"] for r in rows}
