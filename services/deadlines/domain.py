@@ -164,7 +164,7 @@ def due_date(due_at: dt.datetime) -> dt.date:
     return local_date(due_at - dt.timedelta(microseconds=1))
 
 
-def working_days_late(rule: str, started_at: dt.datetime, met_at: dt.datetime) -> int:
+def working_days_late(rule: str, started_at: dt.datetime, met_at: dt.datetime) -> int | None:
     """The one verdict's working days late of a deadline of `rule` met at `met_at`."""
     return RULES[rule].verdict(started_at, met_at).working_days_late
 
@@ -210,7 +210,8 @@ def deadline_event(
     local_authority, rule, sequence, started_at, due_at); received_at is the moment that
     caused it (the start, the stop, the warning or due time, the closing), causation_id
     the event that did (a warning's or breach's: the deadline's `deadline.opened`)."""
-    return DEADLINE_MODELS[kind](
+    # DEADLINE_MODELS maps to Envelope subclasses, each with its `data` model.
+    return DEADLINE_MODELS[kind](  # type: ignore[call-arg]
         event_id=event_id(row["case_id"], row["rule"], row["sequence"], kind),
         event_type=f"deadline.{kind}",
         case_id=row["case_id"],

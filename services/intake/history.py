@@ -305,10 +305,10 @@ async def _lines(
 
 async def _each(chunks: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
     if hasattr(chunks, "__aiter__"):
-        async for chunk in chunks:  # type: ignore[union-attr]
+        async for chunk in chunks:
             yield chunk
     else:
-        for chunk in chunks:  # type: ignore[union-attr]
+        for chunk in chunks:
             yield chunk
             await asyncio.sleep(0)
 

@@ -16,6 +16,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 from pydantic import BaseModel
@@ -148,7 +149,9 @@ async def _append_live(
     max_bytes: int,
 ) -> Recorded:
     if case_id is None:
-        case_id, case, local_authority = uuid.uuid4(), None, principal.local_authority
+        # A council token always has its authority; any other role is refused by
+        # check_may_post (incident.notified is a council's) before it is used.
+        case_id, case, local_authority = uuid.uuid4(), None, cast(str, principal.local_authority)
     else:
         case = await repository.lock_case(conn, case_id)
         if case is None:
@@ -166,7 +169,10 @@ async def _append_live(
         "event_type": event_type,
         "state": case.state.value,
         "recorded_at": event.recorded_at.isoformat(),
-        "warnings": categorisation.warnings(event.data, event.received_at) if event_type == "incident.notified" else [],
+        "warnings": (
+            categorisation.warnings(event.data, event.received_at)  # type: ignore[attr-defined]
+            if event_type == "incident.notified" else []
+        ),
     })
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import typing
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
@@ -36,7 +36,7 @@ def _respond(report: dict, fmt: Format, cases: dict | None = None) -> Response:
     return Response(body, media_type=media_type, headers=headers)
 
 
-_REPORT_RESPONSES = {
+_REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The report: JSON (docs/report.schema.json), CSV or a self-contained HTML page",
         "content": {"application/json": {}, "text/csv": {}, "text/html": {}},

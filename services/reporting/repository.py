@@ -54,7 +54,7 @@ def columns(row_type: type) -> tuple[str, ...]:
 
 def values(row) -> tuple:
     """A row's values in column order, arrays as lists."""
-    return tuple(list(v) if isinstance(v, tuple) else v for v in map(row.__dict__.__getitem__, columns(type(row))))
+    return tuple(list(v) if isinstance(v, tuple) else v for v in map(row.__dict__.__getitem__, columns(row.__class__)))
 
 
 def _upsert_sql(table: str, schema: str = SCHEMA) -> str:
