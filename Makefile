@@ -27,10 +27,14 @@ run: $(STAMP) $(ASSETS)
 	$(BIN)/sir up
 
 # The contract tools (AsyncAPI parser, Modelina, TypeScript) come from the npm lock file
-# of tools/contracts.
+# of tools/contracts. Two layers, each with its own summary: the fast one (tests/unit: in
+# memory, seconds), then the integration one (real PostgreSQL, Tansu, HTTP, processes).
 test: $(STAMP) $(ASSETS)
 	npm ci --prefix $(CONTRACT_TOOLS) --no-audit --no-fund --silent
-	$(BIN)/python -m pytest
+	@echo "== fast layer: pure rules and checks, in memory (-m 'not integration')"
+	$(BIN)/python -m pytest -m "not integration"
+	@echo "== integration layer: real PostgreSQL, broker, HTTP and processes (-m integration)"
+	$(BIN)/python -m pytest -m integration
 
 # Regenerate both locks from pyproject.toml after changing a pin there.
 lock: $(STAMP)

@@ -38,8 +38,8 @@ from aiokafka import AIOKafkaProducer
 from pipeline import bench_database
 
 from services.reporting import commands
-from services.reporting.api import compute_cases, compute_national
 from services.reporting.app import SERVICE
+from services.reporting.queries import compute_cases, compute_national
 from shared import devstack
 from shared.db import COMMON, create_pool, migrate
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, PLATFORM_TOPICS, ROUTING_EVENTS, ensure_topics

@@ -9,22 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
-from typing import Annotated, Callable
+from collections.abc import Callable
+from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shared.principal import Principal
 from shared.reference import LOCAL_AUTHORITIES, MAPPA_REGIONS, ROLES
-
-
-@dataclass(frozen=True)
-class Principal:
-    token_id: str
-    role: str
-    local_authority: str | None = None
-    region: str | None = None
 
 
 def check_scope(role: str, local_authority: str | None, region: str | None) -> None:

@@ -18,9 +18,9 @@ import csv
 import datetime as dt
 import functools
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Iterable
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -180,6 +180,7 @@ def judge(
             if timescale.warning_working_days else None
         )
     else:
+        assert timescale.months is not None  # a timescale has exactly one of the two (__post_init__)
         last_day = add_months(start_day, timescale.months)
         due_at = end_of_day(last_day)
         warn_at = (

@@ -8,9 +8,9 @@ refuse events that do not fit; reporting folds the same events into the same sta
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Iterable, Mapping
 
 from shared.reference import mappa_region_of
 

@@ -15,46 +15,26 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import REGISTRY
 
 from shared.events import Envelope
-from shared.reference import MAPPA_REGIONS
+
+# The topic names live in a pure module (shared/topics.py); re-exported for the code that
+# imports them from here.
+from shared.topics import (  # noqa: F401
+    CASE_EVENTS,
+    DEADLINE_EVENTS,
+    OUTBOUND_TOPICS,
+    PLATFORM_TOPICS,
+    ROUTING_EVENTS,
+    all_topics,
+    dead_letter_topic,
+    outbound_topic,
+    topic_of,
+)
 
 log = logging.getLogger(__name__)
 
-CASE_EVENTS = "sir.case-events.v1"
-ROUTING_EVENTS = "sir.routing.v1"
-DEADLINE_EVENTS = "sir.deadlines.v1"
-PLATFORM_TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
-
-_TOPIC_OF_PREFIX = {"notification.forward": ROUTING_EVENTS, "deadline.": DEADLINE_EVENTS}
 # CloudEvents extension attribute set on imported history, so routing never re-delivers it.
 IMPORTED_HEADER = "ce_sirimported"
 _TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
-
-
-def dead_letter_topic(topic: str) -> str:
-    return f"{topic}.dlq"
-
-
-def outbound_topic(recipient: str) -> str:
-    """Where routing's `topic` channel forwards a recipient's notifications (SPEC §5):
-    `scottish-government` → sir.outbound.scottish-government.v1, `sog:<region>` →
-    sir.outbound.sog.<region>.v1 (a Kafka topic name holds no colon)."""
-    return f"sir.outbound.{recipient.replace(':', '.')}.v1"
-
-
-# One outbound topic per recipient: the Scottish Government and each region's SOG.
-OUTBOUND_TOPICS = tuple(outbound_topic(r) for r in ("scottish-government", *(f"sog:{g}" for g in MAPPA_REGIONS)))
-
-
-def all_topics() -> tuple[str, ...]:
-    """The platform's topics, their dead-letter topics and the outbound topics."""
-    return PLATFORM_TOPICS + tuple(dead_letter_topic(t) for t in PLATFORM_TOPICS) + OUTBOUND_TOPICS
-
-
-def topic_of(event_type: str) -> str:
-    for prefix, topic in _TOPIC_OF_PREFIX.items():
-        if event_type.startswith(prefix):
-            return topic
-    return CASE_EVENTS
 
 
 def cloudevent_headers(event: Envelope, service: str, imported: bool = False) -> dict[str, str]:

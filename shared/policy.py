@@ -143,7 +143,7 @@ def list_scope(principal: Principal, local_authority: str | None) -> tuple[str |
         # The authorities of the region as grouped today (shared/reference/mappa_regions.json).
         if local_authority is not None and mappa_region_of(local_authority) != principal.region:
             raise Forbidden(
-                f"{local_authority} is not in the {MAPPA_REGIONS[principal.region]} MAPPA region of this SOG token"
+                f"{local_authority} is not in the {MAPPA_REGIONS.get(principal.region or '')} MAPPA region of this SOG token"
             )
         return local_authority, principal.region
     if principal.role in READ_EVERY_CASE:

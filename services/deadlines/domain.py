@@ -12,9 +12,10 @@ import tomllib
 import types
 import typing
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
 
@@ -29,7 +30,7 @@ from shared.events import (
     Envelope,
     event_type_of,
 )
-from shared.messaging import topic_of
+from shared.topics import topic_of
 
 OWNERS = ("council", "inspectorate")
 SOURCES = ("guidance", "assumed")
@@ -165,7 +166,9 @@ def due_date(due_at: dt.datetime) -> dt.date:
 
 def working_days_late(rule: str, started_at: dt.datetime, met_at: dt.datetime) -> int:
     """The one verdict's working days late of a deadline of `rule` met at `met_at`."""
-    return RULES[rule].verdict(started_at, met_at).working_days_late
+    late = RULES[rule].verdict(started_at, met_at).working_days_late
+    assert late is not None  # judged with its stop, a verdict always says how late
+    return late
 
 
 def is_watched(due_at: dt.datetime, opened_by: Envelope, imported: bool) -> bool:
@@ -209,6 +212,7 @@ def deadline_event(
     local_authority, rule, sequence, started_at, due_at); received_at is the moment that
     caused it (the start, the stop, the warning or due time, the closing), causation_id
     the event that did (a warning's or breach's: the deadline's `deadline.opened`)."""
+    # DEADLINE_MODELS maps to Envelope subclasses, each with its `data` model.
     return DEADLINE_MODELS[kind](
         event_id=event_id(row["case_id"], row["rule"], row["sequence"], kind),
         event_type=f"deadline.{kind}",

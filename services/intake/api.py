@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from typing import Annotated, Literal, Union
 
-import asyncpg
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from services.intake import history, repository
-from services.intake.domain import new_event, next_case, serialised_size
+from services.intake import history, repository, service
 from shared.auth import Principal
-from shared import categorisation
-from shared.policy import Authorized, check_may_post, check_may_read_case
-from shared.events import CASE_EVENT_MODELS, Envelope, IncidentNotifiedData
-from shared.lifecycle import Refused
+from shared.events import CASE_EVENT_MODELS, IncidentNotifiedData
 from shared.http import BODY_LIMIT
+from shared.lifecycle import Refused
 from shared.logs import event_fields
-from shared.metrics import EVENTS_RECORDED
+from shared.policy import Authorized, check_may_read_case
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -41,16 +35,17 @@ IdempotencyKey = Annotated[
 def _command_model(event_type: str) -> type[BaseModel]:
     data_field = CASE_EVENT_MODELS[event_type].model_fields["data"]
     name = "".join(part.title() for part in event_type.replace(".", "_").split("_")) + "Command"
+    # Models made at import time, one per event type: beyond what a type checker follows.
     return create_model(
         name,
         __config__=ConfigDict(extra="forbid"),
-        event_type=(Literal[event_type], ...),
-        data=(data_field.annotation, data_field.default if not data_field.is_required() else ...),
+        event_type=(Literal[event_type], ...),  # type: ignore[arg-type]
+        data=(data_field.annotation, data_field.default if not data_field.is_required() else ...),  # type: ignore[arg-type]
     )
 
 
-CaseEventCommand = Annotated[
-    Union[tuple(_command_model(t) for t in CASE_EVENT_MODELS if t != "incident.notified")],  # type: ignore[misc]
+CaseEventCommand = Annotated[  # type: ignore[valid-type]
+    Union[tuple(_command_model(t) for t in CASE_EVENT_MODELS if t != "incident.notified")],  # noqa: UP007
     Field(discriminator="event_type"),
 ]
 
@@ -97,10 +92,25 @@ async def post_notification(
     return answer
 
 
+class Checked(BaseModel):
+    warnings: list[Warning]
+
+
+@router.post("/notifications/check", response_model=Checked)
+async def check_notification(body: IncidentNotifiedData, request: Request, principal: Authorized) -> dict:
+    """Check a notification as `POST /v1/notifications` would, storing nothing: 422 for what
+    it would refuse (dates judged against now), else the categorisation warnings its 201
+    answer would carry. The console shows them before a council sends."""
+    try:
+        return {"warnings": await service.check_notification(request.app.state.pool, principal, body)}
+    except ValidationError as refusal:
+        raise _body_error(refusal) from None
+
+
 @router.post("/cases/{case_id}/events", status_code=201, response_model=Accepted)
 async def post_case_event(
     case_id: uuid.UUID,
-    body: CaseEventCommand,
+    body: CaseEventCommand,  # type: ignore[valid-type]
     request: Request,
     principal: Authorized,
     idempotency_key: IdempotencyKey = None,
@@ -108,7 +118,7 @@ async def post_case_event(
     """Any later event of a case: assessment, SOG decision, review, response, closing."""
     return await _record(
         request, principal, idempotency_key,
-        event_type=body.event_type, case_id=case_id, data=body.data,
+        event_type=body.event_type, case_id=case_id, data=body.data,  # type: ignore[attr-defined]
     )
 
 
@@ -190,68 +200,40 @@ async def _record(
     case_id: uuid.UUID | None,
     data: BaseModel,
 ) -> dict:
+    """The use case (service.py), its refusals translated to HTTP."""
     pool, max_bytes = request.app.state.pool, request.app.state.settings.max_message_bytes
-    fingerprint = hashlib.sha256(
-        json.dumps([event_type, str(case_id), data.model_dump(mode="json")], sort_keys=True).encode()
-    ).digest()
-    for _ in range(2):  # a second pass finds the answer of a concurrent twin request
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                if idempotency_key is not None:
-                    prior = await repository.prior_answer(conn, principal.token_id, idempotency_key)
-                    if prior is not None:
-                        if prior["request_sha256"] != fingerprint:
-                            raise HTTPException(409, "this Idempotency-Key was used for another request")
-                        return prior["response"]
-                event, answer = await _append(conn, principal, event_type, case_id, data, max_bytes)
-                if idempotency_key is not None:
-                    await repository.remember_answer(
-                        conn, principal.token_id, idempotency_key, fingerprint, answer
-                    )
-            EVENTS_RECORDED.labels(event_type).inc()
-            log.info("accepted %s", event_type, extra=event_fields(event))
-            return answer
-        except asyncpg.UniqueViolationError:
-            if idempotency_key is None:
-                raise
-    raise HTTPException(409, "a request with this Idempotency-Key is still in progress")
-
-
-async def _append(
-    conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel,
-    max_bytes: int,
-) -> tuple[Envelope, dict]:
-    if case_id is None:
-        case_id, case, local_authority = uuid.uuid4(), None, principal.local_authority
-    else:
-        case = await repository.lock_case(conn, case_id)
-        if case is None:
-            raise HTTPException(404, f"no case {case_id}")
-        local_authority = case.local_authority
-    check_may_post(principal, event_type, local_authority, case.sog_region if case is not None else None)
     try:
-        event = new_event(
-            event_type, case_id=case_id, local_authority=local_authority,
-            principal=principal, data=data, now=await repository.now(conn),
-        )
-    except ValidationError as refusal:  # a date after the moment received: the body's field
-        raise RequestValidationError(
-            [error | {"loc": ("body", *error["loc"][1:])} for error in refusal.errors(include_url=False)]
-        ) from None
-    try:
-        case = next_case(case, event)
-    except Refused as refusal:
+        if case_id is None:
+            recorded = await service.record_notification(
+                pool, principal, data, idempotency_key=idempotency_key, max_bytes=max_bytes
+            )
+        else:
+            recorded = await service.record_case_event(
+                pool, principal, case_id, event_type, data, idempotency_key=idempotency_key, max_bytes=max_bytes
+            )
+    except ValidationError as refusal:
+        raise _body_error(refusal) from None
+    except service.IntakeError as refusal:
+        raise HTTPException(_STATUS[type(refusal)], str(refusal)) from None
+    except Refused as refusal:  # the lifecycle: the case's state does not allow this event
         raise HTTPException(409, str(refusal)) from None
-    size = serialised_size(event)
-    if size > max_bytes:
-        # Stored, it could never be published: refuse it before it is (SIR_MAX_MESSAGE_BYTES).
-        raise HTTPException(413, f"the event would be {size} bytes serialised; the largest is {max_bytes}")
-    await repository.append(conn, event, case)
-    return event, {
-        "case_id": str(case_id),
-        "event_id": str(event.event_id),
-        "event_type": event_type,
-        "state": case.state.value,
-        "recorded_at": event.recorded_at.isoformat(),
-        "warnings": categorisation.warnings(event.data, event.received_at) if event_type == "incident.notified" else [],
-    }
+    if recorded.event is not None:  # not the repeated answer of an earlier request
+        log.info("accepted %s", event_type, extra=event_fields(recorded.event))
+    return recorded.answer
+
+
+def _body_error(refusal: ValidationError) -> RequestValidationError:
+    """A refusal of the built event (a date after the moment received) as the 422 of the
+    body's field, as FastAPI words its own."""
+    return RequestValidationError(
+        [error | {"loc": ("body", *error["loc"][1:])} for error in refusal.errors(include_url=False)]
+    )
+
+
+# Each refusal of the use case, as HTTP says it (shared.policy.Forbidden: 403, shared/http.py).
+_STATUS: dict[type[service.IntakeError], int] = {
+    service.NoSuchCase: 404,
+    service.IdempotencyConflict: 409,
+    service.IdempotencyInProgress: 409,
+    service.EventTooLarge: 413,
+}

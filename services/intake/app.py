@@ -4,7 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.intake import check, whoami
+from services.intake import whoami
 from services.intake.api import router
 from shared.service import Service, create_app
 from shared.settings import Settings, get_settings
@@ -13,7 +13,7 @@ SERVICE = Service(
     name="intake",
     migrations=Path(__file__).parent / "migrations",
     description="Councils, the Care Inspectorate and MAPPA SOGs post serious incident review events.",
-    routers=[router, check.router, whoami.router],
+    routers=[router, whoami.router],
 )
 
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 from pydantic import BaseModel
 
-from shared.auth import Principal
 from shared.events import CASE_EVENT_MODELS, Actor, Envelope
 from shared.lifecycle import Case, Refused, apply
+from shared.principal import Principal
 
 # Not a case event, but history may carry it: the forwarding that already happened.
 FORWARDED = "notification.forwarded"
@@ -26,6 +27,7 @@ def new_event(
     now: dt.datetime,
 ) -> Envelope:
     """A live event: received and recorded now, by the principal's token."""
+    # CASE_EVENT_MODELS maps to Envelope subclasses, each with its `data` model.
     return CASE_EVENT_MODELS[event_type](
         event_id=uuid.uuid4(),
         event_type=event_type,
@@ -53,3 +55,9 @@ def next_case(case: Case | None, event: Envelope) -> Case:
             raise Refused(f"no case {event.case_id}: a forwarding record follows its case's notification")
         return case
     return apply(case, event.event_type, event.local_authority, event.data.model_dump(mode="json"))
+
+
+def event_content(event: Envelope) -> str:
+    """What must match for a stored event to be the same event (not when it was recorded,
+    nor the sequence intake gave it): an import skips an event stored with this content."""
+    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence"}), sort_keys=True)

@@ -1,9 +1,9 @@
 """History import (SPEC §7): NDJSON of SPEC §3 events with their historical received_at.
 
 Each line is validated as a live event is; lines are grouped by case, a case's events
-are put in order of received_at (then of the file) and go through the same state
-machine and the same `repository.append` as live events, marked imported (routing does
-not deliver them again). A case goes in whole or not at all: one bad line refuses its
+are put in order of received_at (then of the file) and go through intake's one append
+path (`service.import_case`: lock → the lifecycle's next case → `append_to_case`) as live
+events do, marked imported (routing does not deliver them again). A case goes in whole or not at all: one bad line refuses its
 case, while the other cases still go in. Importing the same history twice changes
 nothing: events already stored (same event_id, same content) are skipped.
 
@@ -34,16 +34,15 @@ import logging
 import re
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import AsyncIterable, AsyncIterator, Callable, Iterable
 
 import asyncpg
 from pydantic import ValidationError
 
-from services.intake import repository
-from services.intake.domain import FORWARDED, next_case
+from services.intake import repository, service
+from services.intake.domain import FORWARDED, event_content
 from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
-from shared.lifecycle import Refused
 from shared.logs import event_fields
 from shared.metrics import EVENTS_RECORDED
 
@@ -139,11 +138,11 @@ class Validator:
             if _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
                 _check_storable(obj)
             event = _validate(obj)
-            content = _content(event)
+            content = event_content(event)
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             self._refuse(number, case_id, _explain(error))
             return None
-        except Exception as error:  # noqa: BLE001 - whatever a line does, it refuses only its case
+        except Exception as error:
             self._refuse(number, case_id, f"cannot be read: {type(error).__name__}")
             return None
         digest = hashlib.blake2b(content.encode(), digest_size=8).digest()
@@ -247,9 +246,9 @@ async def _store(conn: asyncpg.Connection, validator: Validator, report: Report,
             "SELECT case_id, line, envelope FROM import_spool WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, line",
             case_ids,
         )
-        cases: dict[uuid.UUID, list[_Line]] = {}
+        cases: dict[uuid.UUID, list[tuple[int, Envelope]]] = {}
         for row in rows:
-            cases.setdefault(row["case_id"], []).append(_Line(row["line"], ANY_EVENT.validate_json(row["envelope"])))
+            cases.setdefault(row["case_id"], []).append((row["line"], ANY_EVENT.validate_json(row["envelope"])))
         recorded = await _store_cases(conn, cases, report)
         report.imported += len(recorded)
         for event in recorded:
@@ -259,74 +258,23 @@ async def _store(conn: asyncpg.Connection, validator: Validator, report: Report,
             progress(report.lines, report.imported)
 
 
-@dataclass(frozen=True)
-class _Line:
-    number: int
-    event: Envelope
-
-
-class _CaseRefused(Exception):
-    def __init__(self, line: int, reason: str):
-        super().__init__(reason)
-        self.line = line
-
-
-async def _store_cases(conn: asyncpg.Connection, cases: dict[uuid.UUID, list[_Line]], report: Report) -> list[Envelope]:
+async def _store_cases(
+    conn: asyncpg.Connection, cases: dict[uuid.UUID, list[tuple[int, Envelope]]], report: Report
+) -> list[Envelope]:
+    """Each case through intake's one append path (service.import_case), in one transaction."""
     recorded: list[Envelope] = []
     async with conn.transaction():
         now = await repository.now(conn)
         for case_id, lines in cases.items():
             try:
-                events, skipped = await _import_case(conn, lines, now)
-            except _CaseRefused as refusal:
+                events, skipped = await service.import_case(conn, lines, now)
+            except service.ImportRefused as refusal:
                 report.rejected += len(lines)
                 report.errors.append(LineError(refusal.line, str(case_id), _printable(str(refusal))))
                 continue
             recorded += events
             report.skipped += skipped
     return recorded
-
-
-async def _import_case(conn: asyncpg.Connection, lines: list[_Line], now) -> tuple[list[Envelope], int]:
-    """One case in a savepoint (all of it or nothing)."""
-    try:
-        try:
-            async with conn.transaction():
-                return await _apply_case(conn, lines, now)
-        except asyncpg.UniqueViolationError:
-            # A concurrent import stored some of these events first: again, skipping them.
-            async with conn.transaction():
-                return await _apply_case(conn, lines, now)
-    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
-        # A value the database refuses (a check, a range): this case only.
-        raise _CaseRefused(lines[0].number, f"not stored: {error}") from None
-
-
-async def _apply_case(conn: asyncpg.Connection, lines: list[_Line], now) -> tuple[list[Envelope], int]:
-    case = await repository.lock_case(conn, lines[0].event.case_id)
-    stored = await repository.stored_envelopes(conn, [l.event.event_id for l in lines])
-    new, skipped = [], 0
-    for line in lines:
-        prior = stored.get(line.event.event_id)
-        if prior is None:
-            new.append(line)
-        elif _content(ANY_EVENT.validate_python(prior)) == _content(line.event):
-            skipped += 1
-        else:
-            raise _CaseRefused(line.number, f"event {line.event.event_id} is stored already with other content")
-    # Case events in the order they were received; forwarding records after them, as
-    # they need the case and change nothing in it.
-    new.sort(key=lambda l: (l.event.event_type == FORWARDED, l.event.received_at, l.number))
-    events = []
-    for line in new:
-        event = line.event.model_copy(update={"recorded_at": now})
-        try:
-            case = next_case(case, event)
-        except Refused as refusal:
-            raise _CaseRefused(line.number, f"{event.event_type}: {refusal}") from None
-        await repository.append(conn, event, case, imported=True)
-        events.append(event)
-    return events, skipped
 
 
 async def _lines(
@@ -357,10 +305,10 @@ async def _lines(
 
 async def _each(chunks: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
     if hasattr(chunks, "__aiter__"):
-        async for chunk in chunks:  # type: ignore[union-attr]
+        async for chunk in chunks:
             yield chunk
     else:
-        for chunk in chunks:  # type: ignore[union-attr]
+        for chunk in chunks:
             yield chunk
             await asyncio.sleep(0)
 
@@ -404,12 +352,6 @@ def _check_storable(value: object, path: str = "") -> None:
             raise ValueError(f"{_printable(path)}: contains a lone surrogate (not a Unicode character)") from None
     elif isinstance(value, float) and not (value == value and abs(value) != float("inf")):
         raise ValueError(f"{_printable(path)}: not a finite number")
-
-
-def _content(event: Envelope) -> str:
-    """What must match for a stored event to be the same event (not when it was recorded,
-    nor the sequence intake gave it)."""
-    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence"}), sort_keys=True)
 
 
 def _case_id_of(obj: object) -> uuid.UUID | None:

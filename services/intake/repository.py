@@ -20,7 +20,8 @@ async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> Case | None
     """The case as its events make it, locked until the transaction ends, so one case's
     events are written one at a time and in order."""
     found = await conn.fetchval(f"SELECT true FROM {SCHEMA}.cases WHERE case_id = $1 FOR UPDATE", case_id)
-    return (await read_case(conn, case_id))[0] if found else None
+    read = await read_case(conn, case_id) if found else None
+    return read[0] if read is not None else None
 
 
 async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID) -> tuple[Case, list[dict]] | None:
@@ -33,7 +34,9 @@ async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID)
     envelopes = [r["envelope"] for r in rows]
     # Imported forwarding records are stored with their case but are not case events.
     case_events = (e for e in envelopes if e["event_type"] in CASE_EVENT_MODELS)
-    return fold((e["event_type"], e["local_authority"], e["data"]) for e in case_events), envelopes
+    case = fold((e["event_type"], e["local_authority"], e["data"]) for e in case_events)
+    # A stored case begins with its notification, so its events always make a case.
+    return (case, envelopes) if case is not None else None
 
 
 async def stored_envelopes(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:

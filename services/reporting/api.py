@@ -3,169 +3,31 @@ JSON, CSV or HTML (docs/reports.md)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import typing
-from typing import Annotated, AsyncIterator, Literal
+from typing import Annotated, Any, Literal
 
-import asyncpg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from services.reporting import patterns, repository
-from services.reporting.domain import (
-    categorisation_table,
-    follow_up_table,
-    learning_theme_tables,
-    national_report,
-    patterns_table,
+from services.reporting import repository
+from services.reporting.queries import (
+    compute_all_cases,
+    compute_cases,
+    compute_national,
+    compute_notifications_by_authority,
+    compute_quarterly,
+    compute_reporting_patterns,
 )
-from services.reporting.domain import period_state, quarter_period, quarterly_report
-from services.reporting.render import case_anchor, filename, render
-from shared.events import DeadlineRule
+from services.reporting.render import filename, render
 from shared.auth import Principal
+from shared.events import DeadlineRule
 from shared.policy import CASE_LIST_ROLES, Authorized, case_list_scope
-from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
+from shared.reference import VOCABULARIES, label
 from shared.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
 Format = Literal["json", "csv", "html"]
-
-
-_acquiring = asyncio.Lock()
-
-
-@contextlib.asynccontextmanager
-async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[list[asyncpg.Connection]]:
-    """Connections reading the same snapshot (the first one's, exported to the others),
-    so a report's queries run side by side and still see one state of the projections."""
-    async with contextlib.AsyncExitStack() as stack:
-        # One report at a time takes its connections: several each holding some and
-        # waiting for the rest would empty the pool for good (the consumers' too).
-        async with _acquiring:
-            held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
-        await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
-        snapshot = await held[0].fetchval("SELECT pg_export_snapshot()")
-        for conn in held[1:]:
-            await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
-            await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        yield held
-
-
-def _moment(now: dt.datetime, as_of: dt.datetime | None) -> dt.datetime:
-    """The moment a report is made at: now, or the earlier moment it is asked as known at."""
-    return now if as_of is None or as_of > now else as_of
-
-
-async def compute_national(
-    pool: asyncpg.Pool, period_from: dt.date, period_to: dt.date, now: dt.datetime | None = None,
-    as_of: dt.datetime | None = None, basis: repository.Basis = "received", threshold: float | None = None,
-) -> dict:
-    """The national report over the projections, read in one snapshot, as at `now` (the
-    database clock unless a test or command gives one): a running period is never counted
-    beyond it. `as_of`: only what the platform had recorded by then counts, and the report
-    is made as it would have been made then; `basis`: the reviews and responses received in
-    the period, or those of the period's notifications (cohort)."""
-    async with _one_snapshot(pool, 3) as (first, second, third):
-        now = now or await repository.database_now(first)
-        scope = report_scope(period_from, period_to, now, as_of, basis)
-        notifications, reviews = await asyncio.gather(
-            repository.notification_counts(first, scope, third),
-            repository.review_counts(second, scope),
-        )
-        report = national_report(
-            period_from, period_to, _moment(now, as_of), notifications, reviews,
-            extra_tables=_signals(scope, notifications, reviews, threshold),
-        )
-        return report | known(now, as_of, basis)
-
-
-def _signals(scope: repository.Scope, n, r, threshold: float | None) -> dict[str, dict]:
-    """The tables beyond the published report: reporting patterns, categorisation quality,
-    learning themes over time (from the same scans as the figures)."""
-    national, found = patterns_of(scope, n.by_quarter, threshold)
-    return {
-        "reporting_patterns": patterns_table(national, found),
-        "categorisation_by_authority": categorisation_table(n.categorisation),
-        **learning_theme_tables(r.findings_over_time),
-    }
-
-
-def patterns_of(scope: repository.Scope, by_quarter, threshold: float | None):
-    """The under-reporting signal over the scope (services/reporting/patterns.py)."""
-    return patterns.reporting_patterns(
-        scope.period_from, scope.period_to, by_quarter, LOCAL_AUTHORITIES, patterns.load_caseload(),
-        threshold if threshold is not None else get_settings().under_reporting_p_value,
-    )
-
-
-def report_scope(period_from, period_to, now, as_of, basis) -> repository.Scope:
-    as_at, _ = period_state(period_to, _moment(now, as_of))
-    return repository.Scope(period_from, period_to, as_of, basis, as_at)
-
-
-def known(now: dt.datetime, as_of: dt.datetime | None, basis: str) -> dict:
-    """What a report says about its knowledge: as of when, on which basis, and when it was made."""
-    return {"generated_at": now.isoformat(), "as_of": (as_of or now).isoformat(), "basis": basis}
-
-
-async def compute_quarterly(
-    pool: asyncpg.Pool, year: int, quarter: int, now: dt.datetime | None = None,
-    as_of: dt.datetime | None = None, basis: repository.Basis = "received", threshold: float | None = None,
-) -> dict:
-    period_from, period_to = quarter_period(year, quarter)
-    async with _one_snapshot(pool, 3) as (first, second, third):
-        now = now or await repository.database_now(first)
-        scope = report_scope(period_from, period_to, now, as_of, basis)
-        notifications, reviews, quarter_counts = await asyncio.gather(
-            repository.notification_counts(first, scope),
-            repository.review_counts(second, scope),
-            repository.quarter_counts(third, period_from, period_to, scope.as_at, as_of),
-        )
-        extra = _signals(scope, notifications, reviews, threshold)
-        extra["categorisation_follow_up"] = follow_up_table(await repository.categorisation_follow_up(first, scope))
-        report = quarterly_report(year, quarter, _moment(now, as_of), notifications, reviews, quarter_counts, extra)
-        return report | known(now, as_of, basis)
-
-
-async def compute_cases(
-    pool: asyncpg.Pool, period_from: dt.date, period_to: dt.date, figure: str, value: str | None = None,
-    local_authority: str | None = None, now: dt.datetime | None = None, as_of: dt.datetime | None = None,
-    basis: repository.Basis = "received", limit: int | None = None,
-) -> dict:
-    """The cases behind one figure (or table row) of the national report of the same
-    period, as of the same moment, on the same basis."""
-    async with pool.acquire() as conn:
-        now = now or await repository.database_now(conn)
-        scope = report_scope(period_from, period_to, now, as_of, basis)
-        count, listed = await repository.cases(conn, scope, figure, value, local_authority, limit)
-    return {
-        "figure": figure, "value": value, "local_authority": local_authority,
-        "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
-        **known(now, as_of, basis), "count": count, "cases": listed,
-    }
-
-
-async def compute_all_cases(
-    pool: asyncpg.Pool, report: dict, local_authority: str | None, limit: int
-) -> dict[str, dict]:
-    """Every figure's and table row's cases for the HTML page's drill-down section, keyed
-    as render.case_anchor keys them; each list cut at `limit` cases (the count says all)."""
-    period = report["period"]
-    period_from, period_to = dt.date.fromisoformat(period["from"]), dt.date.fromisoformat(period["to"])
-    now = dt.datetime.fromisoformat(report["generated_at"])
-    as_of = dt.datetime.fromisoformat(report["as_of"]) if report["as_of"] != report["generated_at"] else None
-    wanted = [(f, None) for f in report["figures"] if f in repository.FIGURE_CASES]
-    for name, table in report["tables"].items():
-        if name in repository.TABLE_CASES:
-            wanted += [(name, key) for key, row in zip(table.get("keys") or (), table["rows"]) if key is not None]
-    listed = {}
-    for figure, value in wanted:
-        listed[case_anchor(figure, value)] = await compute_cases(
-            pool, period_from, period_to, figure, value, local_authority, now, as_of, report["basis"], limit
-        )
-    return listed
 
 
 def _respond(report: dict, fmt: Format, cases: dict | None = None) -> Response:
@@ -174,7 +36,7 @@ def _respond(report: dict, fmt: Format, cases: dict | None = None) -> Response:
     return Response(body, media_type=media_type, headers=headers)
 
 
-_REPORT_RESPONSES = {
+_REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The report: JSON (docs/report.schema.json), CSV or a self-contained HTML page",
         "content": {"application/json": {}, "text/csv": {}, "text/html": {}},
@@ -302,21 +164,9 @@ async def reporting_patterns(
     (shared/reference/supervised_caseload.csv) gives the people under supervision, the rate
     per 1,000 supervised and a one-sided Poisson test against the national rate."""
     _period(period_from, period_to)
-    pool = request.app.state.pool
-    async with pool.acquire() as conn:
-        now = await repository.database_now(conn)
-        scope = report_scope(period_from, period_to, now, _aware(as_of), "received")
-        by_quarter = await repository.notifications_by_quarter(conn, scope)
-        national, found = patterns_of(scope, by_quarter, request.app.state.settings.under_reporting_p_value)
-    return {
-        "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
-        **known(now, as_of, "received"),
-        "test": "one-sided Poisson: P(X <= notifications) with X ~ Poisson(national rate x supervised person-years)",
-        "national": national,
-        "authorities": [
-            p.__dict__ | {"name": LOCAL_AUTHORITIES[p.local_authority].name} for p in found
-        ],
-    }
+    return await compute_reporting_patterns(
+        request.app.state.pool, period_from, period_to, _aware(as_of), request.app.state.settings.under_reporting_p_value
+    )
 
 
 @router.get("/reports/notifications-by-authority")
@@ -324,19 +174,7 @@ async def notifications_by_authority(
     request: Request, _: Authorized
 ) -> dict:
     """Notifications received so far, by local authority (all 32, zeros included)."""
-    rows = await request.app.state.pool.fetch(
-        f"SELECT local_authority, notifications FROM {repository.SCHEMA}.notifications_by_authority"
-    )
-    counted = {r["local_authority"]: r["notifications"] for r in rows}
-    listed = [
-        {"local_authority": slug, "name": la.name, "notifications": counted.get(slug, 0)}
-        for slug, la in LOCAL_AUTHORITIES.items()
-    ]
-    return {
-        "total": sum(r["notifications"] for r in listed),
-        "authorities_notifying": sum(1 for r in listed if r["notifications"]),
-        "by_local_authority": listed,
-    }
+    return await compute_notifications_by_authority(request.app.state.pool)
 
 
 @router.get("/vocabularies", tags=["reference"])

@@ -329,7 +329,7 @@ def write_report(report: dict, fmt: str, output: Path | None) -> None:
 
 async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output: Path | None,
                    as_of=None, basis: repository.Basis = "received") -> int:
-    from services.reporting.api import compute_national
+    from services.reporting.queries import compute_national
 
     if period_to < period_from:
         print("sir report national: --to is before --from")
@@ -340,7 +340,7 @@ async def national(pool: asyncpg.Pool, period_from, period_to, fmt: str, output:
 
 async def quarterly(pool: asyncpg.Pool, year: int, quarter: str, fmt: str, output: Path | None,
                     as_of=None, basis: repository.Basis = "received") -> int:
-    from services.reporting.api import compute_quarterly
+    from services.reporting.queries import compute_quarterly
 
     number = quarter.upper().removeprefix("Q")
     if number not in ("1", "2", "3", "4"):

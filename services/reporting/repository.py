@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import datetime as dt
+import functools
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import asyncpg
 
@@ -53,7 +54,7 @@ def columns(row_type: type) -> tuple[str, ...]:
 
 def values(row) -> tuple:
     """A row's values in column order, arrays as lists."""
-    return tuple(list(v) if isinstance(v, tuple) else v for v in map(row.__dict__.__getitem__, columns(type(row))))
+    return tuple(list(v) if isinstance(v, tuple) else v for v in map(row.__dict__.__getitem__, columns(row.__class__)))
 
 
 def _upsert_sql(table: str, schema: str = SCHEMA) -> str:
@@ -649,3 +650,9 @@ def _listed(kind: str, r) -> dict:
 
 async def database_now(conn) -> dt.datetime:
     return await conn.fetchval("SELECT now()")
+
+
+async def notifications_by_authority(conn) -> dict[str, int]:
+    """Notifications received so far, by the authorities that have any."""
+    rows = await conn.fetch(f"SELECT local_authority, notifications FROM {SCHEMA}.notifications_by_authority")
+    return {r["local_authority"]: r["notifications"] for r in rows}

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import uuid
 
-from services.reporting.api import compute_national, compute_quarterly
+from services.reporting.queries import compute_national, compute_quarterly
 from services.reporting.render import render
 from tests.factories import envelope, notification, review
 from tests.integration.conftest import bearer
