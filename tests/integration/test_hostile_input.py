@@ -338,6 +338,16 @@ async def test_a_nul_in_a_recipients_url_is_422(platform, tokens):
     _assert_field_error(answer, "url")
 
 
+async def test_a_report_as_of_a_moment_with_any_offset_python_takes_is_answered(platform, tokens):
+    # Found by the fuzz run: an offset PostgreSQL does not take (beyond 15:59) was a 500.
+    for as_of in ("2026-12-20T17:16:09+19:34", "3610-12-20T17:16:09.88114+19:34"):
+        answer = await platform.clients["reporting"].get(
+            "/v1/reports/quarterly/2096/Q4", params={"as_of": as_of, "basis": "cohort"},
+            headers=bearer(tokens["inspectorate"]),
+        )
+        assert answer.status_code == 200, answer.text
+
+
 @pytest.mark.parametrize("as_of", ["0436-11-25T22:17:13-19:11", "1989-12-31T23:59:59Z", "2026-01-01T00:00:00"])
 async def test_a_report_as_of_a_moment_that_cannot_be_is_422_naming_as_of(platform, tokens, as_of):
     # Found by the fuzz run: a moment centuries back was a 500.
