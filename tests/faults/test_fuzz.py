@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = 10
-SECONDS = 10
+# A longer sweep by hand: SIR_FUZZ_EXAMPLES=50 SIR_FUZZ_SECONDS=60 SIR_FUZZ_SEED=7 pytest tests/faults/test_fuzz.py
+EXAMPLES = int(os.environ.get("SIR_FUZZ_EXAMPLES", "10"))
+SECONDS = int(os.environ.get("SIR_FUZZ_SECONDS", "10"))
+SEED = os.environ.get("SIR_FUZZ_SEED", "13")
 ROLES = ("council", "inspectorate", "sog", "admin")
 ST = Path(sys.executable).with_name("st")
 
@@ -25,7 +27,7 @@ ST = Path(sys.executable).with_name("st")
 async def _fuzz(url: str, token: str, report: Path) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         str(ST), "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
-        "--max-examples", str(EXAMPLES), "--max-time", str(SECONDS), "--seed", "13", "--no-shrink",
+        "--max-examples", str(EXAMPLES), "--max-time", str(SECONDS), "--seed", SEED, "--no-shrink",
         "--request-timeout", "10", "--header", f"Authorization: Bearer {token}",
         "--report", "junit", "--report-junit-path", str(report),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
