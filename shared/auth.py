@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 from typing import Annotated
 
 import asyncpg
@@ -99,14 +98,3 @@ async def current_principal(
             401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
         )
     return principal
-
-
-def require_role(*roles: str) -> Callable:
-    """FastAPI dependency: the principal, or 403 if its role is not one of `roles`."""
-
-    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.role not in roles:
-            raise HTTPException(403, f"role {principal.role} may not do this; allowed: {', '.join(roles)}")
-        return principal
-
-    return dependency
