@@ -44,6 +44,7 @@ from shared.metrics import (
     HANDLER_SECONDS,
 )
 from shared.ordering import Position, arrive, stop_before
+from shared.process import Process
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Delivery:
         return cls(record.topic, record.partition, record.offset, headers.get(IMPORTED_HEADER) == b"true")
 
 
+# A consumer is a `Process` (shared/process.py: a pure decider between a loader and a
+# saver); a plain `Handler` is still taken, applied event by event.
 Handler = Callable[[asyncpg.Connection, Any, Delivery], Awaitable[None]]
 DeadLetter = tuple[ConsumerRecord, str]
 
@@ -82,7 +85,7 @@ class IdempotentApplier:
         pool: asyncpg.Pool,
         schema: str,
         consumer: str,
-        handler: Handler,
+        handler: Handler | Process,
         adapter: TypeAdapter = ANY_EVENT,
         max_attempts: int = 5,
         retry_base_seconds: float = 0.05,
@@ -172,11 +175,18 @@ class IdempotentApplier:
         for arrival in fresh:
             ready += self._arrive(positions, arrival)
         await self._save(conn, positions)
-        for record, event in ready:
-            with event_context(event_id=event.event_id, case_id=event.case_id), \
-                    HANDLER_SECONDS.labels(self.consumer).time():
-                await self.handler(conn, event, Delivery.of(record))
+        with HANDLER_SECONDS.labels(self.consumer).time():
+            await self._run(conn, ready)
         return ready, len(events) - len(fresh)
+
+    async def _run(self, conn: asyncpg.Connection, arrivals: list[Arrival]) -> None:
+        """The consumer on `arrivals`, in order, in the caller's transaction."""
+        if isinstance(self.handler, Process):
+            await self.handler.apply(conn, [(event, Delivery.of(record).imported) for record, event in arrivals])
+            return
+        for record, event in arrivals:
+            with event_context(event_id=event.event_id, case_id=event.case_id):
+                await self.handler(conn, event, Delivery.of(record))
 
     def _count(self, applied: list, duplicates: int) -> None:
         for record, event in applied:
@@ -219,7 +229,7 @@ class IdempotentApplier:
             try:
                 async with conn.transaction():
                     with HANDLER_SECONDS.labels(self.consumer).time():
-                        await self.handler(conn, event, Delivery.of(record))
+                        await self._run(conn, [(record, event)])
                 EVENTS_CONSUMED.labels(self.consumer, record.topic, event.event_type).inc()
                 return None
             except _INFRASTRUCTURE_ERRORS:
@@ -302,7 +312,7 @@ def subscribe_idempotent(
     pool_of: Callable[[], asyncpg.Pool],
     schema: str,
     group_id: str,
-    handlers: dict[str, Handler],
+    handlers: dict[str, Handler | Process],
     adapter: TypeAdapter = ANY_EVENT,
     max_records: int = 500,
 ) -> None:

@@ -242,6 +242,22 @@ def _absent(value: object) -> bool:
     return value is None
 
 
+CaseState = Literal["notified", "awaiting_review", "under_review", "awaiting_information", "concluded", "closed"]
+
+
+class CaseAfter(Strict):
+    """What intake decided the case is after a case event (shared/lifecycle.py), carried so
+    that consumers read the decision instead of running the state machine and the MAPPA
+    region table again (reference data that may differ between deployments)."""
+
+    state: CaseState
+    sog_region: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="The MAPPA region whose SOG is notified; null where MAPPA does not apply.",
+    )
+    responded: bool = Field(default=False, description="The Inspectorate has responded to a review of the case.")
+    closed_reason: Annotated[str, Field(max_length=64)] | None = None
+
+
 class Envelope(Strict):
     if TYPE_CHECKING:
         # Every event type declares its own `data` model, and consumers pick the type by
@@ -269,6 +285,12 @@ class Envelope(Strict):
         default=None,
         exclude_if=_absent,
         description="Derived events (routing's, deadlines'): the event_id of the event that caused them.",
+    )
+    case_after: CaseAfter | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Case events: the case as intake decided it after this event (its state, SOG region,"
+        " whether responded, why closed). Absent from events recorded before it existed.",
     )
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from shared.reference import mappa_region_of
 
@@ -78,6 +79,20 @@ def apply(case: Case | None, event_type: str, local_authority: str, data: Mappin
     if case.state is State.CONCLUDED and event_type != "case.closed":
         raise Refused("the review is concluded; only closing the case may follow")
     return _TRANSITIONS[event_type](case, data)
+
+
+def case_after(previous: Case | None, event: Any) -> Case:
+    """The case after a case event as intake decided it: read from the event's
+    `case_after` (the decision travels with the event), or, for an event recorded before
+    events carried it, worked out again by `apply` from `previous`. Consumers call this;
+    none runs the state machine itself."""
+    carried = getattr(event, "case_after", None)
+    if carried is not None:
+        return Case(
+            previous.local_authority if previous is not None else event.local_authority,
+            State(carried.state), carried.sog_region, carried.responded, carried.closed_reason,
+        )
+    return apply(previous, event.event_type, event.local_authority, event.data.model_dump(mode="json"))
 
 
 def fold(events: Iterable[tuple[str, str, Mapping]]) -> Case | None:

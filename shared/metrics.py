@@ -19,7 +19,7 @@ DEAD_LETTERS = Counter(
 )
 HANDLER_SECONDS = Histogram(
     "sir_handler_duration_seconds",
-    "Time to apply one event, by consumer",
+    "Time to apply one event, or one batch of events decided together, by consumer",
     ["consumer"],
 )
 OUTBOX_PUBLISHED = Counter(

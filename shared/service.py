@@ -28,6 +28,7 @@ from shared.messaging import all_topics, ensure_topics, new_broker
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PARKED_WAITING, SERVICE_READY
 from shared.openapi import install as install_openapi
 from shared.outbox import OutboxRelay, backlog, parked_waiting
+from shared.process import Process
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Service:
     description: str
     routers: list[APIRouter] = field(default_factory=list)
     # topic -> handler, each applied once per event in the service's consumer group
-    consumes: dict[str, Handler] = field(default_factory=dict)
+    consumes: dict[str, Handler | Process] = field(default_factory=dict)
     # Sets the service's gauges from its tables at each scrape of /metrics.
     refresh_metrics: Callable[[asyncpg.Pool], Awaitable[None]] | None = None
     # Long-running tasks (a scheduler, a delivery loop) started after the subscribers,
