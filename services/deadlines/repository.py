@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import fields
 from typing import TypeAlias
 
 import asyncpg
+
+from services.deadlines.domain import RULE_NAMES, CaseDeadlines, CaseRow, Deadline, EarlyStop
 
 SCHEMA = "deadlines"
 COLUMNS = (
@@ -17,125 +20,143 @@ COLUMNS = (
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-# --- cases ------------------------------------------------------------------------------
+# --- the consumer's state: load, save ----------------------------------------------------
+
+# The columns the consumer's decision may change on a deadline it did not open; the
+# others are written once, when it opens (and the scheduler's own, warned_at and
+# breached_at, never by the consumer).
+CHANGING = {
+    "status": "text", "next_fire_at": "timestamptz", "met_at": "timestamptz",
+    "cancelled_at": "timestamptz", "working_days_late": "integer",
+}
 
 
-async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> dt.datetime:
-    """Hold the case until the transaction ends and return the database's time. A case's
-    start and stop may come on two topics, applied by two processes at once: without the
-    lock neither would see the other's row (a stop kept early and a start that finds no
-    early stop), and the deadline would be breached though it was met."""
-    return await conn.fetchval(
-        "SELECT now() FROM pg_advisory_xact_lock(hashtextextended($1::text, 0))", str(case_id)
-    )
+async def load_cases(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseDeadlines]:
+    """Lock the cases until the transaction ends, then read their state (an empty one for
+    a case never seen).
 
-
-async def remember_case(conn: asyncpg.Connection, case_id: uuid.UUID, local_authority: str, sog_region: str | None) -> None:
+    The lock: a case's start and stop may come on two topics, applied by two processes at
+    once; without it neither would see the other's row (a stop kept early and a start that
+    finds no early stop), and the deadline would be breached though it was met. Cases are
+    locked in one order (their ids sorted) so two batches never wait on each other, and
+    before the reads, whose snapshot then holds what the previous holder committed. The
+    deadlines are read `FOR UPDATE`: the scheduler skips them (`SKIP LOCKED`) until this
+    transaction ends, so what is saved is never based on a row it has moved on since."""
+    ids = sorted(set(case_ids))
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) VALUES ($1, $2, $3)"
-        " ON CONFLICT (case_id) DO NOTHING",
-        case_id, local_authority, sog_region,
+        "SELECT pg_advisory_xact_lock(hashtextextended(c::text, 0)) FROM unnest($1::uuid[]) AS c", ids
     )
+    cases = {
+        row["case_id"]: CaseRow(row["local_authority"], row["sog_region"])
+        for row in await conn.fetch(
+            f"SELECT case_id, local_authority, sog_region FROM {SCHEMA}.cases WHERE case_id = ANY($1::uuid[])", ids
+        )
+    }
+    deadlines: dict[uuid.UUID, list[Deadline]] = {case_id: [] for case_id in ids}
+    for row in await conn.fetch(
+        "SELECT case_id, rule, sequence, local_authority, status, watched, imported, started_at, due_at, warn_at,"
+        f"  next_fire_at, opened_by, met_at, cancelled_at, working_days_late FROM {SCHEMA}.deadlines"
+        " WHERE case_id = ANY($1::uuid[])"
+        # the order they were opened in (a closing cancels in this order)
+        " ORDER BY case_id, opened_at, array_position($2::text[], rule), sequence FOR UPDATE",
+        ids, list(RULE_NAMES),
+    ):
+        values = dict(row)
+        deadlines[values.pop("case_id")].append(Deadline(**values))
+    early_stops: dict[uuid.UUID, list[EarlyStop]] = {case_id: [] for case_id in ids}
+    for row in await conn.fetch(
+        f"SELECT case_id, rule, event_id, stopped_at, imported FROM {SCHEMA}.early_stops"
+        " WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, stopped_at, event_id",
+        ids,
+    ):
+        values = dict(row)
+        early_stops[values.pop("case_id")].append(EarlyStop(**values))
+    return {
+        case_id: CaseDeadlines(case_id, cases.get(case_id), tuple(deadlines[case_id]), tuple(early_stops[case_id]))
+        for case_id in ids
+    }
+
+
+async def save_cases(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, CaseDeadlines], after: Mapping[uuid.UUID, CaseDeadlines]
+) -> None:
+    """Write what the decisions changed: new case rows, new deadlines, the changed columns
+    of the others (one statement per set of columns changed), early stops kept and taken."""
+    new_cases: list[tuple[uuid.UUID, CaseRow]] = []
+    opened: list[tuple[uuid.UUID, Deadline]] = []
+    changed: dict[tuple[str, ...], list[tuple[uuid.UUID, Deadline]]] = {}
+    kept: list[tuple[uuid.UUID, EarlyStop]] = []
+    taken: list[tuple[uuid.UUID, EarlyStop]] = []
+    for case_id, state in after.items():
+        old = before[case_id]
+        if state.case is not None and old.case is None:
+            new_cases.append((case_id, state.case))
+        was = {deadline.key: deadline for deadline in old.deadlines}
+        for deadline in state.deadlines:
+            prior = was.get(deadline.key)
+            if prior is None:
+                opened.append((case_id, deadline))
+            elif deadline != prior:
+                columns = tuple(
+                    f.name for f in fields(Deadline) if getattr(deadline, f.name) != getattr(prior, f.name)
+                )
+                if unknown := set(columns) - set(CHANGING):
+                    raise ValueError(f"deadline {case_id}/{deadline.key}: {sorted(unknown)} are set once, when it opens")
+                changed.setdefault(columns, []).append((case_id, deadline))
+        old_stops = {early.key for early in old.early_stops}
+        new_stops = {early.key for early in state.early_stops}
+        kept += [(case_id, early) for early in state.early_stops if early.key not in old_stops]
+        taken += [(case_id, early) for early in old.early_stops if early.key not in new_stops]
+    if new_cases:
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region)"
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) ON CONFLICT (case_id) DO NOTHING",
+            [c for c, _ in new_cases], [row.local_authority for _, row in new_cases], [row.sog_region for _, row in new_cases],
+        )
+    if opened:
+        columns = ("case_id",) + tuple(f.name for f in fields(Deadline))
+        types = ("uuid",) + tuple(_DEADLINE_TYPES[name] for name in columns[1:])
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.deadlines ({', '.join(columns)})"
+            f" SELECT * FROM unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(types, 1))})",
+            *[[case_id if name == "case_id" else getattr(d, name) for case_id, d in opened] for name in columns],
+        )
+    for columns, rows in changed.items():
+        sets = ", ".join(f"{name} = u.{name}" for name in columns)
+        arrays = ", ".join(f"${i}::{CHANGING[name]}[]" for i, name in enumerate(columns, 4))
+        await conn.execute(
+            f"UPDATE {SCHEMA}.deadlines AS d SET {sets}"
+            f" FROM unnest($1::uuid[], $2::text[], $3::integer[], {arrays}) AS u(case_id, rule, sequence, {', '.join(columns)})"
+            " WHERE (d.case_id, d.rule, d.sequence) = (u.case_id, u.rule, u.sequence)",
+            [c for c, _ in rows], [d.rule for _, d in rows], [d.sequence for _, d in rows],
+            *[[getattr(d, name) for _, d in rows] for name in columns],
+        )
+    if kept:
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.early_stops (case_id, rule, event_id, stopped_at, imported)"
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::boolean[])"
+            " ON CONFLICT DO NOTHING",
+            [c for c, _ in kept], [e.rule for _, e in kept], [e.event_id for _, e in kept],
+            [e.stopped_at for _, e in kept], [e.imported for _, e in kept],
+        )
+    if taken:
+        await conn.execute(
+            f"DELETE FROM {SCHEMA}.early_stops WHERE (case_id, rule, event_id) IN"
+            " (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[]))",
+            [c for c, _ in taken], [e.rule for _, e in taken], [e.event_id for _, e in taken],
+        )
+
+
+_DEADLINE_TYPES = {
+    "rule": "text", "sequence": "integer", "local_authority": "text", "status": "text", "watched": "boolean",
+    "imported": "boolean", "started_at": "timestamptz", "due_at": "timestamptz", "warn_at": "timestamptz",
+    "next_fire_at": "timestamptz", "opened_by": "uuid", "met_at": "timestamptz", "cancelled_at": "timestamptz",
+    "working_days_late": "integer",
+}
 
 
 async def case_of(conn: Executor, case_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT case_id, local_authority, sog_region FROM {SCHEMA}.cases WHERE case_id = $1", case_id)
-
-
-# --- the engine's writes ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NewDeadline:
-    case_id: uuid.UUID
-    rule: str
-    local_authority: str
-    watched: bool
-    imported: bool
-    started_at: dt.datetime
-    due_at: dt.datetime
-    warn_at: dt.datetime | None
-    next_fire_at: dt.datetime | None
-    opened_by: uuid.UUID
-
-
-async def open_deadline(conn: asyncpg.Connection, new: NewDeadline) -> int:
-    """Insert the deadline with the case's next sequence number for its rule; returns it.
-    One case's events are applied in order, one at a time, so the numbers are stable."""
-    return await conn.fetchval(
-        f"INSERT INTO {SCHEMA}.deadlines (case_id, rule, sequence, local_authority, status, watched, imported,"
-        "  started_at, due_at, warn_at, next_fire_at, opened_by)"
-        f" SELECT $1, $2, coalesce(max(sequence), 0) + 1, $3, 'open', $4, $5, $6, $7, $8, $9, $10"
-        f" FROM {SCHEMA}.deadlines WHERE case_id = $1 AND rule = $2"
-        " RETURNING sequence",
-        new.case_id, new.rule, new.local_authority, new.watched, new.imported,
-        new.started_at, new.due_at, new.warn_at, new.next_fire_at, new.opened_by,
-    )
-
-
-async def has_started(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str) -> bool:
-    return await conn.fetchval(
-        f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.deadlines WHERE case_id = $1 AND rule = $2)", case_id, rule
-    )
-
-
-async def oldest_unmet(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str) -> asyncpg.Record | None:
-    """The deadline a stop event meets: the oldest still open, or breached and not yet met.
-    Locked: the scheduler may be about to breach it (it skips it while we hold it)."""
-    return await conn.fetchrow(
-        f"SELECT {COLUMNS} FROM {SCHEMA}.deadlines"
-        " WHERE case_id = $1 AND rule = $2 AND status IN ('open', 'breached')"
-        " ORDER BY sequence LIMIT 1 FOR UPDATE",
-        case_id, rule,
-    )
-
-
-async def mark_met(
-    conn: asyncpg.Connection, case_id: uuid.UUID, rule: str, sequence: int, met_at: dt.datetime, late: int
-) -> None:
-    await conn.execute(
-        f"UPDATE {SCHEMA}.deadlines SET status = 'met', met_at = $4, working_days_late = $5, next_fire_at = NULL"
-        " WHERE case_id = $1 AND rule = $2 AND sequence = $3",
-        case_id, rule, sequence, met_at, late,
-    )
-
-
-async def hold_imported(conn: asyncpg.Connection, case_id: uuid.UUID, until: dt.datetime) -> None:
-    """Keep the scheduler off the case's watched imported deadlines until `until`."""
-    await conn.execute(
-        f"UPDATE {SCHEMA}.deadlines SET next_fire_at = greatest(next_fire_at, $2)"
-        " WHERE case_id = $1 AND imported AND next_fire_at IS NOT NULL",
-        case_id, until,
-    )
-
-
-async def cancel_open(conn: asyncpg.Connection, case_id: uuid.UUID, at: dt.datetime) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        f"UPDATE {SCHEMA}.deadlines SET status = 'cancelled', cancelled_at = $2, next_fire_at = NULL"
-        f" WHERE case_id = $1 AND status = 'open' RETURNING {COLUMNS}",
-        case_id, at,
-    )
-
-
-async def keep_early_stop(
-    conn: asyncpg.Connection, case_id: uuid.UUID, rule: str, event_id: uuid.UUID, stopped_at: dt.datetime, imported: bool
-) -> None:
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.early_stops (case_id, rule, event_id, stopped_at, imported)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        case_id, rule, event_id, stopped_at, imported,
-    )
-
-
-async def take_early_stop(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str) -> asyncpg.Record | None:
-    """The earliest kept stop of this case and rule, removed as it is used."""
-    return await conn.fetchrow(
-        f"DELETE FROM {SCHEMA}.early_stops WHERE (case_id, rule, event_id) = ("
-        f"  SELECT case_id, rule, event_id FROM {SCHEMA}.early_stops WHERE case_id = $1 AND rule = $2"
-        "   ORDER BY stopped_at LIMIT 1)"
-        " RETURNING stopped_at, imported",
-        case_id, rule,
-    )
 
 
 # --- the scheduler ------------------------------------------------------------------------
