@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -31,46 +32,63 @@ CHANGING = {
 }
 
 
+_DEADLINE_COLUMNS = (
+    "rule, sequence, local_authority, status, watched, imported, started_at, due_at, warn_at, next_fire_at, opened_by,"
+    " met_at, cancelled_at, working_days_late"
+)
+# A case's state in one statement: its deadlines (locked), its early stops and its row,
+# each a `kind` of row with the columns it has (the others NULL).
+_LOAD = f"""
+WITH locked AS (
+    SELECT case_id, opened_at, {_DEADLINE_COLUMNS} FROM {SCHEMA}.deadlines
+    WHERE case_id = ANY($1::uuid[]) FOR UPDATE
+)
+SELECT * FROM (
+    SELECT 'deadline' AS kind, case_id, {_DEADLINE_COLUMNS},
+           NULL::uuid AS event_id, NULL::timestamptz AS stopped_at, NULL::text AS sog_region,
+           opened_at, array_position($2::text[], rule) AS rule_order
+    FROM locked
+    UNION ALL
+    SELECT 'early_stop', case_id, rule, NULL, NULL, NULL, NULL, imported, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           event_id, stopped_at, NULL, NULL, NULL
+    FROM {SCHEMA}.early_stops WHERE case_id = ANY($1::uuid[])
+    UNION ALL
+    SELECT 'case', case_id, NULL, NULL, local_authority, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL, NULL, sog_region, NULL, NULL
+    FROM {SCHEMA}.cases WHERE case_id = ANY($1::uuid[])
+) AS state
+-- deadlines in the order they were opened (a closing cancels in this order); early stops by time
+ORDER BY case_id, kind, opened_at, rule_order, sequence, stopped_at, event_id
+"""
+
+
 async def load_cases(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseDeadlines]:
-    """Lock the cases until the transaction ends, then read their state (an empty one for
-    a case never seen).
+    """Lock the cases until the transaction ends, then read their state in one query (an
+    empty one for a case never seen).
 
     The lock: a case's start and stop may come on two topics, applied by two processes at
     once; without it neither would see the other's row (a stop kept early and a start that
     finds no early stop), and the deadline would be breached though it was met. Cases are
     locked in one order (their ids sorted) so two batches never wait on each other, and
-    before the reads, whose snapshot then holds what the previous holder committed. The
-    deadlines are read `FOR UPDATE`: the scheduler skips them (`SKIP LOCKED`) until this
-    transaction ends, so what is saved is never based on a row it has moved on since."""
+    by a statement of its own before the read, whose snapshot then holds what the previous
+    holder committed. The deadlines are read `FOR UPDATE`: the scheduler skips them
+    (`SKIP LOCKED`) until this transaction ends, so what is saved is never based on a row
+    it has moved on since."""
     ids = sorted(set(case_ids))
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended(c::text, 0)) FROM unnest($1::uuid[]) AS c", ids
     )
-    cases = {
-        row["case_id"]: CaseRow(row["local_authority"], row["sog_region"])
-        for row in await conn.fetch(
-            f"SELECT case_id, local_authority, sog_region FROM {SCHEMA}.cases WHERE case_id = ANY($1::uuid[])", ids
-        )
-    }
+    cases: dict[uuid.UUID, CaseRow] = {}
     deadlines: dict[uuid.UUID, list[Deadline]] = {case_id: [] for case_id in ids}
-    for row in await conn.fetch(
-        "SELECT case_id, rule, sequence, local_authority, status, watched, imported, started_at, due_at, warn_at,"
-        f"  next_fire_at, opened_by, met_at, cancelled_at, working_days_late FROM {SCHEMA}.deadlines"
-        " WHERE case_id = ANY($1::uuid[])"
-        # the order they were opened in (a closing cancels in this order)
-        " ORDER BY case_id, opened_at, array_position($2::text[], rule), sequence FOR UPDATE",
-        ids, list(RULE_NAMES),
-    ):
-        values = dict(row)
-        deadlines[values.pop("case_id")].append(Deadline(**values))
     early_stops: dict[uuid.UUID, list[EarlyStop]] = {case_id: [] for case_id in ids}
-    for row in await conn.fetch(
-        f"SELECT case_id, rule, event_id, stopped_at, imported FROM {SCHEMA}.early_stops"
-        " WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, stopped_at, event_id",
-        ids,
-    ):
-        values = dict(row)
-        early_stops[values.pop("case_id")].append(EarlyStop(**values))
+    for row in await conn.fetch(_LOAD, ids, list(RULE_NAMES)):
+        case_id = row["case_id"]
+        if row["kind"] == "deadline":
+            deadlines[case_id].append(Deadline(**{name: row[name] for name in _DEADLINE_FIELDS}))
+        elif row["kind"] == "early_stop":
+            early_stops[case_id].append(EarlyStop(row["rule"], row["event_id"], row["stopped_at"], row["imported"]))
+        else:
+            cases[case_id] = CaseRow(row["local_authority"], row["sog_region"])
     return {
         case_id: CaseDeadlines(case_id, cases.get(case_id), tuple(deadlines[case_id]), tuple(early_stops[case_id]))
         for case_id in ids
@@ -80,8 +98,10 @@ async def load_cases(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dic
 async def save_cases(
     conn: asyncpg.Connection, before: Mapping[uuid.UUID, CaseDeadlines], after: Mapping[uuid.UUID, CaseDeadlines]
 ) -> None:
-    """Write what the decisions changed: new case rows, new deadlines, the changed columns
-    of the others (one statement per set of columns changed), early stops kept and taken."""
+    """Write what the decisions changed, in one statement: new case rows, new deadlines,
+    the changed columns of the others (only those: one part per set of columns changed),
+    early stops kept and taken. The parts touch different rows, so one statement's
+    snapshot serves them all."""
     new_cases: list[tuple[uuid.UUID, CaseRow]] = []
     opened: list[tuple[uuid.UUID, Deadline]] = []
     changed: dict[tuple[str, ...], list[tuple[uuid.UUID, Deadline]]] = {}
@@ -97,9 +117,7 @@ async def save_cases(
             if prior is None:
                 opened.append((case_id, deadline))
             elif deadline != prior:
-                columns = tuple(
-                    f.name for f in fields(Deadline) if getattr(deadline, f.name) != getattr(prior, f.name)
-                )
+                columns = tuple(name for name in _DEADLINE_FIELDS if getattr(deadline, name) != getattr(prior, name))
                 if unknown := set(columns) - set(CHANGING):
                     raise ValueError(f"deadline {case_id}/{deadline.key}: {sorted(unknown)} are set once, when it opens")
                 changed.setdefault(columns, []).append((case_id, deadline))
@@ -107,48 +125,73 @@ async def save_cases(
         new_stops = {early.key for early in state.early_stops}
         kept += [(case_id, early) for early in state.early_stops if early.key not in old_stops]
         taken += [(case_id, early) for early in old.early_stops if early.key not in new_stops]
+    statement = _Statement()
     if new_cases:
-        await conn.execute(
+        statement.part(
             f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) ON CONFLICT (case_id) DO NOTHING",
-            [c for c, _ in new_cases], [row.local_authority for _, row in new_cases], [row.sog_region for _, row in new_cases],
+            " SELECT * FROM unnest({uuid}, {text}, {text}) ON CONFLICT (case_id) DO NOTHING",
+            [c for c, _ in new_cases], [row.local_authority for _, row in new_cases],
+            [row.sog_region for _, row in new_cases],
         )
     if opened:
-        columns = ("case_id",) + tuple(f.name for f in fields(Deadline))
-        types = ("uuid",) + tuple(_DEADLINE_TYPES[name] for name in columns[1:])
-        await conn.execute(
-            f"INSERT INTO {SCHEMA}.deadlines ({', '.join(columns)})"
-            f" SELECT * FROM unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(types, 1))})",
-            *[[case_id if name == "case_id" else getattr(d, name) for case_id, d in opened] for name in columns],
+        names = ("case_id",) + _DEADLINE_FIELDS
+        statement.part(
+            f"INSERT INTO {SCHEMA}.deadlines ({', '.join(names)})"
+            f" SELECT * FROM unnest({', '.join('{' + _DEADLINE_TYPES[name] + '}' for name in names)})",
+            *[[case_id if name == "case_id" else getattr(d, name) for case_id, d in opened] for name in names],
         )
     for columns, rows in changed.items():
-        sets = ", ".join(f"{name} = u.{name}" for name in columns)
-        arrays = ", ".join(f"${i}::{CHANGING[name]}[]" for i, name in enumerate(columns, 4))
-        await conn.execute(
-            f"UPDATE {SCHEMA}.deadlines AS d SET {sets}"
-            f" FROM unnest($1::uuid[], $2::text[], $3::integer[], {arrays}) AS u(case_id, rule, sequence, {', '.join(columns)})"
+        statement.part(
+            f"UPDATE {SCHEMA}.deadlines AS d SET {', '.join(f'{name} = u.{name}' for name in columns)}"
+            " FROM unnest({uuid}, {text}, {integer}, "
+            + ", ".join("{" + CHANGING[name] + "}" for name in columns)
+            + f") AS u(case_id, rule, sequence, {', '.join(columns)})"
             " WHERE (d.case_id, d.rule, d.sequence) = (u.case_id, u.rule, u.sequence)",
             [c for c, _ in rows], [d.rule for _, d in rows], [d.sequence for _, d in rows],
             *[[getattr(d, name) for _, d in rows] for name in columns],
         )
     if kept:
-        await conn.execute(
+        statement.part(
             f"INSERT INTO {SCHEMA}.early_stops (case_id, rule, event_id, stopped_at, imported)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::boolean[])"
-            " ON CONFLICT DO NOTHING",
+            " SELECT * FROM unnest({uuid}, {text}, {uuid}, {timestamptz}, {boolean}) ON CONFLICT DO NOTHING",
             [c for c, _ in kept], [e.rule for _, e in kept], [e.event_id for _, e in kept],
             [e.stopped_at for _, e in kept], [e.imported for _, e in kept],
         )
     if taken:
-        await conn.execute(
+        statement.part(
             f"DELETE FROM {SCHEMA}.early_stops WHERE (case_id, rule, event_id) IN"
-            " (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[]))",
+            " (SELECT * FROM unnest({uuid}, {text}, {uuid}))",
             [c for c, _ in taken], [e.rule for _, e in taken], [e.event_id for _, e in taken],
         )
+    await statement.execute(conn)
 
 
+class _Statement:
+    """Writes as the parts of one statement (data-modifying CTEs), one round trip. A part's
+    SQL names each array parameter by its type, `{uuid}`, numbered here in order."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[Any] = []
+
+    def part(self, sql: str, *arrays: list[Any]) -> None:
+        numbered = iter(range(len(self.args) + 1, len(self.args) + len(arrays) + 1))
+        self.parts.append(re.sub(r"\{(\w+)\}", lambda m: f"${next(numbered)}::{m.group(1)}[]", sql))
+        self.args += arrays
+
+    async def execute(self, conn: asyncpg.Connection) -> None:
+        if not self.parts:
+            return
+        if len(self.parts) == 1:
+            await conn.execute(self.parts[0], *self.args)
+            return
+        ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(self.parts))
+        await conn.execute(f"WITH {ctes} SELECT", *self.args)
+
+
+_DEADLINE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Deadline))
 _DEADLINE_TYPES = {
-    "rule": "text", "sequence": "integer", "local_authority": "text", "status": "text", "watched": "boolean",
+    "case_id": "uuid", "rule": "text", "sequence": "integer", "local_authority": "text", "status": "text", "watched": "boolean",
     "imported": "boolean", "started_at": "timestamptz", "due_at": "timestamptz", "warn_at": "timestamptz",
     "next_fire_at": "timestamptz", "opened_by": "uuid", "met_at": "timestamptz", "cancelled_at": "timestamptz",
     "working_days_late": "integer",
