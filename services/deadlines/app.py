@@ -10,7 +10,6 @@ from services.deadlines import handlers, repository
 from services.deadlines.api import router
 from services.deadlines.domain import RULE_NAMES
 from services.deadlines.scheduler import Clock, Scheduler
-from shared.messaging import CASE_EVENTS, ROUTING_EVENTS
 from shared.metrics import DEADLINES_OPEN
 from shared.service import Service, create_app
 from shared.settings import Settings, get_settings
@@ -27,7 +26,7 @@ SERVICE = Service(
     migrations=Path(__file__).parent / "migrations",
     description="Deadlines of the serious incident review process: what is due, met and breached.",
     routers=[router],
-    consumes={CASE_EVENTS: handlers.on_event, ROUTING_EVENTS: handlers.on_event},
+    consumes=handlers.consumes(get_settings()),
     refresh_metrics=refresh_metrics,
     workers=[Scheduler().run],
 )
@@ -35,5 +34,8 @@ SERVICE = Service(
 
 def build(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """The app; `clock` replaces the database clock of the scheduler (tests)."""
-    service = SERVICE if clock is None else replace(SERVICE, workers=[Scheduler(clock, max_sleep_seconds=0.1).run])
-    return create_app(service, settings or get_settings())
+    settings = settings or get_settings()
+    service = replace(SERVICE, consumes=handlers.consumes(settings))
+    if clock is not None:
+        service = replace(service, workers=[Scheduler(clock, max_sleep_seconds=0.1).run])
+    return create_app(service, settings)

@@ -1,7 +1,10 @@
 """Deadline rules, pure: the rules file (`rules.toml`), which events start, meet and
-cancel which deadlines, due and warning times, lateness, and the deadline events.
+cancel which deadlines, due and warning times, lateness, the deadline events, and
+`decide`, the consumer's decider (a case's deadlines and one event → the deadlines after
+it and the events it emits).
 
-Everything here is a function of its arguments; the handlers and the scheduler do the I/O.
+Everything here is a function of its arguments; the shell (shared/process.py, with
+repository.load_cases / save_cases) and the scheduler do the I/O.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import types
 import typing
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
 
 from shared.calendar import LONDON, Timescale, Verdict, judge, local_date
+from shared.decider import Context, Decision
 from shared.events import (
     CASE_EVENT_TYPES,
     DEADLINE_EVENT_TYPES,
@@ -30,6 +34,7 @@ from shared.events import (
     Envelope,
     event_type_of,
 )
+from shared.lifecycle import case_after
 from shared.topics import topic_of
 
 OWNERS = ("council", "inspectorate")
@@ -328,3 +333,204 @@ def parse_rules(text: str) -> Rules:
 
 
 RULES = parse_rules((files("services.deadlines") / "rules.toml").read_text(encoding="utf-8"))
+
+
+# --- the decider: a case's deadlines and one event ------------------------------------
+#
+# For each event, in this order: the stops it makes (meeting the oldest unmet deadline of
+# each rule it stops, or keeping the stop for a start still to come), the starts (a new
+# deadline per rule it starts; one the same event also stops, `notification`, is judged
+# at once; one whose stop came first is met by it), then a closing cancels what is open.
+# Every moment comes from the events' own timestamps, so history settles as it happened;
+# the deadline events are recorded at the context's `now` (the transaction's time).
+
+UNMET = ("open", "breached")  # a stop meets the oldest of its rule in one of these
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """What the API needs of a case to answer who may read it (set by its notification)."""
+
+    local_authority: str
+    sog_region: str | None
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One deadline of a case, with the columns the decider reads or writes. The
+    scheduler's own (warned_at, breached_at) are not here: the decider never writes them;
+    it reads the status the scheduler left (`breached`) and next_fire_at."""
+
+    rule: str
+    sequence: int
+    local_authority: str
+    status: str  # open, met, breached, cancelled
+    watched: bool
+    imported: bool
+    started_at: dt.datetime
+    due_at: dt.datetime
+    warn_at: dt.datetime | None
+    next_fire_at: dt.datetime | None
+    opened_by: uuid.UUID
+    met_at: dt.datetime | None = None
+    cancelled_at: dt.datetime | None = None
+    working_days_late: int | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.rule, self.sequence)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """A stop that came before its start (another topic), kept until the deadline opens."""
+
+    rule: str
+    event_id: uuid.UUID
+    stopped_at: dt.datetime
+    imported: bool
+
+    @property
+    def key(self) -> tuple[str, uuid.UUID]:
+        return (self.rule, self.event_id)
+
+
+@dataclass(frozen=True)
+class CaseDeadlines:
+    """The state deadlines keeps for one case: its row (once notified), its deadlines in
+    the order they were opened, and the stops kept for deadlines not yet opened. The
+    import hold lives in the deadlines' `next_fire_at` (never before `settle_until`)."""
+
+    case_id: uuid.UUID
+    case: CaseRow | None = None
+    deadlines: tuple[Deadline, ...] = ()
+    early_stops: tuple[EarlyStop, ...] = ()
+
+
+def wants(event: Any) -> bool:
+    """Whether `decide` may act on the event (the others are only marked processed)."""
+    return bool(
+        event.event_type == "incident.notified"
+        or RULES.stopped_by(event) or RULES.started_by(event) or RULES.cancels(event)
+    )
+
+
+def decide(
+    state: CaseDeadlines, event: Envelope, context: Context, *, settle: dt.timedelta
+) -> Decision[CaseDeadlines]:
+    """The case's deadlines after `event`, and the deadline events it causes, in order.
+    `settle` (Settings.import_settle_seconds, bound when the process is built): how long
+    an imported event keeps the scheduler off its case's deadlines, as more of its history
+    may follow (each later imported event of the case pushes the hold on)."""
+    if not wants(event):
+        return Decision(state)
+    work = _Work(state, event, context)
+    if context.imported:
+        work.settle_until = context.now + settle
+        work.hold(work.settle_until)
+    if event.event_type == "incident.notified" and work.case is None:
+        work.case = CaseRow(event.local_authority, case_after(None, event).sog_region)
+    for rule in RULES.stopped_by(event):
+        work.stop(rule)
+    for rule in RULES.started_by(event):
+        work.start(rule)
+    if RULES.cancels(event):
+        work.cancel_open()
+    after = CaseDeadlines(state.case_id, work.case, tuple(work.deadlines), tuple(work.early_stops))
+    if after == state:
+        return Decision(state, tuple(work.emitted))
+    return Decision(after, tuple(work.emitted))
+
+
+def deadline_row(case_id: uuid.UUID, deadline: Deadline) -> dict[str, Any]:
+    """The keys `deadline_event` reads, of a deadline of the case."""
+    return {
+        "case_id": case_id, "local_authority": deadline.local_authority, "rule": deadline.rule,
+        "sequence": deadline.sequence, "started_at": deadline.started_at, "due_at": deadline.due_at,
+    }
+
+
+class _Work:
+    """One decision under way: a working copy of the case's state (the decider's own;
+    `decide` returns a new frozen state) and the events emitted so far."""
+
+    def __init__(self, state: CaseDeadlines, event: Envelope, context: Context):
+        self.case_id, self.event, self.context = state.case_id, event, context
+        self.case = state.case
+        self.deadlines = list(state.deadlines)
+        self.early_stops = list(state.early_stops)
+        self.settle_until: dt.datetime | None = None
+        self.emitted: list[Envelope] = []
+
+    def emit(self, kind: str, deadline: Deadline, received_at: dt.datetime, **data: Any) -> None:
+        self.emitted.append(deadline_event(
+            kind, deadline_row(self.case_id, deadline), received_at=received_at,
+            recorded_at=self.context.now, causation_id=self.event.event_id, **data,
+        ))
+
+    def hold(self, until: dt.datetime) -> None:
+        """Keep the scheduler off the case's watched imported deadlines until `until`."""
+        self.deadlines = [
+            replace(d, next_fire_at=max(d.next_fire_at, until))
+            if d.imported and d.next_fire_at is not None and d.next_fire_at < until else d
+            for d in self.deadlines
+        ]
+
+    def stop(self, rule: Rule) -> None:
+        stopped_at = rule.stop.moment(self.event)
+        unmet = [i for i, d in enumerate(self.deadlines) if d.rule == rule.name and d.status in UNMET]
+        if unmet:
+            self.meet(min(unmet, key=lambda i: self.deadlines[i].sequence), stopped_at)
+        elif rule.stop_may_come_first and not any(d.rule == rule.name for d in self.deadlines):
+            kept = EarlyStop(rule.name, self.event.event_id, stopped_at, self.context.imported)
+            if all(early.key != kept.key for early in self.early_stops):
+                self.early_stops.append(kept)
+
+    def start(self, rule: Rule) -> None:
+        started_at = rule.start.moment(self.event)
+        verdict = rule.verdict(started_at)
+        watched = is_watched(verdict.due_at, self.event, self.context.imported)
+        opened = Deadline(
+            rule=rule.name,
+            sequence=max((d.sequence for d in self.deadlines if d.rule == rule.name), default=0) + 1,
+            local_authority=self.event.local_authority, status="open", watched=watched,
+            imported=self.context.imported, started_at=started_at, due_at=verdict.due_at, warn_at=verdict.warn_at,
+            next_fire_at=(
+                first_fire_at(verdict.due_at, verdict.warn_at, self.event.recorded_at, self.settle_until)
+                if watched else None
+            ),
+            opened_by=self.event.event_id,
+        )
+        self.deadlines.append(opened)
+        self.emit("opened", opened, started_at)
+        stopped_at = None
+        if rule.settles_at_once:
+            stopped_at = rule.stop.moment(self.event)
+        elif rule.stop_may_come_first and (early := self.take_early_stop(rule.name)):
+            stopped_at = early.stopped_at
+        if stopped_at is not None:
+            self.meet(len(self.deadlines) - 1, stopped_at)
+
+    def take_early_stop(self, rule: str) -> EarlyStop | None:
+        """The earliest kept stop of the rule, removed as it is used."""
+        kept = [early for early in self.early_stops if early.rule == rule]
+        if not kept:
+            return None
+        early = min(kept, key=lambda e: (e.stopped_at, str(e.event_id)))
+        self.early_stops.remove(early)
+        return early
+
+    def meet(self, index: int, met_at: dt.datetime) -> None:
+        deadline = self.deadlines[index]
+        late = working_days_late(deadline.rule, deadline.started_at, met_at)
+        self.deadlines[index] = replace(
+            deadline, status="met", met_at=met_at, working_days_late=late, next_fire_at=None
+        )
+        self.emit("met", deadline, met_at, met_at=met_at, working_days_late=late)
+
+    def cancel_open(self) -> None:
+        at = self.event.received_at
+        for index, deadline in enumerate(self.deadlines):
+            if deadline.status == "open":
+                self.deadlines[index] = replace(deadline, status="cancelled", cancelled_at=at, next_fire_at=None)
+                self.emit("cancelled", deadline, at)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
-from dataclasses import dataclass
-from typing import TypeAlias
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any, TypeAlias
 
 import asyncpg
+
+from services.deadlines.domain import RULE_NAMES, CaseDeadlines, CaseRow, Deadline, EarlyStop
 
 SCHEMA = "deadlines"
 COLUMNS = (
@@ -17,125 +21,185 @@ COLUMNS = (
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-# --- cases ------------------------------------------------------------------------------
+# --- the consumer's state: load, save ----------------------------------------------------
+
+# The columns the consumer's decision may change on a deadline it did not open; the
+# others are written once, when it opens (and the scheduler's own, warned_at and
+# breached_at, never by the consumer).
+CHANGING = {
+    "status": "text", "next_fire_at": "timestamptz", "met_at": "timestamptz",
+    "cancelled_at": "timestamptz", "working_days_late": "integer",
+}
 
 
-async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> dt.datetime:
-    """Hold the case until the transaction ends and return the database's time. A case's
-    start and stop may come on two topics, applied by two processes at once: without the
-    lock neither would see the other's row (a stop kept early and a start that finds no
-    early stop), and the deadline would be breached though it was met."""
-    return await conn.fetchval(
-        "SELECT now() FROM pg_advisory_xact_lock(hashtextextended($1::text, 0))", str(case_id)
-    )
+_DEADLINE_COLUMNS = (
+    "rule, sequence, local_authority, status, watched, imported, started_at, due_at, warn_at, next_fire_at, opened_by,"
+    " met_at, cancelled_at, working_days_late"
+)
+# A case's state in one statement: its deadlines (locked), its early stops and its row,
+# each a `kind` of row with the columns it has (the others NULL).
+_LOAD = f"""
+WITH locked AS (
+    SELECT case_id, opened_at, {_DEADLINE_COLUMNS} FROM {SCHEMA}.deadlines
+    WHERE case_id = ANY($1::uuid[]) FOR UPDATE
+)
+SELECT * FROM (
+    SELECT 'deadline' AS kind, case_id, {_DEADLINE_COLUMNS},
+           NULL::uuid AS event_id, NULL::timestamptz AS stopped_at, NULL::text AS sog_region,
+           opened_at, array_position($2::text[], rule) AS rule_order
+    FROM locked
+    UNION ALL
+    SELECT 'early_stop', case_id, rule, NULL, NULL, NULL, NULL, imported, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           event_id, stopped_at, NULL, NULL, NULL
+    FROM {SCHEMA}.early_stops WHERE case_id = ANY($1::uuid[])
+    UNION ALL
+    SELECT 'case', case_id, NULL, NULL, local_authority, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL, NULL, sog_region, NULL, NULL
+    FROM {SCHEMA}.cases WHERE case_id = ANY($1::uuid[])
+) AS state
+-- deadlines in the order they were opened (a closing cancels in this order); early stops by time
+ORDER BY case_id, kind, opened_at, rule_order, sequence, stopped_at, event_id
+"""
 
 
-async def remember_case(conn: asyncpg.Connection, case_id: uuid.UUID, local_authority: str, sog_region: str | None) -> None:
+async def load_cases(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseDeadlines]:
+    """Lock the cases until the transaction ends, then read their state in one query (an
+    empty one for a case never seen).
+
+    The lock: a case's start and stop may come on two topics, applied by two processes at
+    once; without it neither would see the other's row (a stop kept early and a start that
+    finds no early stop), and the deadline would be breached though it was met. Cases are
+    locked in one order (their ids sorted) so two batches never wait on each other, and
+    by a statement of its own before the read, whose snapshot then holds what the previous
+    holder committed. The deadlines are read `FOR UPDATE`: the scheduler skips them
+    (`SKIP LOCKED`) until this transaction ends, so what is saved is never based on a row
+    it has moved on since."""
+    ids = sorted(set(case_ids))
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) VALUES ($1, $2, $3)"
-        " ON CONFLICT (case_id) DO NOTHING",
-        case_id, local_authority, sog_region,
+        "SELECT pg_advisory_xact_lock(hashtextextended(c::text, 0)) FROM unnest($1::uuid[]) AS c", ids
     )
+    cases: dict[uuid.UUID, CaseRow] = {}
+    deadlines: dict[uuid.UUID, list[Deadline]] = {case_id: [] for case_id in ids}
+    early_stops: dict[uuid.UUID, list[EarlyStop]] = {case_id: [] for case_id in ids}
+    for row in await conn.fetch(_LOAD, ids, list(RULE_NAMES)):
+        case_id = row["case_id"]
+        if row["kind"] == "deadline":
+            deadlines[case_id].append(Deadline(**{name: row[name] for name in _DEADLINE_FIELDS}))
+        elif row["kind"] == "early_stop":
+            early_stops[case_id].append(EarlyStop(row["rule"], row["event_id"], row["stopped_at"], row["imported"]))
+        else:
+            cases[case_id] = CaseRow(row["local_authority"], row["sog_region"])
+    return {
+        case_id: CaseDeadlines(case_id, cases.get(case_id), tuple(deadlines[case_id]), tuple(early_stops[case_id]))
+        for case_id in ids
+    }
+
+
+async def save_cases(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, CaseDeadlines], after: Mapping[uuid.UUID, CaseDeadlines]
+) -> None:
+    """Write what the decisions changed, in one statement: new case rows, new deadlines,
+    the changed columns of the others (only those: one part per set of columns changed),
+    early stops kept and taken. The parts touch different rows, so one statement's
+    snapshot serves them all."""
+    new_cases: list[tuple[uuid.UUID, CaseRow]] = []
+    opened: list[tuple[uuid.UUID, Deadline]] = []
+    changed: dict[tuple[str, ...], list[tuple[uuid.UUID, Deadline]]] = {}
+    kept: list[tuple[uuid.UUID, EarlyStop]] = []
+    taken: list[tuple[uuid.UUID, EarlyStop]] = []
+    for case_id, state in after.items():
+        old = before[case_id]
+        if state.case is not None and old.case is None:
+            new_cases.append((case_id, state.case))
+        was = {deadline.key: deadline for deadline in old.deadlines}
+        for deadline in state.deadlines:
+            prior = was.get(deadline.key)
+            if prior is None:
+                opened.append((case_id, deadline))
+            elif deadline != prior:
+                columns = tuple(name for name in _DEADLINE_FIELDS if getattr(deadline, name) != getattr(prior, name))
+                if unknown := set(columns) - set(CHANGING):
+                    raise ValueError(f"deadline {case_id}/{deadline.key}: {sorted(unknown)} are set once, when it opens")
+                changed.setdefault(columns, []).append((case_id, deadline))
+        old_stops = {early.key for early in old.early_stops}
+        new_stops = {early.key for early in state.early_stops}
+        kept += [(case_id, early) for early in state.early_stops if early.key not in old_stops]
+        taken += [(case_id, early) for early in old.early_stops if early.key not in new_stops]
+    statement = _Statement()
+    if new_cases:
+        statement.part(
+            f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region)"
+            " SELECT * FROM unnest({uuid}, {text}, {text}) ON CONFLICT (case_id) DO NOTHING",
+            [c for c, _ in new_cases], [row.local_authority for _, row in new_cases],
+            [row.sog_region for _, row in new_cases],
+        )
+    if opened:
+        names = ("case_id",) + _DEADLINE_FIELDS
+        statement.part(
+            f"INSERT INTO {SCHEMA}.deadlines ({', '.join(names)})"
+            f" SELECT * FROM unnest({', '.join('{' + _DEADLINE_TYPES[name] + '}' for name in names)})",
+            *[[case_id if name == "case_id" else getattr(d, name) for case_id, d in opened] for name in names],
+        )
+    for columns, rows in changed.items():
+        statement.part(
+            f"UPDATE {SCHEMA}.deadlines AS d SET {', '.join(f'{name} = u.{name}' for name in columns)}"
+            " FROM unnest({uuid}, {text}, {integer}, "
+            + ", ".join("{" + CHANGING[name] + "}" for name in columns)
+            + f") AS u(case_id, rule, sequence, {', '.join(columns)})"
+            " WHERE (d.case_id, d.rule, d.sequence) = (u.case_id, u.rule, u.sequence)",
+            [c for c, _ in rows], [d.rule for _, d in rows], [d.sequence for _, d in rows],
+            *[[getattr(d, name) for _, d in rows] for name in columns],
+        )
+    if kept:
+        statement.part(
+            f"INSERT INTO {SCHEMA}.early_stops (case_id, rule, event_id, stopped_at, imported)"
+            " SELECT * FROM unnest({uuid}, {text}, {uuid}, {timestamptz}, {boolean}) ON CONFLICT DO NOTHING",
+            [c for c, _ in kept], [e.rule for _, e in kept], [e.event_id for _, e in kept],
+            [e.stopped_at for _, e in kept], [e.imported for _, e in kept],
+        )
+    if taken:
+        statement.part(
+            f"DELETE FROM {SCHEMA}.early_stops WHERE (case_id, rule, event_id) IN"
+            " (SELECT * FROM unnest({uuid}, {text}, {uuid}))",
+            [c for c, _ in taken], [e.rule for _, e in taken], [e.event_id for _, e in taken],
+        )
+    await statement.execute(conn)
+
+
+class _Statement:
+    """Writes as the parts of one statement (data-modifying CTEs), one round trip. A part's
+    SQL names each array parameter by its type, `{uuid}`, numbered here in order."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[Any] = []
+
+    def part(self, sql: str, *arrays: list[Any]) -> None:
+        numbered = iter(range(len(self.args) + 1, len(self.args) + len(arrays) + 1))
+        self.parts.append(re.sub(r"\{(\w+)\}", lambda m: f"${next(numbered)}::{m.group(1)}[]", sql))
+        self.args += arrays
+
+    async def execute(self, conn: asyncpg.Connection) -> None:
+        if not self.parts:
+            return
+        if len(self.parts) == 1:
+            await conn.execute(self.parts[0], *self.args)
+            return
+        ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(self.parts))
+        await conn.execute(f"WITH {ctes} SELECT", *self.args)
+
+
+_DEADLINE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Deadline))
+_DEADLINE_TYPES = {
+    "case_id": "uuid", "rule": "text", "sequence": "integer", "local_authority": "text", "status": "text", "watched": "boolean",
+    "imported": "boolean", "started_at": "timestamptz", "due_at": "timestamptz", "warn_at": "timestamptz",
+    "next_fire_at": "timestamptz", "opened_by": "uuid", "met_at": "timestamptz", "cancelled_at": "timestamptz",
+    "working_days_late": "integer",
+}
 
 
 async def case_of(conn: Executor, case_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT case_id, local_authority, sog_region FROM {SCHEMA}.cases WHERE case_id = $1", case_id)
-
-
-# --- the engine's writes ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NewDeadline:
-    case_id: uuid.UUID
-    rule: str
-    local_authority: str
-    watched: bool
-    imported: bool
-    started_at: dt.datetime
-    due_at: dt.datetime
-    warn_at: dt.datetime | None
-    next_fire_at: dt.datetime | None
-    opened_by: uuid.UUID
-
-
-async def open_deadline(conn: asyncpg.Connection, new: NewDeadline) -> int:
-    """Insert the deadline with the case's next sequence number for its rule; returns it.
-    One case's events are applied in order, one at a time, so the numbers are stable."""
-    return await conn.fetchval(
-        f"INSERT INTO {SCHEMA}.deadlines (case_id, rule, sequence, local_authority, status, watched, imported,"
-        "  started_at, due_at, warn_at, next_fire_at, opened_by)"
-        f" SELECT $1, $2, coalesce(max(sequence), 0) + 1, $3, 'open', $4, $5, $6, $7, $8, $9, $10"
-        f" FROM {SCHEMA}.deadlines WHERE case_id = $1 AND rule = $2"
-        " RETURNING sequence",
-        new.case_id, new.rule, new.local_authority, new.watched, new.imported,
-        new.started_at, new.due_at, new.warn_at, new.next_fire_at, new.opened_by,
-    )
-
-
-async def has_started(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str) -> bool:
-    return await conn.fetchval(
-        f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.deadlines WHERE case_id = $1 AND rule = $2)", case_id, rule
-    )
-
-
-async def oldest_unmet(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str) -> asyncpg.Record | None:
-    """The deadline a stop event meets: the oldest still open, or breached and not yet met.
-    Locked: the scheduler may be about to breach it (it skips it while we hold it)."""
-    return await conn.fetchrow(
-        f"SELECT {COLUMNS} FROM {SCHEMA}.deadlines"
-        " WHERE case_id = $1 AND rule = $2 AND status IN ('open', 'breached')"
-        " ORDER BY sequence LIMIT 1 FOR UPDATE",
-        case_id, rule,
-    )
-
-
-async def mark_met(
-    conn: asyncpg.Connection, case_id: uuid.UUID, rule: str, sequence: int, met_at: dt.datetime, late: int
-) -> None:
-    await conn.execute(
-        f"UPDATE {SCHEMA}.deadlines SET status = 'met', met_at = $4, working_days_late = $5, next_fire_at = NULL"
-        " WHERE case_id = $1 AND rule = $2 AND sequence = $3",
-        case_id, rule, sequence, met_at, late,
-    )
-
-
-async def hold_imported(conn: asyncpg.Connection, case_id: uuid.UUID, until: dt.datetime) -> None:
-    """Keep the scheduler off the case's watched imported deadlines until `until`."""
-    await conn.execute(
-        f"UPDATE {SCHEMA}.deadlines SET next_fire_at = greatest(next_fire_at, $2)"
-        " WHERE case_id = $1 AND imported AND next_fire_at IS NOT NULL",
-        case_id, until,
-    )
-
-
-async def cancel_open(conn: asyncpg.Connection, case_id: uuid.UUID, at: dt.datetime) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        f"UPDATE {SCHEMA}.deadlines SET status = 'cancelled', cancelled_at = $2, next_fire_at = NULL"
-        f" WHERE case_id = $1 AND status = 'open' RETURNING {COLUMNS}",
-        case_id, at,
-    )
-
-
-async def keep_early_stop(
-    conn: asyncpg.Connection, case_id: uuid.UUID, rule: str, event_id: uuid.UUID, stopped_at: dt.datetime, imported: bool
-) -> None:
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.early_stops (case_id, rule, event_id, stopped_at, imported)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        case_id, rule, event_id, stopped_at, imported,
-    )
-
-
-async def take_early_stop(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str) -> asyncpg.Record | None:
-    """The earliest kept stop of this case and rule, removed as it is used."""
-    return await conn.fetchrow(
-        f"DELETE FROM {SCHEMA}.early_stops WHERE (case_id, rule, event_id) = ("
-        f"  SELECT case_id, rule, event_id FROM {SCHEMA}.early_stops WHERE case_id = $1 AND rule = $2"
-        "   ORDER BY stopped_at LIMIT 1)"
-        " RETURNING stopped_at, imported",
-        case_id, rule,
-    )
 
 
 # --- the scheduler ------------------------------------------------------------------------
