@@ -1,17 +1,19 @@
 """Routing's SQL: the recipients' channels and the deliveries with their retry schedule.
 
-Times stored here come from the database clock (`clock_timestamp()`, the moment of the
-statement, so a delivery's latency does not include the wait of its transaction)."""
+Times stored here come from the database clock: the delivery loop's from
+`clock_timestamp()` (the moment of the statement, so a delivery's latency does not
+include the wait of its transaction), the consumer's from the time of its transaction
+(the decider's `Context.now`, which the records it emits carry too)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 
 import asyncpg
 
-from services.routing.domain import RecipientConfig
-from shared.events import IncidentNotified
+from services.routing.domain import Deliveries, RecipientConfig
 
 SCHEMA = "routing"
 # LISTEN/NOTIFY channel that wakes the delivery loop when a delivery falls due at once.
@@ -70,15 +72,56 @@ async def configs(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Recipien
 # --- deliveries ---------------------------------------------------------------------------
 
 
-async def owe(conn: asyncpg.Connection, event: IncidentNotified, recipient: str) -> asyncpg.Record | None:
-    """A pending delivery of the notification to `recipient`, due now; None if the case
-    owes that recipient one already (the same notification delivered again)."""
-    return await conn.fetchrow(
-        f"INSERT INTO {SCHEMA}.deliveries (case_id, recipient, local_authority, received_at, notification,"
-        " status, next_attempt_at) VALUES ($1, $2, $3, $4, $5, 'pending', clock_timestamp())"
-        " ON CONFLICT DO NOTHING RETURNING *",
-        event.case_id, recipient, event.local_authority, event.received_at, event.model_dump_json(),
+async def load_deliveries(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, Deliveries]:
+    """The consumer's loader: the recipients each case owes its notification already, and
+    every recipient's channel of the moment, in one query for the batch."""
+    rows = await conn.fetch(
+        f"SELECT case_id, recipient, NULL::text AS channel FROM {SCHEMA}.deliveries WHERE case_id = ANY($1::uuid[])"
+        f" UNION ALL SELECT NULL, recipient, channel FROM {SCHEMA}.recipients",
+        case_ids,
     )
+    channels = {row["recipient"]: row["channel"] for row in rows if row["case_id"] is None}
+    owed: dict[uuid.UUID, set[str]] = {case_id: set() for case_id in case_ids}
+    for row in rows:
+        if row["case_id"] is not None:
+            owed[row["case_id"]].add(row["recipient"])
+    return {case_id: Deliveries(frozenset(recipients), (), channels) for case_id, recipients in owed.items()}
+
+
+async def save_deliveries(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, Deliveries], after: Mapping[uuid.UUID, Deliveries]
+) -> None:
+    """The consumer's saver: store the deliveries decided, in one statement — those made
+    by topic as delivered (at the decision's time, as their records say), the others
+    pending and due now — and wake the delivery loop (when the transaction commits) if it
+    has one to make. A delivery owed already means the state read was stale: raise, so
+    that the batch is applied again (one event at a time, on fresh state)."""
+    decided = [
+        owing for case_id, state in after.items() for owing in state.decided if owing not in before[case_id].decided
+    ]
+    if not decided:
+        return
+    stored = await conn.fetchval(
+        f"WITH owed AS (INSERT INTO {SCHEMA}.deliveries (case_id, recipient, local_authority, received_at, notification,"
+        "   status, channel, attempts, round_attempts, next_attempt_at, delivered_at)"
+        " SELECT c, r, a, t, n, CASE WHEN d IS NULL THEN 'pending' ELSE 'delivered' END,"
+        "   CASE WHEN d IS NULL THEN NULL ELSE 'topic' END, (d IS NOT NULL)::int, (d IS NOT NULL)::int,"
+        "   CASE WHEN d IS NULL THEN clock_timestamp() END, d"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[])"
+        "   AS o(c, r, a, t, n, d)"
+        " ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT count(*) FROM owed",
+        [owing.notification.case_id for owing in decided],
+        [owing.recipient for owing in decided],
+        [owing.notification.local_authority for owing in decided],
+        [owing.notification.received_at for owing in decided],
+        [owing.notification.model_dump_json() for owing in decided],
+        [owing.delivered_at for owing in decided],
+    )
+    if stored != len(decided):
+        raise RuntimeError(f"{len(decided) - stored} of {len(decided)} deliveries were owed already: state read stale")
+    if any(owing.delivered_at is None for owing in decided):
+        await wake_delivery_loop(conn)
 
 
 async def wake_delivery_loop(conn: asyncpg.Connection) -> None:
