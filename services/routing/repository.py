@@ -61,14 +61,6 @@ async def recipients(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Re
     return await conn.fetch(f"SELECT * FROM {SCHEMA}.recipients ORDER BY recipient")
 
 
-def config_of(row: asyncpg.Record) -> RecipientConfig:
-    return RecipientConfig(**{name: row[name] for name in _CONFIG_FIELDS})
-
-
-async def configs(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, RecipientConfig]:
-    return {row["recipient"]: config_of(row) for row in await recipients(conn)}
-
-
 # --- deliveries ---------------------------------------------------------------------------
 
 
@@ -130,12 +122,14 @@ async def wake_delivery_loop(conn: asyncpg.Connection) -> None:
 
 
 async def claim_due(pool: asyncpg.Pool, lease: uuid.UUID, limit: int) -> list[asyncpg.Record]:
-    """Take up to `limit` pending deliveries that are due and not leased by another loop.
-    The lease lasts twice the recipient's timeout and a margin, so a loop that died
-    leaves its rows to the others soon after."""
+    """Take up to `limit` pending deliveries that are due and not leased by another loop,
+    each with its recipient's configuration of the moment (`config`, None for a recipient
+    not seeded yet), in one statement. The lease lasts twice the recipient's timeout and
+    a margin, so a loop that died leaves its rows to the others soon after."""
     return await pool.fetch(
         f"WITH due AS ("
-        f"  SELECT d.case_id, d.recipient, coalesce(r.timeout_seconds, 10) * 2 + 10 AS lease_seconds"
+        f"  SELECT d.case_id, d.recipient, coalesce(r.timeout_seconds, 10) * 2 + 10 AS lease_seconds,"
+        "          to_jsonb(r) AS config"
         f"    FROM {SCHEMA}.deliveries d LEFT JOIN {SCHEMA}.recipients r USING (recipient)"
         "    WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()"
         "      AND (d.leased_until IS NULL OR d.leased_until < clock_timestamp())"
@@ -143,9 +137,15 @@ async def claim_due(pool: asyncpg.Pool, lease: uuid.UUID, limit: int) -> list[as
         f" UPDATE {SCHEMA}.deliveries d"
         "    SET lease = $2, leased_until = clock_timestamp() + make_interval(secs => due.lease_seconds)"
         "   FROM due WHERE d.case_id = due.case_id AND d.recipient = due.recipient"
-        " RETURNING d.*",
+        " RETURNING d.*, due.config",
         limit, lease,
     )
+
+
+def claimed_config(row: asyncpg.Record) -> RecipientConfig | None:
+    """The recipient's configuration `claim_due` read with a row."""
+    config = row["config"]
+    return None if config is None else RecipientConfig(**{name: config[name] for name in _CONFIG_FIELDS})
 
 
 async def release(pool: asyncpg.Pool, lease: uuid.UUID) -> None:
@@ -165,12 +165,14 @@ async def seconds_until_due(pool: asyncpg.Pool) -> float | None:
 async def mark_delivered(
     conn: asyncpg.Connection, delivery_id: uuid.UUID, channel: str, lease: uuid.UUID | None
 ) -> asyncpg.Record | None:
-    """Delivered, if still pending (and still held under `lease` when one is given)."""
+    """Delivered, if still pending (and still held under `lease` when one is given); with
+    `recorded_at`, the moment its record is written."""
     return await conn.fetchrow(
         f"UPDATE {SCHEMA}.deliveries SET status = 'delivered', channel = $2, attempts = attempts + 1,"
         " round_attempts = round_attempts + 1, delivered_at = clock_timestamp(), last_error = NULL,"
         " next_attempt_at = NULL, lease = NULL, leased_until = NULL"
-        f" WHERE id = $1 AND status = 'pending' AND lease IS NOT DISTINCT FROM $3 RETURNING *, {_CAUSE}",
+        f" WHERE id = $1 AND status = 'pending' AND lease IS NOT DISTINCT FROM $3"
+        f" RETURNING *, {_CAUSE}, clock_timestamp() AS recorded_at",
         delivery_id, channel, lease,
     )
 
