@@ -40,6 +40,15 @@ class Decision(Generic[State]):
 Decide = Callable[[State, Event, Context], Decision[State]]
 
 
+@dataclass(frozen=True)
+class Addressed:
+    """An emitted event bound for a topic other than its type's own (routing's outbound
+    deliveries). Here, so that a pure decider can emit one; shared/process.py records it."""
+
+    event: Event
+    topic: str
+
+
 @dataclass
 class Folded(Generic[State]):
     """A batch folded: the states after it (of every case touched), the cases whose state

@@ -22,7 +22,7 @@ from typing import Any, Generic
 
 import asyncpg
 
-from shared.decider import Context, Decide, Event, State, fold
+from shared.decider import Addressed, Context, Decide, Event, State, fold
 from shared.outbox import enqueue_many
 
 Load = Callable[[asyncpg.Connection, list[uuid.UUID]], Awaitable[dict[uuid.UUID, State]]]
@@ -30,13 +30,7 @@ Load = Callable[[asyncpg.Connection, list[uuid.UUID]], Awaitable[dict[uuid.UUID,
 Save = Callable[[asyncpg.Connection, Mapping[uuid.UUID, State], Mapping[uuid.UUID, State]], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class Addressed:
-    """An emitted event bound for a topic other than its type's own (routing's outbound
-    deliveries)."""
-
-    event: Event
-    topic: str
+__all__ = ["Addressed", "Load", "Process", "Save", "record_emitted"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ SERVICE = Service(
     description="Forwards every notification to the Scottish Government and, where MAPPA applies, the SOG: "
     "on an outbound topic or to a signed webhook, retried, recorded once on sir.routing.v1.",
     routers=[router],
-    consumes={CASE_EVENTS: handlers.on_case_event},
+    consumes={CASE_EVENTS: handlers.PROCESS},
     refresh_metrics=refresh_metrics,
     workers=[delivery_loop],
 )

@@ -51,7 +51,7 @@ async def deliver_by_topic(conn: asyncpg.Connection, row: asyncpg.Record, lease:
 async def _record_forwarded(conn: asyncpg.Connection, row: asyncpg.Record) -> None:
     event = domain.forwarded(
         row["case_id"], row["local_authority"], row["recipient"], row["channel"], row["attempts"],
-        row["delivered_at"], await conn.fetchval("SELECT clock_timestamp()"), row["causation_id"],
+        row["delivered_at"], row["recorded_at"], row["causation_id"],
     )
     await enqueue(conn, repository.SCHEMA, event, SERVICE)
     DELIVERIES.labels(row["recipient"], row["channel"], "delivered").inc()
@@ -153,9 +153,8 @@ class DeliveryLoop:
         lease = uuid.uuid4()
         claimed = await repository.claim_due(self.pool, lease, room)
         if claimed:
-            configs = await repository.configs(self.pool)
             for row in claimed:
-                config = configs.get(row["recipient"]) or RecipientConfig()
+                config = repository.claimed_config(row) or RecipientConfig()
                 task = asyncio.create_task(make(self.pool, self.client, row, config, lease))
                 self.in_flight[task] = lease
                 task.add_done_callback(self._done)

@@ -1,5 +1,6 @@
 """Routing's pure rules (SPEC §5): who must receive a notification, each recipient's
-channel, the webhook signature (Standard Webhooks), and when an attempt is tried again or given up."""
+channel, what a notification owes (`decide`), the webhook signature (Standard Webhooks),
+and when an attempt is tried again or given up."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import ipaddress
 import random
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -17,16 +18,19 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from standardwebhooks import Webhook
 
+from shared.decider import Addressed, Context, Decision
 from shared.events import (
     STORABLE,
     Actor,
+    Envelope,
     NotificationForwarded,
     NotificationForwardedData,
     NotificationForwardFailed,
     NotificationForwardFailedData,
 )
-from shared.lifecycle import sog_region_of
+from shared.lifecycle import case_after
 from shared.reference import MAPPA_REGIONS
+from shared.topics import outbound_topic
 
 SCOTTISH_GOVERNMENT = "scottish-government"
 ALL_RECIPIENTS = (SCOTTISH_GOVERNMENT, *(f"sog:{region}" for region in MAPPA_REGIONS))
@@ -38,10 +42,77 @@ _RECORD_IDS = uuid.UUID("5b0c3f0e-8f5e-4d2b-9a57-3c1f6c1f1a04")
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
-def recipients(local_authority: str, notification: Mapping) -> list[str]:
-    """The Scottish Government always; the SOG of the region too where MAPPA applies."""
-    region = sog_region_of(local_authority, notification)
-    return [SCOTTISH_GOVERNMENT] + ([f"sog:{region}"] if region else [])
+def recipients(sog_region: str | None) -> list[str]:
+    """The Scottish Government always; the SOG of the region too where MAPPA applies
+    (`sog_region`: intake's decision, carried by the notification's `case_after`)."""
+    return [SCOTTISH_GOVERNMENT] + ([f"sog:{sog_region}"] if sog_region else [])
+
+
+# --- what a notification owes (the consumer's decider) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Owing:
+    """A delivery decided in this batch, for the saver to store: `delivered_at` set when
+    it went out by topic at once (its records are emitted with it), None when it waits,
+    pending, for the delivery loop (a webhook, or a recipient not configured yet)."""
+
+    recipient: str
+    notification: Envelope  # the incident.notified event, forwarded as it came
+    delivered_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    """Routing's state of one case: the recipients its notification is owed to already
+    (stored), the deliveries decided since it was loaded (not yet stored), and each
+    recipient's channel of the moment (read once per batch; a recipient absent has none
+    yet: the delivery loop seeds it first)."""
+
+    owed: frozenset[str] = frozenset()
+    decided: tuple[Owing, ...] = ()
+    channels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def wakes_delivery_loop(self) -> bool:
+        """A delivery was decided that the delivery loop makes."""
+        return any(owing.delivered_at is None for owing in self.decided)
+
+
+def wants(event: Envelope) -> bool:
+    """Routing acts on notifications only; every other case event just passes."""
+    return event.event_type == "incident.notified"
+
+
+def decide(state: Deliveries, event: Envelope, context: Context) -> Decision[Deliveries]:
+    """A live notification is owed once to each of its recipients. A `topic` recipient's
+    delivery is made in the same transaction: the notification on the recipient's outbound
+    topic, then its `notification.forwarded` record (as `delivery.deliver_by_topic` makes
+    it for the delivery loop). Any other is left pending for the delivery loop. Imported
+    history was forwarded when it happened (its records come with it): nothing is owed."""
+    if event.event_type != "incident.notified" or context.imported:
+        return Decision(state)
+    owed = set(state.owed)
+    decided = list(state.decided)
+    emit: list[Envelope | Addressed] = []
+    for recipient in recipients(case_after(None, event).sog_region):
+        if recipient in owed:
+            continue  # owed already: the same notification again
+        owed.add(recipient)
+        if state.channels.get(recipient) == "topic":
+            decided.append(Owing(recipient, event, delivered_at=context.now))
+            emit += [
+                Addressed(event, outbound_topic(recipient)),
+                forwarded(
+                    event.case_id, event.local_authority, recipient, "topic", 1, context.now, context.now,
+                    event.event_id,
+                ),
+            ]
+        else:
+            decided.append(Owing(recipient, event))
+    if len(owed) == len(state.owed):
+        return Decision(state)
+    return Decision(Deliveries(frozenset(owed), tuple(decided), state.channels), tuple(emit))
 
 
 # --- channels ----------------------------------------------------------------------------

@@ -1,35 +1,50 @@
-"""Routing's subscribers: each live notification is owed to its recipients, once."""
+"""Routing's consumer: each live notification is owed to its recipients, once.
+
+The rule is `domain.decide` (pure); `repository.load_deliveries` gives it the deliveries
+each case owes already and the recipients' channels, read once per batch, and
+`repository.save_deliveries` stores what it decided. A `topic` recipient is delivered in
+the same transaction (the decider emits the outbound copy and `notification.forwarded`,
+which the shell appends to routing's outbox); a webhook is left to the delivery loop
+(services/routing/delivery.py), woken by NOTIFY."""
 
 from __future__ import annotations
 
-from typing import cast
+import uuid
+from collections.abc import Mapping
 
 import asyncpg
 
-from services.routing import repository
-from services.routing.delivery import deliver_by_topic
-from services.routing.domain import recipients
+from services.routing import domain, repository
+from services.routing.domain import Deliveries
 from shared.consumer import Delivery
-from shared.events import Envelope, IncidentNotified
+from shared.events import Envelope
+from shared.metrics import DELIVERIES, DELIVERY_SECONDS
+from shared.process import Process
+
+
+async def save(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, Deliveries], after: Mapping[uuid.UUID, Deliveries]
+) -> None:
+    await repository.save_deliveries(conn, before, after)
+    for case_id, state in after.items():
+        for owing in state.decided:
+            if owing.delivered_at is not None and owing not in before[case_id].decided:
+                DELIVERIES.labels(owing.recipient, "topic", "delivered").inc()
+                DELIVERY_SECONDS.labels(owing.recipient, "topic").observe(
+                    max(0.0, (owing.delivered_at - owing.notification.received_at).total_seconds())
+                )
+
+
+PROCESS = Process(
+    service="routing",
+    decide=domain.decide,
+    load=repository.load_deliveries,
+    save=save,
+    wants=domain.wants,
+)
 
 
 async def on_case_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
-    # Imported history was forwarded when it happened (its notification.forwarded
-    # records come with it): nothing is owed.
-    if event.event_type != "incident.notified" or delivery.imported:
-        return
-    notified = cast(IncidentNotified, event)  # the consumer parsed it by its event_type
-    wake = False
-    configs = await repository.configs(conn)
-    for recipient in recipients(notified.local_authority, notified.data.model_dump(mode="json")):
-        row = await repository.owe(conn, notified, recipient)
-        if row is None:
-            continue  # owed already: the same notification again
-        config = configs.get(recipient)
-        if config is not None and config.channel == "topic":
-            # Delivered in this very transaction: the outbox publishes it.
-            await deliver_by_topic(conn, row)
-        else:
-            wake = True  # the delivery loop POSTs it (or seeds the recipient first)
-    if wake:
-        await repository.wake_delivery_loop(conn)
+    """One event through the process, in the caller's transaction, as the consumer
+    applies it (a batch of one): for callers that hold a single event."""
+    await PROCESS.apply(conn, [(event, delivery.imported)])

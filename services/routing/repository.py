@@ -1,17 +1,19 @@
 """Routing's SQL: the recipients' channels and the deliveries with their retry schedule.
 
-Times stored here come from the database clock (`clock_timestamp()`, the moment of the
-statement, so a delivery's latency does not include the wait of its transaction)."""
+Times stored here come from the database clock: the delivery loop's from
+`clock_timestamp()` (the moment of the statement, so a delivery's latency does not
+include the wait of its transaction), the consumer's from the time of its transaction
+(the decider's `Context.now`, which the records it emits carry too)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 
 import asyncpg
 
-from services.routing.domain import RecipientConfig
-from shared.events import IncidentNotified
+from services.routing.domain import Deliveries, RecipientConfig
 
 SCHEMA = "routing"
 # LISTEN/NOTIFY channel that wakes the delivery loop when a delivery falls due at once.
@@ -59,26 +61,59 @@ async def recipients(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Re
     return await conn.fetch(f"SELECT * FROM {SCHEMA}.recipients ORDER BY recipient")
 
 
-def config_of(row: asyncpg.Record) -> RecipientConfig:
-    return RecipientConfig(**{name: row[name] for name in _CONFIG_FIELDS})
-
-
-async def configs(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, RecipientConfig]:
-    return {row["recipient"]: config_of(row) for row in await recipients(conn)}
-
-
 # --- deliveries ---------------------------------------------------------------------------
 
 
-async def owe(conn: asyncpg.Connection, event: IncidentNotified, recipient: str) -> asyncpg.Record | None:
-    """A pending delivery of the notification to `recipient`, due now; None if the case
-    owes that recipient one already (the same notification delivered again)."""
-    return await conn.fetchrow(
-        f"INSERT INTO {SCHEMA}.deliveries (case_id, recipient, local_authority, received_at, notification,"
-        " status, next_attempt_at) VALUES ($1, $2, $3, $4, $5, 'pending', clock_timestamp())"
-        " ON CONFLICT DO NOTHING RETURNING *",
-        event.case_id, recipient, event.local_authority, event.received_at, event.model_dump_json(),
+async def load_deliveries(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, Deliveries]:
+    """The consumer's loader: the recipients each case owes its notification already, and
+    every recipient's channel of the moment, in one query for the batch."""
+    rows = await conn.fetch(
+        f"SELECT case_id, recipient, NULL::text AS channel FROM {SCHEMA}.deliveries WHERE case_id = ANY($1::uuid[])"
+        f" UNION ALL SELECT NULL, recipient, channel FROM {SCHEMA}.recipients",
+        case_ids,
     )
+    channels = {row["recipient"]: row["channel"] for row in rows if row["case_id"] is None}
+    owed: dict[uuid.UUID, set[str]] = {case_id: set() for case_id in case_ids}
+    for row in rows:
+        if row["case_id"] is not None:
+            owed[row["case_id"]].add(row["recipient"])
+    return {case_id: Deliveries(frozenset(recipients), (), channels) for case_id, recipients in owed.items()}
+
+
+async def save_deliveries(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, Deliveries], after: Mapping[uuid.UUID, Deliveries]
+) -> None:
+    """The consumer's saver: store the deliveries decided, in one statement — those made
+    by topic as delivered (at the decision's time, as their records say), the others
+    pending and due now — and wake the delivery loop (when the transaction commits) if it
+    has one to make. A delivery owed already means the state read was stale: raise, so
+    that the batch is applied again (one event at a time, on fresh state)."""
+    decided = [
+        owing for case_id, state in after.items() for owing in state.decided if owing not in before[case_id].decided
+    ]
+    if not decided:
+        return
+    stored = await conn.fetchval(
+        f"WITH owed AS (INSERT INTO {SCHEMA}.deliveries (case_id, recipient, local_authority, received_at, notification,"
+        "   status, channel, attempts, round_attempts, next_attempt_at, delivered_at)"
+        " SELECT c, r, a, t, n, CASE WHEN d IS NULL THEN 'pending' ELSE 'delivered' END,"
+        "   CASE WHEN d IS NULL THEN NULL ELSE 'topic' END, (d IS NOT NULL)::int, (d IS NOT NULL)::int,"
+        "   CASE WHEN d IS NULL THEN clock_timestamp() END, d"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[])"
+        "   AS o(c, r, a, t, n, d)"
+        " ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT count(*) FROM owed",
+        [owing.notification.case_id for owing in decided],
+        [owing.recipient for owing in decided],
+        [owing.notification.local_authority for owing in decided],
+        [owing.notification.received_at for owing in decided],
+        [owing.notification.model_dump_json() for owing in decided],
+        [owing.delivered_at for owing in decided],
+    )
+    if stored != len(decided):
+        raise RuntimeError(f"{len(decided) - stored} of {len(decided)} deliveries were owed already: state read stale")
+    if any(owing.delivered_at is None for owing in decided):
+        await wake_delivery_loop(conn)
 
 
 async def wake_delivery_loop(conn: asyncpg.Connection) -> None:
@@ -87,12 +122,14 @@ async def wake_delivery_loop(conn: asyncpg.Connection) -> None:
 
 
 async def claim_due(pool: asyncpg.Pool, lease: uuid.UUID, limit: int) -> list[asyncpg.Record]:
-    """Take up to `limit` pending deliveries that are due and not leased by another loop.
-    The lease lasts twice the recipient's timeout and a margin, so a loop that died
-    leaves its rows to the others soon after."""
+    """Take up to `limit` pending deliveries that are due and not leased by another loop,
+    each with its recipient's configuration of the moment (`config`, None for a recipient
+    not seeded yet), in one statement. The lease lasts twice the recipient's timeout and
+    a margin, so a loop that died leaves its rows to the others soon after."""
     return await pool.fetch(
         f"WITH due AS ("
-        f"  SELECT d.case_id, d.recipient, coalesce(r.timeout_seconds, 10) * 2 + 10 AS lease_seconds"
+        f"  SELECT d.case_id, d.recipient, coalesce(r.timeout_seconds, 10) * 2 + 10 AS lease_seconds,"
+        "          to_jsonb(r) AS config"
         f"    FROM {SCHEMA}.deliveries d LEFT JOIN {SCHEMA}.recipients r USING (recipient)"
         "    WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()"
         "      AND (d.leased_until IS NULL OR d.leased_until < clock_timestamp())"
@@ -100,9 +137,15 @@ async def claim_due(pool: asyncpg.Pool, lease: uuid.UUID, limit: int) -> list[as
         f" UPDATE {SCHEMA}.deliveries d"
         "    SET lease = $2, leased_until = clock_timestamp() + make_interval(secs => due.lease_seconds)"
         "   FROM due WHERE d.case_id = due.case_id AND d.recipient = due.recipient"
-        " RETURNING d.*",
+        " RETURNING d.*, due.config",
         limit, lease,
     )
+
+
+def claimed_config(row: asyncpg.Record) -> RecipientConfig | None:
+    """The recipient's configuration `claim_due` read with a row."""
+    config = row["config"]
+    return None if config is None else RecipientConfig(**{name: config[name] for name in _CONFIG_FIELDS})
 
 
 async def release(pool: asyncpg.Pool, lease: uuid.UUID) -> None:
@@ -122,12 +165,14 @@ async def seconds_until_due(pool: asyncpg.Pool) -> float | None:
 async def mark_delivered(
     conn: asyncpg.Connection, delivery_id: uuid.UUID, channel: str, lease: uuid.UUID | None
 ) -> asyncpg.Record | None:
-    """Delivered, if still pending (and still held under `lease` when one is given)."""
+    """Delivered, if still pending (and still held under `lease` when one is given); with
+    `recorded_at`, the moment its record is written."""
     return await conn.fetchrow(
         f"UPDATE {SCHEMA}.deliveries SET status = 'delivered', channel = $2, attempts = attempts + 1,"
         " round_attempts = round_attempts + 1, delivered_at = clock_timestamp(), last_error = NULL,"
         " next_attempt_at = NULL, lease = NULL, leased_until = NULL"
-        f" WHERE id = $1 AND status = 'pending' AND lease IS NOT DISTINCT FROM $3 RETURNING *, {_CAUSE}",
+        f" WHERE id = $1 AND status = 'pending' AND lease IS NOT DISTINCT FROM $3"
+        f" RETURNING *, {_CAUSE}, clock_timestamp() AS recorded_at",
         delivery_id, channel, lease,
     )
 

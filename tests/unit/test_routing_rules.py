@@ -28,19 +28,19 @@ from services.routing.domain import (
 )
 from shared.events import ANY_EVENT
 from shared.messaging import OUTBOUND_TOPICS, all_topics, outbound_topic
-from tests.factories import mappa_notification, notification
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def test_every_notification_goes_to_the_scottish_government_only_without_mappa():
-    assert recipients("glasgow-city", notification()) == ["scottish-government"]
+    assert recipients(None) == ["scottish-government"]
 
 
-def test_mappa_adds_the_sog_of_the_supervising_authoritys_region():
-    assert recipients("glasgow-city", mappa_notification()) == ["scottish-government", "sog:glasgow"]
-    cross = mappa_notification(supervising_local_authority="dundee-city")
-    assert recipients("glasgow-city", cross) == ["scottish-government", "sog:tayside"]
+def test_mappa_adds_the_sog_of_the_region_intake_decided():
+    # The region itself is intake's decision (shared/lifecycle.py), carried by the event:
+    # tests/unit/test_routing_decider.py follows it from the notification to the recipients.
+    assert recipients("glasgow") == ["scottish-government", "sog:glasgow"]
+    assert recipients("tayside") == ["scottish-government", "sog:tayside"]
 
 
 def test_outbound_topics_hold_no_colon_and_are_created_with_the_platform():
