@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import itertools
 import json
 import logging
 import time
@@ -66,6 +67,9 @@ def consumer_name(topic: str) -> str:
     return shared_consumer_name(GROUP_ID, topic)
 
 
+CONSUMERS = {topic: consumer_name(topic) for topic in TOPICS}
+
+
 @dataclass
 class Projection:
     """Reporting's projections, in memory, fed one record at a time: each topic's events
@@ -85,11 +89,10 @@ class Projection:
         except ValidationError:
             self.skipped += 1
             return
-        if (record.topic, event.event_id) in self.processed:
+        key = (record.topic, event.event_id)
+        if key in self.processed:
             return
-        self.processed[record.topic, event.event_id] = (
-            consumer_name(record.topic), event.event_id, record.topic, record.partition, record.offset
-        )
+        self.processed[key] = (CONSUMERS[record.topic], event.event_id, record.topic, record.partition, record.offset)
         if record.topic != CASE_EVENTS or event.event_type not in CASE_EVENT_MODELS:
             self._apply_or_skip(record, event)
             return
@@ -105,7 +108,7 @@ class Projection:
 
     def _apply_or_skip(self, record: ConsumerRecord, event: Envelope) -> bool:
         try:
-            self._apply(record.topic, event, dict(record.headers or ()).get(IMPORTED_HEADER) == b"true")
+            self._apply(record.topic, event, bool(record.headers) and dict(record.headers).get(IMPORTED_HEADER) == b"true")
         except Exception as error:  # as the live consumer would fail on it
             log.warning("rebuild: event %s not applied: %r", event.event_id, error)
             self.skipped += 1
@@ -246,14 +249,25 @@ async def write_projection(conn: asyncpg.Connection, projection: Projection, tim
     with _timed(timings, "write_projections"):
         await repository.replace_all(conn, projection.tables(), versions=projection.versions())
     with _timed(timings, "write_processed_events"):
-        await conn.execute(
-            f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])",
-            [consumer_name(t) for t in TOPICS],
-        )
-        await conn.copy_records_to_table(
-            "processed_events", records=list(projection.processed.values()), columns=PROCESSED,
-            schema_name=schema,
-        )
+        consumers = sorted(consumer_name(t) for t in TOPICS)
+        # Only these consumers' rows (the usual case): empty the table and fill it bare,
+        # its key made again once full; else delete theirs and add the new ones.
+        bounds = [None, *consumers, None]
+        others = await conn.fetchval("SELECT " + " OR ".join(
+            f"EXISTS (SELECT 1 FROM {schema}.processed_events WHERE "
+            + " AND ".join(([f"consumer > ${i}"] if low else []) + ([f"consumer < ${i + 1}"] if high else [])) + ")"
+            for i, (low, high) in enumerate(itertools.pairwise(bounds))
+        ), *consumers)
+        records = list(projection.processed.values())
+        if others:
+            await conn.execute(f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])", consumers)
+            await conn.copy_records_to_table("processed_events", records=records, columns=PROCESSED, schema_name=schema)
+        else:
+            await conn.execute(f"TRUNCATE {schema}.processed_events")
+            again = await repository.drop_indexes(conn, schema, ["processed_events"])
+            await conn.copy_records_to_table("processed_events", records=records, columns=PROCESSED, schema_name=schema)
+            for statement in again:
+                await conn.execute(statement)
         await conn.execute(f"DELETE FROM {schema}.case_positions WHERE consumer = $1", consumer_name(CASE_EVENTS))
         # Not COPY: the pool's jsonb codec is text, and COPY is binary.
         await conn.execute(

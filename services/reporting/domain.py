@@ -215,7 +215,7 @@ NO_DEADLINES = CaseDeadlines()
 def notification_of(event: Envelope) -> Notification:
     data = event.data
     received_on = local_date(event.received_at)
-    notified = judge(data.incident_date, NOTIFICATION_TIMESCALE, event.received_at)
+    notified = judge(data.incident_date, NOTIFICATION_TIMESCALE, received_on)  # by days: the same verdict
     assert notified.working_days_taken is not None  # a stop (received_at) was given
     return Notification(
         case_id=event.case_id,
@@ -234,7 +234,7 @@ def notification_of(event: Envelope) -> Notification:
         domestic_abuse_aggravated=data.domestic_abuse_aggravated,
         historical=data.historical,
         signed_off_by=data.signed_off_by,
-        sg_forward_due_at=judge(event.received_at, SG_FORWARD_TIMESCALE).due_at,
+        sg_forward_due_at=judge(received_on, SG_FORWARD_TIMESCALE).due_at,
         review_owed_since=received_on,
         council_reference=data.council_reference,
         recorded_from=event.recorded_at,
@@ -315,12 +315,13 @@ def apply_case_event(case: CaseRows | None, event: Envelope, imported: bool = Fa
 
 
 def _stamped(before: CaseRows, after: CaseRows, recorded_at: dt.datetime) -> CaseRows:
+    # _fold_case_event makes a new row only when a value changes: a new object is a change.
     n = after.notification
-    if n is not before.notification and n != before.notification:
+    if n is not before.notification:
         n = replace(n, recorded_from=recorded_at)
     if after.reviews is not before.reviews:
-        old = set(before.reviews)
-        reviews = tuple(r if r in old else replace(r, recorded_from=recorded_at) for r in after.reviews)
+        old = {id(r) for r in before.reviews}  # an unchanged review is the very same object
+        reviews = tuple(r if id(r) in old else replace(r, recorded_from=recorded_at) for r in after.reviews)
     else:
         reviews = after.reviews
     return replace(after, notification=n, reviews=reviews)
@@ -334,40 +335,43 @@ def superseded(before: CaseRows | None, after: CaseRows) -> list[tuple[str, Any,
     if before is None:
         return []
     replaced: list[tuple[str, Any, dt.datetime | None]] = []
-    if before.notification != after.notification:
+    if before.notification is not after.notification:  # a new row object is a changed row (_fold_case_event)
         replaced.append(("notifications", before.notification, after.notification.recorded_from))
     if before.reviews is not after.reviews:
         earlier = {r.review_id: r for r in before.reviews}
         for review in after.reviews:
             old = earlier.get(review.review_id)
-            if old is not None and old != review:
+            if old is not None and old is not review:
                 replaced.append(("reviews", old, review.recorded_from))
     return replaced
 
 
 def _fold_case_event(case: CaseRows, event: Envelope, lifecycle: Case | None) -> CaseRows:
+    """The case's rows after the event; a row is replaced only when one of its values changes."""
     kind = event.event_type
-    n, on = case.notification, local_date(event.received_at)
+    n = case.notification
     data = event.data
     if kind == "notification.criteria_assessed":
-        case = replace(case, notification=replace(n, meets_criteria=data.meets_criteria))
+        if n.meets_criteria is not data.meets_criteria:
+            case = replace(case, notification=replace(n, meets_criteria=data.meets_criteria))
     elif kind == "review.submitted":
         case = replace(case, reviews=case.reviews + (_review_of(event, n.review_owed_since or n.received_on),))
     elif kind == "review.additional_info_requested":
         case = _with_open_review(case, lambda r: replace(r, info_requests=r.info_requests + 1))
     elif kind == "review.responded":
+        on = local_date(event.received_at)
         answered = _with_open_review(case, lambda r: replace(
             r, responded_at=event.received_at, responded_on=on, outcome=data.outcome,
             iar_decision_appropriate=data.iar_decision_appropriate, high_quality=data.high_quality,
         ))
-        if answered is not case and data.outcome == "comprehensive_review_required":
+        if answered is not case and data.outcome == "comprehensive_review_required" and n.review_owed_since != on:
             answered = replace(answered, notification=replace(n, review_owed_since=on))
         case = answered
     # Closed: on the day of the event that closed the case, for the reason intake decided
     # (criteria not met, superseded by a MAPPA SCR, or case.closed's); the first closing counts.
     if lifecycle is not None and lifecycle.state is State.CLOSED and case.notification.closed_on is None:
         case = replace(case, notification=replace(
-            case.notification, closed_on=on, closed_reason=lifecycle.closed_reason,
+            case.notification, closed_on=local_date(event.received_at), closed_reason=lifecycle.closed_reason,
         ))
     return case
 

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import operator
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -58,9 +59,14 @@ def columns(row_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(row_type))
 
 
+@functools.cache
+def _getter(row_type: type) -> operator.attrgetter:
+    return operator.attrgetter(*columns(row_type))
+
+
 def values(row) -> tuple:
-    """A row's values in column order, arrays as lists."""
-    return tuple(list(v) if isinstance(v, tuple) else v for v in map(row.__dict__.__getitem__, columns(row.__class__)))
+    """A row's values in column order (arrays as tuples, which asyncpg takes)."""
+    return _getter(row.__class__)(row)
 
 
 # The case's current lifecycle (the casework view), in `notifications` beside the report's
@@ -162,8 +168,8 @@ async def save_cases(
             versions[table].append((row, recorded_to))
         if old is None or case_values(old) != case_values(case):
             notifications.append(case_values(case))
-        known = set(old.reviews) if old is not None else set()
-        reviews += [values(r) for r in case.reviews if r not in known]
+        known = {id(r) for r in old.reviews} if old is not None else set()  # unchanged: the same object
+        reviews += [values(r) for r in case.reviews if id(r) not in known]
     for table, replaced in versions.items():
         await save_versions(conn, table, replaced)
     if notifications:
@@ -218,9 +224,13 @@ async def replace_all(
     versions: dict[str, list[tuple]] | None = None,
 ) -> None:
     """Empty each projection table named in `rows` (and its versions) and fill it from those
-    records (each in `table_columns` order; COPY), inside the caller's transaction;
-    `versions`: per table, the replaced versions as (row, recorded_to)."""
+    records (each in `table_columns` order), inside the caller's transaction; `versions`:
+    per table, the replaced versions as (row, recorded_to). The tables are filled bare
+    (COPY, their indexes and keys dropped) and indexed again once full, which is faster
+    than keeping every index through a million inserts."""
     versions = versions or {}
+    tables = [name for table in rows for name in (table, f"{table}_versions")]
+    with_indexes = await drop_indexes(conn, schema, tables)
     for table, records in rows.items():
         await conn.execute(f"TRUNCATE {schema}.{table}, {schema}.{table}_versions")
         if records:
@@ -231,9 +241,31 @@ async def replace_all(
                 f"{table}_versions", records=replaced, columns=[*columns(PROJECTIONS[table][0]), "recorded_to"],
                 schema_name=schema,
             )
-        # Fresh statistics for the tables just filled: without them the planner takes the
-        # versions (read by a report as of a moment) for empty and joins them row by row.
-        await conn.execute(f"ANALYZE {schema}.{table}, {schema}.{table}_versions")
+    await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    for statement in with_indexes:
+        await conn.execute(statement)
+    # Fresh statistics for the tables just filled: without them the planner takes the
+    # versions (read by a report as of a moment) for empty and joins them row by row.
+    await conn.execute(f"ANALYZE {', '.join(f'{schema}.{t}' for t in tables)}")
+
+
+async def drop_indexes(conn: asyncpg.Connection, schema: str, tables: list[str]) -> list[str]:
+    """Drop the tables' indexes and primary keys; returns the statements that make them again."""
+    again = []
+    for row in await conn.fetch(
+        "SELECT c.conname, t.relname, pg_get_constraintdef(c.oid) AS definition FROM pg_constraint c"
+        " JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+        " WHERE n.nspname = $1 AND t.relname = ANY($2::text[]) AND c.contype = 'p'", schema, tables,
+    ):
+        await conn.execute(f"ALTER TABLE {schema}.{row['relname']} DROP CONSTRAINT {row['conname']}")
+        again.append(f"ALTER TABLE {schema}.{row['relname']} ADD CONSTRAINT {row['conname']} {row['definition']}")
+    for row in await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = ANY($2::text[])",
+        schema, tables,
+    ):
+        await conn.execute(f"DROP INDEX {schema}.{row['indexname']}")
+        again.append(row["indexdef"])
+    return again
 
 
 async def table_contents(conn: asyncpg.Connection | asyncpg.Pool, table: str, schema: str = SCHEMA) -> list[tuple]:
