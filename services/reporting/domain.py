@@ -267,16 +267,6 @@ def _review_of(event: Envelope, owed_since: dt.date) -> Review:
     )
 
 
-def _with_open_review(case: CaseRows, change) -> CaseRows:
-    """The case with `change` applied to its latest review still awaiting a response."""
-    for index in range(len(case.reviews) - 1, -1, -1):
-        if case.reviews[index].responded_on is None:
-            reviews = list(case.reviews)
-            reviews[index] = change(reviews[index])
-            return replace(case, reviews=tuple(reviews))
-    return case
-
-
 def lifecycle_after(previous: Case | None, event: Envelope) -> Case | None:
     """The case's lifecycle after a case event as intake decided it (`case_after`, carried
     by the event, or worked out for an event recorded before it was); if the event does not
@@ -297,7 +287,10 @@ def apply_case_event(case: CaseRows | None, event: Envelope, imported: bool = Fa
     lifecycle (state, SOG region, whether closed and why) is intake's decision carried by
     the event; an event that finds nothing to attach to (a response with no open review)
     changes nothing. Each report row the event changes or makes is stamped with the
-    event's `recorded_at` (`recorded_from`): since when the platform knew that version.
+    event's `recorded_at` (`recorded_from`): since when the platform knew that version;
+    the version it replaces goes to `replaced`, current until then (reports as of a
+    moment). The lifecycle columns are the case's current state only (the casework view):
+    a change to them alone replaces no version.
     """
     if event.event_type == "incident.notified":
         if case is not None:
@@ -306,87 +299,80 @@ def apply_case_event(case: CaseRows | None, event: Envelope, imported: bool = Fa
     if case is None or event.event_type not in POSTED_BY:
         return case
     lifecycle = lifecycle_after(case.case, event)
-    after = _fold_case_event(case, event, lifecycle)
-    if lifecycle is not case.case:
-        after = replace(after, case=lifecycle)
-    if after is case:
+    if lifecycle == case.case:
+        lifecycle = case.case
+    recorded_at = event.recorded_at
+    n, reviews, replaced = case.notification, case.reviews, case.replaced
+    changes, review_changes = _changes(case, event, lifecycle)
+    if changes:
+        replaced += (("notifications", n, recorded_at),)
+        n = replace(n, recorded_from=recorded_at, **changes)
+    if review_changes is not None:
+        index, changed = review_changes
+        if index is None:  # a new review
+            reviews += (replace(changed, recorded_from=recorded_at),)
+        else:
+            replaced += (("reviews", reviews[index], recorded_at),)
+            reviews = (*reviews[:index], replace(reviews[index], recorded_from=recorded_at, **changed),
+                       *reviews[index + 1:])
+    elif not changes and lifecycle is case.case:
         return case
-    return _stamped(case, after, event.recorded_at)
+    return _rows(n, reviews, lifecycle, case.imported, replaced)
 
 
-def _stamped(before: CaseRows, after: CaseRows, recorded_at: dt.datetime) -> CaseRows:
-    # _fold_case_event makes a new row only when a value changes: a new object is a change.
-    n = after.notification
-    if n is not before.notification:
-        n = replace(n, recorded_from=recorded_at)
-    if after.reviews is not before.reviews:
-        old = {id(r) for r in before.reviews}  # an unchanged review is the very same object
-        reviews = tuple(r if id(r) in old else replace(r, recorded_from=recorded_at) for r in after.reviews)
-    else:
-        reviews = after.reviews
-    return replace(after, notification=n, reviews=reviews)
+def _rows(notification: Notification, reviews: tuple[Review, ...], lifecycle: Case | None, imported: bool,
+          replaced: tuple) -> CaseRows:
+    rows = object.__new__(CaseRows)
+    rows.__dict__.update(notification=notification, reviews=reviews, case=lifecycle, imported=imported,
+                         replaced=replaced)
+    return rows
 
 
-def superseded(before: CaseRows | None, after: CaseRows) -> list[tuple[str, Any, dt.datetime | None]]:
-    """The versions of a case's rows that `after` replaced, each with the moment it stopped
-    being current (the new version's `recorded_from`): kept so a report can be made as of
-    any moment (`<table>_versions`). The lifecycle columns are the case's current state
-    only (the casework view): a change to them alone replaces no version."""
-    if before is None:
-        return []
-    replaced: list[tuple[str, Any, dt.datetime | None]] = []
-    if before.notification is not after.notification:  # a new row object is a changed row (_fold_case_event)
-        replaced.append(("notifications", before.notification, after.notification.recorded_from))
-    if before.reviews is not after.reviews:
-        earlier = {r.review_id: r for r in before.reviews}
-        for review in after.reviews:
-            old = earlier.get(review.review_id)
-            if old is not None and old is not review:
-                replaced.append(("reviews", old, review.recorded_from))
-    return replaced
+def _open_review(reviews: tuple[Review, ...]) -> int | None:
+    """The index of the latest review still awaiting a response (None: none)."""
+    for index in range(len(reviews) - 1, -1, -1):
+        if reviews[index].responded_on is None:
+            return index
+    return None
 
 
-def _fold_case_event(case: CaseRows, event: Envelope, lifecycle: Case | None) -> CaseRows:
-    """The case's rows after the event; a row is replaced only when one of its values changes."""
-    kind = event.event_type
-    n = case.notification
-    data = event.data
+def _changes(case: CaseRows, event: Envelope, lifecycle: Case | None) -> tuple[dict, tuple[int | None, Any] | None]:
+    """What the event changes: the notification's columns that take a new value, and the
+    review it adds (None, the new review) or changes (its index, the columns' new values)."""
+    kind, n, data = event.event_type, case.notification, event.data
+    changes: dict[str, Any] = {}
+    review: tuple[int | None, Any] | None = None
     if kind == "notification.criteria_assessed":
         if n.meets_criteria is not data.meets_criteria:
-            case = replace(case, notification=replace(n, meets_criteria=data.meets_criteria))
+            changes["meets_criteria"] = data.meets_criteria
     elif kind == "review.submitted":
-        case = replace(case, reviews=case.reviews + (_review_of(event, n.review_owed_since or n.received_on),))
+        review = (None, _review_of(event, n.review_owed_since or n.received_on))
     elif kind == "review.additional_info_requested":
-        case = _with_open_review(case, lambda r: replace(r, info_requests=r.info_requests + 1))
+        index = _open_review(case.reviews)
+        if index is not None:
+            review = (index, {"info_requests": case.reviews[index].info_requests + 1})
     elif kind == "review.responded":
-        on = local_date(event.received_at)
-        answered = _with_open_review(case, lambda r: replace(
-            r, responded_at=event.received_at, responded_on=on, outcome=data.outcome,
-            iar_decision_appropriate=data.iar_decision_appropriate, high_quality=data.high_quality,
-        ))
-        if answered is not case and data.outcome == "comprehensive_review_required" and n.review_owed_since != on:
-            answered = replace(answered, notification=replace(n, review_owed_since=on))
-        case = answered
+        index = _open_review(case.reviews)
+        if index is not None:
+            on = local_date(event.received_at)
+            review = (index, {
+                "responded_at": event.received_at, "responded_on": on, "outcome": data.outcome,
+                "iar_decision_appropriate": data.iar_decision_appropriate, "high_quality": data.high_quality,
+            })
+            if data.outcome == "comprehensive_review_required" and n.review_owed_since != on:
+                changes["review_owed_since"] = on
     # Closed: on the day of the event that closed the case, for the reason intake decided
     # (criteria not met, superseded by a MAPPA SCR, or case.closed's); the first closing counts.
-    if lifecycle is not None and lifecycle.state is State.CLOSED and case.notification.closed_on is None:
-        case = replace(case, notification=replace(
-            case.notification, closed_on=local_date(event.received_at), closed_reason=lifecycle.closed_reason,
-        ))
-    return case
+    if lifecycle is not None and lifecycle.state is State.CLOSED and n.closed_on is None:
+        changes["closed_on"] = local_date(event.received_at)
+        changes["closed_reason"] = lifecycle.closed_reason
+    return changes, review
 
 
 def decide_case(state: CaseRows | None, event: Envelope, context: Context) -> Decision[CaseRows | None]:
     """The case-events consumer: the case's rows after one case event, with the versions
     it replaced kept in `replaced` (shared/decider.py)."""
-    after = apply_case_event(state, event, context.imported)
-    if after is None or after is state:
-        return Decision(state)
-    if state is not None:
-        versions = superseded(state, after)
-        if versions:
-            after = replace(after, replaced=state.replaced + tuple(versions))
-    return Decision(after)
+    return Decision(apply_case_event(state, event, context.imported))
 
 
 def forward_of(event: Envelope) -> Forward | None:
