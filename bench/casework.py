@@ -1,6 +1,7 @@
 """Benchmark: the casework view's query (GET /v1/cases) over a large projection.
 
-Creates a scratch database on the local server, fills reporting's casework tables with
+Creates a scratch database on the local server, fills reporting's projections (the case
+rows of `notifications`, and `deadlines`: the view is a query over them) with
 N cases over the 32 authorities (most open, each owing a few deadlines, some overdue),
 then times `casework.list_cases` as each role would call it, and drops the database.
 
@@ -24,21 +25,24 @@ from shared.reference import LOCAL_AUTHORITY_SLUGS, mappa_region_of
 MIGRATIONS = Path(casework.__file__).parent / "migrations"
 
 FILL = """
-INSERT INTO reporting.casework_cases (case_id, local_authority, state, sog_region, notified_at)
-SELECT gen_random_uuid(), la,
+INSERT INTO reporting.notifications (case_id, local_authority, received_at, received_on, incident_date,
+    working_days_taken, criterion, incident_type, order_type, subject_role, mappa_applies, historical,
+    signed_off_by, sg_forward_due_at, review_owed_since, state, sog_region)
+SELECT gen_random_uuid(), la, at, at::date, at::date - 2, 2, 'charged_with_serious_offence', 'serious_assault',
+       'parole_licence', 'perpetrator', n % 3 = 0, false, 'service_manager', at + interval '2 days', at::date,
        (ARRAY['notified','awaiting_review','under_review','awaiting_information','concluded','closed'])[1 + n % 6],
-       CASE WHEN n % 3 = 0 THEN region END,
-       now() - make_interval(days => n % 400)
+       CASE WHEN n % 3 = 0 THEN region END
 FROM generate_series(1, $1) AS n,
-     LATERAL (SELECT ($2::text[])[1 + n % 32] AS la, ($3::text[])[1 + n % 32] AS region) AS place;
-INSERT INTO reporting.casework_deadlines (case_id, rule, started_at, due_at, status)
-SELECT c.case_id, r.rule, c.notified_at, c.notified_at + r.span,
+     LATERAL (SELECT ($2::text[])[1 + n % 32] AS la, ($3::text[])[1 + n % 32] AS region,
+                     now() - make_interval(days => n % 400) AS at) AS place;
+INSERT INTO reporting.deadlines (case_id, rule, started_at, local_authority, due_at, status)
+SELECT c.case_id, r.rule, c.received_at, c.local_authority, c.received_at + r.span,
        CASE WHEN c.state = 'closed' THEN 'cancelled' WHEN r.rule = 'notification' THEN 'met' ELSE 'open' END
-FROM reporting.casework_cases c,
+FROM reporting.notifications c,
      (VALUES ('notification', interval '7 days'), ('sg_forward', interval '2 days'),
              ('review_submission', interval '3 months')) AS r(rule, span);
-ANALYZE reporting.casework_cases;
-ANALYZE reporting.casework_deadlines;
+ANALYZE reporting.notifications;
+ANALYZE reporting.deadlines;
 """
 
 
@@ -62,7 +66,7 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
                 if statement.strip():
                     params = (args.cases, list(LOCAL_AUTHORITY_SLUGS), regions) if "$1" in statement else ()
                     await conn.execute(statement, *params)
-        deadlines = await pool.fetchval("SELECT count(*) FROM reporting.casework_deadlines")
+        deadlines = await pool.fetchval("SELECT count(*) FROM reporting.deadlines")
         print(f"filled {args.cases} cases, {deadlines} deadlines in {time.perf_counter() - started:.1f}s")
 
         first = await casework.list_cases(pool, limit=100)

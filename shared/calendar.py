@@ -170,7 +170,13 @@ def judge(
     time, and the breach comes when the next working day begins. A date (not a moment) as
     the stop means a stop during that day.
     """
-    start_day = _day_of(started)
+    return _judge_days(_day_of(started), timescale, None if stopped is None else _day_of(stopped))
+
+
+@functools.lru_cache(maxsize=65536)
+def _judge_days(start_day: dt.date, timescale: Timescale, stop_day: dt.date | None) -> Verdict:
+    """`judge` by days (all it depends on), remembered: a rebuild judges a million events
+    over a few thousand distinct days."""
     if timescale.working_days is not None:
         last_day = add_working_days(start_day, timescale.working_days)
         breach_day = add_working_days(last_day, 1)
@@ -187,11 +193,10 @@ def judge(
             end_of_day(subtract_working_days(last_day, timescale.warning_working_days))
             if timescale.warning_working_days else None
         )
-    if stopped is None:
+    if stop_day is None:
         return Verdict(last_day, due_at, warn_at)
     # By days, so a moment and its date give the same answer: a moment is in time exactly
     # when it is before `due_at`.
-    stop_day = _day_of(stopped)
     taken = working_days_between(start_day, stop_day)
     if timescale.working_days is not None:
         late = late_by(taken, timescale.working_days)

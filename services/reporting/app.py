@@ -16,9 +16,9 @@ SERVICE = Service(
     description="National and quarterly figures of the serious incident review process, from the events.",
     routers=[router, casework.router],
     consumes={
-        CASE_EVENTS: handlers.on_case_event,
-        ROUTING_EVENTS: handlers.on_routing_event,
-        DEADLINE_EVENTS: handlers.on_deadline_event,
+        CASE_EVENTS: handlers.CASES,
+        ROUTING_EVENTS: handlers.FORWARDS,
+        DEADLINE_EVENTS: handlers.DEADLINES,
     },
 )
 

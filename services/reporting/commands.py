@@ -3,8 +3,9 @@ rebuild of reporting's projections from the topics (docs/reports.md).
 
 Rebuild: every event on `sir.case-events.v1`, `sir.routing.v1` and `sir.deadlines.v1` is
 read from the start with a plain aiokafka consumer (no group, big `getmany` batches)
-and folded in memory through the same pure functions the live handlers use
-(services/reporting/domain.py, and the casework view's). Tansu's end offsets are not to
+and folded in memory through the same deciders the live consumers run
+(services/reporting/handlers.py: domain.py's `decide_case`, `decide_forward`,
+`decide_deadline`), each case's events in sequence order (shared/ordering.py). Tansu's end offsets are not to
 be trusted, so the end of a topic is where `idle_polls` fetches in a row bring nothing.
 Then, in one transaction: reporting's `processed_events` is locked against the live
 consumers (they wait), the topics are read again to their end, and every projection
@@ -16,50 +17,49 @@ and skip what the rebuild applied, so nothing is applied twice or lost.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
+import itertools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from services.reporting import casework, repository
+from services.reporting import handlers, repository
 from services.reporting.app import SERVICE
-from services.reporting.domain import (
-    CaseRows,
-    Deadline,
-    Forward,
-    apply_case_event,
-    apply_deadline_event,
-    first_forward,
-    forward_of,
-    report_schema,
-    superseded,
-)
+from services.reporting.domain import NO_DEADLINES, NO_FORWARDS, report_schema
 from services.reporting.render import render
 from shared.consumer import consumer_name as shared_consumer_name
 from shared.consumer import held_record
+from shared.decider import Context
 from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
-from shared.lifecycle import POSTED_BY, Case, Refused, State, apply
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, IMPORTED_HEADER, ROUTING_EVENTS
 from shared.ordering import Position, arrive, stop_before
+from shared.process import Process
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
 GROUP_ID = SERVICE.group_id
-CASEWORK_CASES = (
-    "case_id", "local_authority", "state", "sog_region", "responded", "closed_reason", "notified_at", "imported",
-)
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "report.schema.json"
 PROCESSED = ("consumer", "event_id", "topic", "partition", "offset")
+# Each topic's consumer (the live ones: handlers.py), and the state of a case it has not seen.
+PROCESSES: dict[str, tuple[Process, Any]] = {
+    CASE_EVENTS: (handlers.CASES, None),
+    ROUTING_EVENTS: (handlers.FORWARDS, NO_FORWARDS),
+    DEADLINE_EVENTS: (handlers.DEADLINES, NO_DEADLINES),
+}
+# The deciders read no clock (shared/decider.py): the rebuild's contexts differ only in the mark.
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+CONTEXTS = {False: Context(_EPOCH, False), True: Context(_EPOCH, True)}
 
 
 def consumer_name(topic: str) -> str:
@@ -67,22 +67,21 @@ def consumer_name(topic: str) -> str:
     return shared_consumer_name(GROUP_ID, topic)
 
 
+CONSUMERS = {topic: consumer_name(topic) for topic in TOPICS}
+
+
 @dataclass
 class Projection:
-    """Reporting's projections, in memory, fed one record at a time."""
+    """Reporting's projections, in memory, fed one record at a time: each topic's events
+    folded through its live consumer's decider (handlers.py), state by case."""
 
-    cases: dict[uuid.UUID, CaseRows] = field(default_factory=dict)
-    forwards: dict[tuple, Forward] = field(default_factory=dict)
-    deadlines: dict[tuple, Deadline] = field(default_factory=dict)
-    casework_cases: dict[uuid.UUID, tuple[Case, object, bool]] = field(default_factory=dict)
-    casework_deadlines: dict[tuple, dict] = field(default_factory=dict)
+    # topic -> case_id -> the decider's state (as the live consumers load and save it)
+    states: dict[str, dict[uuid.UUID, Any]] = field(default_factory=lambda: {t: {} for t in TOPICS})
     # processed_events rows by (topic, event_id), as the live consumers write them
     processed: dict[tuple[str, uuid.UUID], tuple] = field(default_factory=dict)
     # Each case's place in its sequence, as the live case-events consumer keeps it
     positions: dict[uuid.UUID, Position] = field(default_factory=dict)
     skipped: int = 0  # invalid or failing events: the live consumers send them to the dead letters
-    # Replaced versions of the projection rows, (row, recorded_to) by table: reports as of a moment
-    versions: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in repository.PROJECTIONS})
 
     def add(self, record: ConsumerRecord) -> None:
         try:
@@ -90,11 +89,10 @@ class Projection:
         except ValidationError:
             self.skipped += 1
             return
-        if (record.topic, event.event_id) in self.processed:
+        key = (record.topic, event.event_id)
+        if key in self.processed:
             return
-        self.processed[record.topic, event.event_id] = (
-            consumer_name(record.topic), event.event_id, record.topic, record.partition, record.offset
-        )
+        self.processed[key] = (CONSUMERS[record.topic], event.event_id, record.topic, record.partition, record.offset)
         if record.topic != CASE_EVENTS or event.event_type not in CASE_EVENT_MODELS:
             self._apply_or_skip(record, event)
             return
@@ -110,56 +108,23 @@ class Projection:
 
     def _apply_or_skip(self, record: ConsumerRecord, event: Envelope) -> bool:
         try:
-            self._apply(record.topic, event, record.headers or ())
-        except Exception as error:  # as the live handler would fail on it
+            self._apply(record.topic, event, bool(record.headers) and dict(record.headers).get(IMPORTED_HEADER) == b"true")
+        except Exception as error:  # as the live consumer would fail on it
             log.warning("rebuild: event %s not applied: %r", event.event_id, error)
             self.skipped += 1
             del self.processed[record.topic, event.event_id]
             return False
         return True
 
-    def _apply(self, topic: str, event: Envelope, record_headers=()) -> None:
-        if topic == CASE_EVENTS:
-            before = self.cases.get(event.case_id)
-            rows = apply_case_event(before, event)
-            if rows is not None and rows is not before:
-                for table, row, recorded_to in superseded(before, rows):
-                    self.versions[table].append((row, recorded_to))
-                self.cases[event.case_id] = rows
-            self._casework_case(event, dict(record_headers).get(IMPORTED_HEADER) == b"true")
-        elif topic == ROUTING_EVENTS:
-            forward = forward_of(event)
-            if forward is not None:
-                key = (forward.case_id, forward.recipient)
-                self._replace("forwards", self.forwards, key, first_forward(self.forwards.get(key), forward))
-        elif topic == DEADLINE_EVENTS and event.event_type in casework.DEADLINE_STATUS:
-            deadline = (event.case_id, event.data.rule, event.data.started_at)
-            self._replace("deadlines", self.deadlines, deadline, apply_deadline_event(self.deadlines.get(deadline), event))
-            self._casework_deadline(deadline, event)
-
-    def _replace(self, table: str, rows: dict, key: tuple, row) -> None:
-        """A forward or deadline row, the version it replaces kept (as the live handler keeps it)."""
-        current = rows.get(key)
-        if current is not None and row != current:
-            self.versions[table].append((current, row.recorded_from))
-        rows[key] = row
-
-    # The casework view's rows, as services/reporting/casework.py writes them.
-    def _casework_case(self, event: Envelope, imported: bool = False) -> None:
-        if event.event_type not in POSTED_BY:
+    def _apply(self, topic: str, event: Envelope, imported: bool = False) -> None:
+        process, empty = PROCESSES[topic]
+        if not process.wants(event):
             return
-        current = self.casework_cases.get(event.case_id)
-        # The live handler passes model_dump(mode="json"); past the notification the
-        # lifecycle reads only flat fields, which the model's own dict gives as cheaply.
-        data = event.data.model_dump(mode="json") if event.event_type == "incident.notified" else event.data.__dict__
-        try:
-            case = apply(current and current[0], event.event_type, event.local_authority, data)
-        except Refused:
-            return
-        self.casework_cases[event.case_id] = (case, *(current[1:] if current else (event.received_at, imported)))
-
-    def _casework_deadline(self, key: tuple, event: Envelope) -> None:
-        self.casework_deadlines[key] = casework.deadline_row(self.casework_deadlines.get(key), event)
+        states = self.states[topic]
+        before = states.get(event.case_id, empty)
+        decision = process.decide(before, event, CONTEXTS[imported])
+        if decision.state is not before:
+            states[event.case_id] = decision.state
 
     def position_rows(self) -> list[tuple]:
         """`case_positions` rows of the live case-events consumer."""
@@ -169,23 +134,28 @@ class Projection:
             for case_id, p in self.positions.items()
         ]
 
-    def tables(self) -> dict[str, Iterable]:
+    def tables(self) -> dict[str, list[tuple]]:
+        """Each projection table's records (repository.table_columns order)."""
+        cases = [c for c in self.states[CASE_EVENTS].values() if c is not None]
+        values = repository.values
         return {
-            "notifications": [c.notification for c in self.cases.values()],
-            "reviews": [r for c in self.cases.values() for r in c.reviews],
-            "forwards": list(self.forwards.values()),
-            "deadlines": list(self.deadlines.values()),
+            "notifications": [repository.case_values(c) for c in cases],
+            "reviews": [values(r) for c in cases for r in c.reviews],
+            "forwards": [values(f) for s in self.states[ROUTING_EVENTS].values() for f in s.rows.values()],
+            "deadlines": [values(d) for s in self.states[DEADLINE_EVENTS].values() for d in s.rows.values()],
         }
 
-    def casework_tables(self) -> dict[str, list[tuple]]:
-        return {
-            "casework_cases": [
-                (case_id, c.local_authority, State(c.state).value, c.sog_region, c.responded, c.closed_reason, notified,
-                 imported)
-                for case_id, (c, notified, imported) in self.casework_cases.items()
-            ],
-            "casework_deadlines": [tuple(d[c] for c in casework.DEADLINE_COLUMNS) for d in self.casework_deadlines.values()],
-        }
+    def versions(self) -> dict[str, list[tuple]]:
+        """The replaced versions of the rows, (row, recorded_to) by table."""
+        versions: dict[str, list[tuple]] = {table: [] for table in repository.PROJECTIONS}
+        for case in self.states[CASE_EVENTS].values():
+            if case is not None:
+                for table, row, recorded_to in case.replaced:
+                    versions[table].append((row, recorded_to))
+        for topic, table in ((ROUTING_EVENTS, "forwards"), (DEADLINE_EVENTS, "deadlines")):
+            for state in self.states[topic].values():
+                versions[table] += state.replaced
+        return versions
 
 
 @dataclass
@@ -277,21 +247,27 @@ async def write_projection(conn: asyncpg.Connection, projection: Projection, tim
     consumers' processed events and case positions by the rebuilt ones."""
     schema = repository.SCHEMA
     with _timed(timings, "write_projections"):
-        await repository.replace_all(conn, projection.tables(), versions=projection.versions)
-    with _timed(timings, "write_casework"):
-        for table, rows in projection.casework_tables().items():
-            await conn.execute(f"TRUNCATE {schema}.{table}")
-            columns = CASEWORK_CASES if table == "casework_cases" else casework.DEADLINE_COLUMNS
-            await conn.copy_records_to_table(table, records=rows, columns=columns, schema_name=schema)
+        await repository.replace_all(conn, projection.tables(), versions=projection.versions())
     with _timed(timings, "write_processed_events"):
-        await conn.execute(
-            f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])",
-            [consumer_name(t) for t in TOPICS],
-        )
-        await conn.copy_records_to_table(
-            "processed_events", records=list(projection.processed.values()), columns=PROCESSED,
-            schema_name=schema,
-        )
+        consumers = sorted(consumer_name(t) for t in TOPICS)
+        # Only these consumers' rows (the usual case): empty the table and fill it bare,
+        # its key made again once full; else delete theirs and add the new ones.
+        bounds = [None, *consumers, None]
+        others = await conn.fetchval("SELECT " + " OR ".join(
+            f"EXISTS (SELECT 1 FROM {schema}.processed_events WHERE "
+            + " AND ".join(([f"consumer > ${i}"] if low else []) + ([f"consumer < ${i + 1}"] if high else [])) + ")"
+            for i, (low, high) in enumerate(itertools.pairwise(bounds))
+        ), *consumers)
+        records = list(projection.processed.values())
+        if others:
+            await conn.execute(f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])", consumers)
+            await conn.copy_records_to_table("processed_events", records=records, columns=PROCESSED, schema_name=schema)
+        else:
+            await conn.execute(f"TRUNCATE {schema}.processed_events")
+            again = await repository.drop_indexes(conn, schema, ["processed_events"])
+            await conn.copy_records_to_table("processed_events", records=records, columns=PROCESSED, schema_name=schema)
+            for statement in again:
+                await conn.execute(statement)
         await conn.execute(f"DELETE FROM {schema}.case_positions WHERE consumer = $1", consumer_name(CASE_EVENTS))
         # Not COPY: the pool's jsonb codec is text, and COPY is binary.
         await conn.execute(

@@ -1,11 +1,13 @@
 """Reporting's pure rules: how events become projection rows, and how counts over those
 rows become the report's figures (docs/reports.md states every rule written here).
 
-Projection: `apply_case_event` folds one case event into the case's rows (its
-notification and its reviews), `forward_of`/`first_forward` and `apply_deadline_event` do the same for
-routing and deadline events. The live handlers load the rows, call these and write them
-back; `sir report rebuild` calls the same functions over every event in memory, so the
-two cannot disagree.
+Projection: three deciders (shared/decider.py), one per topic and one fold per fact.
+`decide_case` folds a case event into the case's row (its notification, with the case's
+lifecycle as intake decided it, read from the event) and its reviews; `decide_forward`
+keeps the first delivery to each recipient; `decide_deadline` each deadline (its times
+and status). The live consumers run them behind shared/process.py (services/reporting/
+handlers.py); `sir report rebuild` folds the same functions over every event in memory,
+so the two cannot disagree. The casework view (casework.py) is a query over these rows.
 
 Report: the repository aggregates the rows of a period in SQL (counts only, grouped);
 `national_report` and `quarterly_report` turn those counts into the report's JSON shape.
@@ -14,6 +16,7 @@ Report: the repository aggregates the rows of a period in SQL (counts only, grou
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -25,8 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared import categorisation
 from shared.calendar import Timescale, add_months, end_of_day, judge, late_by, local_date
+from shared.decider import Context, Decision
 from shared.events import Envelope
+from shared.lifecycle import POSTED_BY, Case, Refused, State, case_after
 from shared.reference import LOCAL_AUTHORITIES, VOCABULARIES, label
+
+log = logging.getLogger(__name__)
 
 # The timescales the national report measures (SPEC §4). Not configuration: the report
 # reproduces the guidance's own figures.
@@ -120,8 +127,19 @@ class Review:
 
 @dataclass(frozen=True)
 class CaseRows:
+    """A case as reporting keeps it: one row of `reporting.notifications` (the report's
+    columns in `notification`, the case's current lifecycle in `case` and `imported`) and
+    its reviews. The decider's state for the case-events consumer."""
+
     notification: Notification
     reviews: tuple[Review, ...] = ()  # in the order received
+    # The lifecycle after the case's latest event, as intake decided it (shared.lifecycle.case_after);
+    # None: not known (a row from before the casework view, until `sir report rebuild`).
+    case: Case | None = None
+    imported: bool = False  # the notification came in imported history
+    # Versions of the rows replaced since the state was loaded, (table, row, recorded_to):
+    # saved to `<table>_versions` (reports as of a moment).
+    replaced: tuple[tuple[str, Any, dt.datetime | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,8 +152,31 @@ class Forward:
     recorded_from: dt.datetime | None = None
 
 
+# A deadline's status (the casework view): the last event's, but a later status never gives
+# way to an earlier one (a warning after a breach, anything after met or cancelled).
+DEADLINE_STATUS = {
+    "deadline.opened": "open",
+    "deadline.warning": "warning",
+    "deadline.breached": "breached",
+    "deadline.met": "met",
+    "deadline.cancelled": "cancelled",
+}
+_STATUS_RANK = {"open": 0, "warning": 1, "breached": 2, "met": 3, "cancelled": 3}
+
+
+def next_status(current: str | None, event_type: str) -> str:
+    """The deadline's status after `event_type`, given its status so far (None: unseen)."""
+    new = DEADLINE_STATUS[event_type]
+    if current is None or _STATUS_RANK[new] > _STATUS_RANK[current]:
+        return new
+    return current
+
+
 @dataclass(frozen=True)
 class Deadline:
+    """A row of `reporting.deadlines`: one deadline (case, rule, started_at), for the
+    quarterly report's overdue items and breaches and the casework view's owed deadlines."""
+
     case_id: uuid.UUID
     rule: str
     started_at: dt.datetime
@@ -145,12 +186,36 @@ class Deadline:
     breached_at: dt.datetime | None = None
     cancelled_at: dt.datetime | None = None
     recorded_from: dt.datetime | None = None
+    status: str | None = None  # next_status (None: a row from before the casework view)
+    working_days_late: int | None = None
+
+
+@dataclass(frozen=True)
+class CaseForwards:
+    """The first delivery of a case's notification to each recipient (the routing-events
+    consumer's state), and the versions replaced since loaded."""
+
+    rows: Mapping[str, Forward] = field(default_factory=dict)
+    replaced: tuple[tuple[Forward, dt.datetime | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseDeadlines:
+    """A case's deadlines by (rule, started_at) (the deadline-events consumer's state), and
+    the versions replaced since loaded."""
+
+    rows: Mapping[tuple[str, dt.datetime], Deadline] = field(default_factory=dict)
+    replaced: tuple[tuple[Deadline, dt.datetime | None], ...] = ()
+
+
+NO_FORWARDS = CaseForwards()
+NO_DEADLINES = CaseDeadlines()
 
 
 def notification_of(event: Envelope) -> Notification:
     data = event.data
     received_on = local_date(event.received_at)
-    notified = judge(data.incident_date, NOTIFICATION_TIMESCALE, event.received_at)
+    notified = judge(data.incident_date, NOTIFICATION_TIMESCALE, received_on)  # by days: the same verdict
     assert notified.working_days_taken is not None  # a stop (received_at) was given
     return Notification(
         case_id=event.case_id,
@@ -169,7 +234,7 @@ def notification_of(event: Envelope) -> Notification:
         domestic_abuse_aggravated=data.domestic_abuse_aggravated,
         historical=data.historical,
         signed_off_by=data.signed_off_by,
-        sg_forward_due_at=judge(event.received_at, SG_FORWARD_TIMESCALE).due_at,
+        sg_forward_due_at=judge(received_on, SG_FORWARD_TIMESCALE).due_at,
         review_owed_since=received_on,
         council_reference=data.council_reference,
         recorded_from=event.recorded_at,
@@ -202,88 +267,112 @@ def _review_of(event: Envelope, owed_since: dt.date) -> Review:
     )
 
 
-def _closed(n: Notification, on: dt.date, reason: str) -> Notification:
-    return n if n.closed_on is not None else replace(n, closed_on=on, closed_reason=reason)
+def lifecycle_after(previous: Case | None, event: Envelope) -> Case | None:
+    """The case's lifecycle after a case event as intake decided it (`case_after`, carried
+    by the event, or worked out for an event recorded before it was); if the event does not
+    fit (intake and this deployment's rules disagree), the lifecycle stays as it was."""
+    try:
+        return case_after(previous, event)
+    except Refused as refusal:
+        log.warning("reporting: event %s (%s) of case %s does not fit: %s",
+                    event.event_id, event.event_type, event.case_id, refusal)
+        return previous
 
 
-def _with_open_review(case: CaseRows, change) -> CaseRows:
-    """The case with `change` applied to its latest review still awaiting a response."""
-    for index in range(len(case.reviews) - 1, -1, -1):
-        if case.reviews[index].responded_on is None:
-            reviews = list(case.reviews)
-            reviews[index] = change(reviews[index])
-            return replace(case, reviews=tuple(reviews))
-    return case
+def apply_case_event(case: CaseRows | None, event: Envelope, imported: bool = False) -> CaseRows | None:
+    """The case's rows after one case event (None: no notification seen, nothing to count);
+    `imported`: the event came in imported history (marks a notification for good).
 
-
-def apply_case_event(case: CaseRows | None, event: Envelope) -> CaseRows | None:
-    """The case's rows after one case event (None: no notification seen, nothing to count).
-
-    Intake's state machine has accepted every event already, so this only records; an
-    event that finds nothing to attach to (a response with no open review) changes nothing.
-    Each row the event changes or makes is stamped with the event's `recorded_at`
-    (`recorded_from`): since when the platform knew that version of the row.
+    Intake's state machine has accepted every event already, so this only records: the
+    lifecycle (state, SOG region, whether closed and why) is intake's decision carried by
+    the event; an event that finds nothing to attach to (a response with no open review)
+    changes nothing. Each report row the event changes or makes is stamped with the
+    event's `recorded_at` (`recorded_from`): since when the platform knew that version;
+    the version it replaces goes to `replaced`, current until then (reports as of a
+    moment). The lifecycle columns are the case's current state only (the casework view):
+    a change to them alone replaces no version.
     """
-    after = _fold_case_event(case, event)
-    if after is None or after is case:
-        return after
-    return _stamped(case, after, event.recorded_at)
+    if event.event_type == "incident.notified":
+        if case is not None:
+            return case
+        return CaseRows(notification_of(event), case=lifecycle_after(None, event), imported=imported)
+    if case is None or event.event_type not in POSTED_BY:
+        return case
+    lifecycle = lifecycle_after(case.case, event)
+    if lifecycle == case.case:
+        lifecycle = case.case
+    recorded_at = event.recorded_at
+    n, reviews, replaced = case.notification, case.reviews, case.replaced
+    changes, review_changes = _changes(case, event, lifecycle)
+    if changes:
+        replaced += (("notifications", n, recorded_at),)
+        n = replace(n, recorded_from=recorded_at, **changes)
+    if review_changes is not None:
+        index, changed = review_changes
+        if index is None:  # a new review
+            reviews += (replace(changed, recorded_from=recorded_at),)
+        else:
+            replaced += (("reviews", reviews[index], recorded_at),)
+            reviews = (*reviews[:index], replace(reviews[index], recorded_from=recorded_at, **changed),
+                       *reviews[index + 1:])
+    elif not changes and lifecycle is case.case:
+        return case
+    return _rows(n, reviews, lifecycle, case.imported, replaced)
 
 
-def _stamped(before: CaseRows | None, after: CaseRows, recorded_at: dt.datetime) -> CaseRows:
-    n = after.notification
-    if before is None or n != before.notification:
-        n = replace(n, recorded_from=recorded_at)
-    old = set(before.reviews) if before is not None else set()
-    reviews = tuple(r if r in old else replace(r, recorded_from=recorded_at) for r in after.reviews)
-    return CaseRows(n, reviews)
+def _rows(notification: Notification, reviews: tuple[Review, ...], lifecycle: Case | None, imported: bool,
+          replaced: tuple) -> CaseRows:
+    rows = object.__new__(CaseRows)
+    rows.__dict__.update(notification=notification, reviews=reviews, case=lifecycle, imported=imported,
+                         replaced=replaced)
+    return rows
 
 
-def superseded(before: CaseRows | None, after: CaseRows) -> list[tuple[str, object, dt.datetime | None]]:
-    """The versions of a case's rows that `after` replaced, each with the moment it stopped
-    being current (the new version's `recorded_from`): kept so a report can be made as of
-    any moment (`<table>_versions`)."""
-    if before is None:
-        return []
-    replaced: list[tuple[str, object, dt.datetime | None]] = []
-    if before.notification != after.notification:
-        replaced.append(("notifications", before.notification, after.notification.recorded_from))
-    earlier = {r.review_id: r for r in before.reviews}
-    for review in after.reviews:
-        old = earlier.get(review.review_id)
-        if old is not None and old != review:
-            replaced.append(("reviews", old, review.recorded_from))
-    return replaced
+def _open_review(reviews: tuple[Review, ...]) -> int | None:
+    """The index of the latest review still awaiting a response (None: none)."""
+    for index in range(len(reviews) - 1, -1, -1):
+        if reviews[index].responded_on is None:
+            return index
+    return None
 
 
-def _fold_case_event(case: CaseRows | None, event: Envelope) -> CaseRows | None:
-    kind = event.event_type
-    if kind == "incident.notified":
-        return case if case is not None else CaseRows(notification_of(event))
-    if case is None:
-        return None
-    n, on = case.notification, local_date(event.received_at)
-    data = event.data
+def _changes(case: CaseRows, event: Envelope, lifecycle: Case | None) -> tuple[dict, tuple[int | None, Any] | None]:
+    """What the event changes: the notification's columns that take a new value, and the
+    review it adds (None, the new review) or changes (its index, the columns' new values)."""
+    kind, n, data = event.event_type, case.notification, event.data
+    changes: dict[str, Any] = {}
+    review: tuple[int | None, Any] | None = None
     if kind == "notification.criteria_assessed":
-        n = replace(n, meets_criteria=data.meets_criteria)
-        return replace(case, notification=n if data.meets_criteria else _closed(n, on, "criteria_not_met"))
-    if kind == "sog.decision_recorded":
-        return replace(case, notification=_closed(n, on, "superseded_by_mappa_scr")) if data.scr_under_mappa else case
-    if kind == "review.submitted":
-        return replace(case, reviews=case.reviews + (_review_of(event, n.review_owed_since or n.received_on),))
-    if kind == "review.additional_info_requested":
-        return _with_open_review(case, lambda r: replace(r, info_requests=r.info_requests + 1))
-    if kind == "review.responded":
-        answered = _with_open_review(case, lambda r: replace(
-            r, responded_at=event.received_at, responded_on=on, outcome=data.outcome,
-            iar_decision_appropriate=data.iar_decision_appropriate, high_quality=data.high_quality,
-        ))
-        if answered is not case and data.outcome == "comprehensive_review_required":
-            answered = replace(answered, notification=replace(n, review_owed_since=on))
-        return answered
-    if kind == "case.closed":
-        return replace(case, notification=_closed(n, on, data.reason))
-    return case  # review.additional_info_provided: nothing the report counts
+        if n.meets_criteria is not data.meets_criteria:
+            changes["meets_criteria"] = data.meets_criteria
+    elif kind == "review.submitted":
+        review = (None, _review_of(event, n.review_owed_since or n.received_on))
+    elif kind == "review.additional_info_requested":
+        index = _open_review(case.reviews)
+        if index is not None:
+            review = (index, {"info_requests": case.reviews[index].info_requests + 1})
+    elif kind == "review.responded":
+        index = _open_review(case.reviews)
+        if index is not None:
+            on = local_date(event.received_at)
+            review = (index, {
+                "responded_at": event.received_at, "responded_on": on, "outcome": data.outcome,
+                "iar_decision_appropriate": data.iar_decision_appropriate, "high_quality": data.high_quality,
+            })
+            if data.outcome == "comprehensive_review_required" and n.review_owed_since != on:
+                changes["review_owed_since"] = on
+    # Closed: on the day of the event that closed the case, for the reason intake decided
+    # (criteria not met, superseded by a MAPPA SCR, or case.closed's); the first closing counts.
+    if lifecycle is not None and lifecycle.state is State.CLOSED and n.closed_on is None:
+        changes["closed_on"] = local_date(event.received_at)
+        changes["closed_reason"] = lifecycle.closed_reason
+    return changes, review
+
+
+def decide_case(state: CaseRows | None, event: Envelope, context: Context) -> Decision[CaseRows | None]:
+    """The case-events consumer: the case's rows after one case event, with the versions
+    it replaced kept in `replaced` (shared/decider.py)."""
+    return Decision(apply_case_event(state, event, context.imported))
 
 
 def forward_of(event: Envelope) -> Forward | None:
@@ -302,9 +391,22 @@ def first_forward(current: Forward | None, new: Forward) -> Forward:
     return new if current is None or new.delivered_at < current.delivered_at else current
 
 
+def decide_forward(state: CaseForwards, event: Envelope, context: Context) -> Decision[CaseForwards]:
+    """The routing-events consumer: a case's first forward to each recipient."""
+    forward = forward_of(event)
+    if forward is None:
+        return Decision(state)
+    current = state.rows.get(forward.recipient)
+    chosen = first_forward(current, forward)
+    if chosen is current or chosen == current:
+        return Decision(state)
+    replaced = state.replaced if current is None else state.replaced + ((current, chosen.recorded_from),)
+    return Decision(CaseForwards({**state.rows, forward.recipient: chosen}, replaced))
+
+
 def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline | None:
     kind, data = event.event_type, event.data
-    if not kind.startswith("deadline."):
+    if kind not in DEADLINE_STATUS:
         return None
     row = current or Deadline(event.case_id, data.rule, data.started_at, event.local_authority, data.due_at)
     # Known from the latest event folded into it (whatever the order they came in, as the
@@ -317,8 +419,23 @@ def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline 
         breached_at=data.breached_at or row.breached_at,
         cancelled_at=(row.cancelled_at or event.received_at) if kind == "deadline.cancelled" else row.cancelled_at,
         recorded_from=known,
+        status=next_status(row.status if current is not None else None, kind),
+        working_days_late=data.working_days_late if data.working_days_late is not None else row.working_days_late,
     )
     return current if changed == current else changed
+
+
+def decide_deadline(state: CaseDeadlines, event: Envelope, context: Context) -> Decision[CaseDeadlines]:
+    """The deadline-events consumer: each of a case's deadlines after one deadline event."""
+    if event.event_type not in DEADLINE_STATUS:
+        return Decision(state)
+    key = (event.data.rule, event.data.started_at)
+    current = state.rows.get(key)
+    row = apply_deadline_event(current, event)
+    if row is None or row is current:
+        return Decision(state)
+    replaced = state.replaced if current is None else state.replaced + ((current, row.recorded_from),)
+    return Decision(CaseDeadlines({**state.rows, key: row}, replaced))
 
 
 # The figures the timeliness table's rows show (its keys: the drill-down lists their cases).

@@ -1,38 +1,33 @@
-"""Reporting's subscribers: each topic's events folded into the report projections
-(through the pure functions of domain.py) and into the casework view."""
+"""Reporting's consumers: one pure decider per topic (domain.py) between its loader and
+saver (repository.py), behind the shell (shared/process.py). No SQL here.
+
+- case events → `decide_case`: the case's row in `notifications` (the report's columns and
+  the case's lifecycle, which the casework view reads) and its reviews;
+- routing events → `decide_forward`: the first forward to each recipient;
+- deadline events → `decide_deadline`: each deadline's times and status (the quarterly
+  report's overdue items and breaches, and the casework view's owed deadlines).
+
+`sir report rebuild` (commands.py) folds the same deciders over every event in memory.
+"""
 
 from __future__ import annotations
 
-import asyncpg
+from services.reporting import repository
+from services.reporting.domain import DEADLINE_STATUS, decide_case, decide_deadline, decide_forward
+from shared.lifecycle import POSTED_BY
+from shared.process import Process
 
-from services.reporting import casework, repository
-from services.reporting.domain import apply_case_event, apply_deadline_event, first_forward, forward_of
-from shared.consumer import Delivery
-from shared.events import Envelope
+SERVICE = "reporting"
 
-
-async def on_case_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
-    before = await repository.load_case(conn, event.case_id)
-    after = apply_case_event(before, event)
-    if after is not None and after != before:
-        await repository.save_case(conn, before, after)
-    await casework.on_case_event(conn, event, delivery.imported)
-
-
-async def on_routing_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
-    forward = forward_of(event)
-    if forward is None:
-        return
-    current = await repository.load_forward(conn, forward.case_id, forward.recipient)
-    chosen = first_forward(current, forward)
-    if chosen != current:
-        await repository.save(conn, "forwards", chosen, replacing=current)
-
-
-async def on_deadline_event(conn: asyncpg.Connection, event: Envelope, delivery: Delivery) -> None:
-    if event.event_type.startswith("deadline."):
-        current = await repository.load_deadline(conn, event.case_id, event.data.rule, event.data.started_at)
-        row = apply_deadline_event(current, event)
-        if row != current:
-            await repository.save(conn, "deadlines", row, replacing=current)
-    await casework.on_deadline_event(conn, event)
+CASES = Process(
+    SERVICE, decide_case, repository.load_cases, repository.save_cases,
+    wants=lambda event: event.event_type in POSTED_BY,
+)
+FORWARDS = Process(
+    SERVICE, decide_forward, repository.load_forwards, repository.save_forwards,
+    wants=lambda event: event.event_type == "notification.forwarded",
+)
+DEADLINES = Process(
+    SERVICE, decide_deadline, repository.load_deadlines, repository.save_deadlines,
+    wants=lambda event: event.event_type in DEADLINE_STATUS,
+)

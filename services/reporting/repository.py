@@ -1,5 +1,6 @@
-"""Reporting's SQL: the projections' rows (one at a time for the live handlers, in bulk for
-`sir report rebuild`) and the aggregates a report is computed from."""
+"""Reporting's SQL: the projections' rows (loaded and saved a batch of cases at a time for
+the live consumers, in bulk for `sir report rebuild`) and the aggregates a report is
+computed from."""
 
 from __future__ import annotations
 
@@ -7,21 +8,26 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import operator
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 
 from services.reporting.domain import (
+    NO_DEADLINES,
+    NO_FORWARDS,
     NOTIFICATION_SIGN_OFF_SENIOR,
     NOTIFICATION_WORKING_DAYS,
     RESPONSE_SUMS,
     REVIEW_SIGN_OFF_SENIOR,
     REVIEW_SUMS,
     SCOTTISH_GOVERNMENT,
+    CaseDeadlines,
+    CaseForwards,
     CaseRows,
     Deadline,
     Forward,
@@ -30,15 +36,16 @@ from services.reporting.domain import (
     QuarterCounts,
     Review,
     ReviewCounts,
-    superseded,
 )
 from shared.calendar import end_of_day, local_date
 from shared.categorisation import GAPS
+from shared.lifecycle import Case, State
 
 SCHEMA = "reporting"
 
-# The report projections, each with its row type and key; written by the handlers
-# below and replaced whole by `sir report rebuild`.
+# The report projections, each with its row type and key; written by the live consumers'
+# savers below and replaced whole by `sir report rebuild`. One table per fact: the case
+# (`notifications`, with its lifecycle), its reviews, forwards and deadlines.
 PROJECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "notifications": (Notification, ("case_id",)),
     "reviews": (Review, ("review_id",)),
@@ -52,14 +59,43 @@ def columns(row_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(row_type))
 
 
+@functools.cache
+def _getter(row_type: type) -> operator.attrgetter:
+    return operator.attrgetter(*columns(row_type))
+
+
 def values(row) -> tuple:
-    """A row's values in column order, arrays as lists."""
-    return tuple(list(v) if isinstance(v, tuple) else v for v in map(row.__dict__.__getitem__, columns(row.__class__)))
+    """A row's values in column order (arrays as tuples, which asyncpg takes)."""
+    return _getter(row.__class__)(row)
+
+
+# The case's current lifecycle (the casework view), in `notifications` beside the report's
+# columns: current only, never versioned (a report as of a moment does not read them).
+CASE_COLUMNS = ("state", "sog_region", "responded", "imported")
+
+
+def table_columns(table: str) -> tuple[str, ...]:
+    """The columns a projection table is written with (its row type's, and for
+    `notifications` the lifecycle's too)."""
+    names = columns(PROJECTIONS[table][0])
+    return names + CASE_COLUMNS if table == "notifications" else names
+
+
+def case_values(case: CaseRows) -> tuple:
+    """The `notifications` row of a case: the report's columns, then CASE_COLUMNS."""
+    lifecycle = case.case
+    return (
+        *values(case.notification),
+        None if lifecycle is None else lifecycle.state.value,
+        None if lifecycle is None else lifecycle.sog_region,
+        False if lifecycle is None else lifecycle.responded,
+        case.imported,
+    )
 
 
 def _upsert_sql(table: str, schema: str = SCHEMA) -> str:
-    row_type, key = PROJECTIONS[table]
-    names = list(columns(row_type))
+    _, key = PROJECTIONS[table]
+    names = list(table_columns(table))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key)
     return (
         f"INSERT INTO {schema}.{table} ({', '.join(names)})"
@@ -69,56 +105,7 @@ def _upsert_sql(table: str, schema: str = SCHEMA) -> str:
 
 
 def _row(row_type: type, record: asyncpg.Record):
-    return row_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
-
-
-# --- live: one event at a time ----------------------------------------------------------
-
-
-async def load_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> CaseRows | None:
-    """The case's rows, locked until the transaction ends."""
-    found = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.notifications WHERE case_id = $1 FOR UPDATE", case_id)
-    if found is None:
-        return None
-    reviews = await conn.fetch(
-        f"SELECT * FROM {SCHEMA}.reviews WHERE case_id = $1 ORDER BY received_at, review_id", case_id
-    )
-    return CaseRows(_row(Notification, found), tuple(_row(Review, r) for r in reviews))
-
-
-async def save_case(conn: asyncpg.Connection, before: CaseRows | None, after: CaseRows) -> None:
-    """Write what changed between `before` and `after`, keeping the versions replaced."""
-    for table, row, recorded_to in superseded(before, after):
-        await save_version(conn, table, row, recorded_to)
-    if before is None or before.notification != after.notification:
-        await conn.execute(_upsert_sql("notifications"), *values(after.notification))
-    old = set(before.reviews) if before else set()
-    changed = [values(r) for r in after.reviews if r not in old]
-    if changed:
-        await conn.executemany(_upsert_sql("reviews"), changed)
-
-
-async def load_forward(conn: asyncpg.Connection, case_id: uuid.UUID, recipient: str) -> Forward | None:
-    found = await conn.fetchrow(
-        f"SELECT * FROM {SCHEMA}.forwards WHERE case_id = $1 AND recipient = $2 FOR UPDATE", case_id, recipient
-    )
-    return None if found is None else _row(Forward, found)
-
-
-async def load_deadline(conn: asyncpg.Connection, case_id: uuid.UUID, rule: str, started_at: dt.datetime) -> Deadline | None:
-    found = await conn.fetchrow(
-        f"SELECT * FROM {SCHEMA}.deadlines WHERE case_id = $1 AND rule = $2 AND started_at = $3 FOR UPDATE",
-        case_id, rule, started_at,
-    )
-    return None if found is None else _row(Deadline, found)
-
-
-async def save(conn: asyncpg.Connection, table: str, row, replacing=None) -> None:
-    """Upsert a row; the version it replaces (`replacing`), if any, is kept in the table's
-    versions until the new one's `recorded_from`."""
-    if replacing is not None:
-        await save_version(conn, table, replacing, row.recorded_from)
-    await conn.execute(_upsert_sql(table), *values(row))
+    return row_type(**{k: tuple(v) if isinstance(v, list) else v for k in columns(row_type) for v in (record[k],)})
 
 
 def _version_sql(table: str, schema: str = SCHEMA) -> str:
@@ -129,36 +116,156 @@ def _version_sql(table: str, schema: str = SCHEMA) -> str:
     )
 
 
-async def save_version(conn: asyncpg.Connection, table: str, row, recorded_to: dt.datetime | None) -> None:
-    """Keep a replaced version of a row, current until `recorded_to` (docs/reports.md, as of)."""
-    await conn.execute(_version_sql(table), *values(row), recorded_to or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+_FOREVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+async def save_versions(conn: asyncpg.Connection, table: str, replaced: Iterable[tuple[Any, dt.datetime | None]]) -> None:
+    """Keep replaced versions of rows, each current until its `recorded_to` (docs/reports.md, as of)."""
+    rows = [(*values(row), recorded_to or _FOREVER) for row, recorded_to in replaced]
+    if rows:
+        await conn.executemany(_version_sql(table), rows)
+
+
+# --- the live consumers' states (shared/process.py): load a batch's cases, save what changed
+
+
+async def load_cases(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseRows | None]:
+    """The cases' rows (None: no notification seen), locked until the transaction ends."""
+    states: dict[uuid.UUID, CaseRows | None] = dict.fromkeys(case_ids)
+    found = await conn.fetch(
+        f"SELECT * FROM {SCHEMA}.notifications WHERE case_id = ANY($1::uuid[]) FOR UPDATE", case_ids
+    )
+    if not found:
+        return states
+    reviews: dict[uuid.UUID, list[Review]] = {}
+    for r in await conn.fetch(
+        f"SELECT * FROM {SCHEMA}.reviews WHERE case_id = ANY($1::uuid[]) ORDER BY received_at, review_id", case_ids
+    ):
+        reviews.setdefault(r["case_id"], []).append(_row(Review, r))
+    for row in found:
+        lifecycle = None if row["state"] is None else Case(
+            row["local_authority"], State(row["state"]), row["sog_region"], row["responded"], row["closed_reason"]
+        )
+        states[row["case_id"]] = CaseRows(
+            _row(Notification, row), tuple(reviews.get(row["case_id"], ())), lifecycle, row["imported"]
+        )
+    return states
+
+
+async def save_cases(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, CaseRows | None], after: Mapping[uuid.UUID, CaseRows | None],
+) -> None:
+    """Write what changed between `before` and `after` (the row, the new or changed reviews),
+    keeping the versions replaced."""
+    notifications: list[tuple] = []
+    reviews: list[tuple] = []
+    versions: dict[str, list[tuple[Any, dt.datetime | None]]] = {"notifications": [], "reviews": []}
+    for case_id, case in after.items():
+        if case is None:
+            continue
+        old = before.get(case_id)
+        for table, row, recorded_to in case.replaced:
+            versions[table].append((row, recorded_to))
+        if old is None or case_values(old) != case_values(case):
+            notifications.append(case_values(case))
+        known = {id(r) for r in old.reviews} if old is not None else set()  # unchanged: the same object
+        reviews += [values(r) for r in case.reviews if id(r) not in known]
+    for table, replaced in versions.items():
+        await save_versions(conn, table, replaced)
+    if notifications:
+        await conn.executemany(_upsert_sql("notifications"), notifications)
+    if reviews:
+        await conn.executemany(_upsert_sql("reviews"), reviews)
+
+
+async def load_forwards(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseForwards]:
+    found: dict[uuid.UUID, dict[str, Forward]] = {}
+    for r in await conn.fetch(f"SELECT * FROM {SCHEMA}.forwards WHERE case_id = ANY($1::uuid[]) FOR UPDATE", case_ids):
+        found.setdefault(r["case_id"], {})[r["recipient"]] = _row(Forward, r)
+    return {case_id: CaseForwards(found[case_id]) if case_id in found else NO_FORWARDS for case_id in case_ids}
+
+
+async def save_forwards(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, CaseForwards], after: Mapping[uuid.UUID, CaseForwards],
+) -> None:
+    await _save_rows(conn, "forwards", before, after)
+
+
+async def load_deadlines(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseDeadlines]:
+    found: dict[uuid.UUID, dict[tuple[str, dt.datetime], Deadline]] = {}
+    for r in await conn.fetch(f"SELECT * FROM {SCHEMA}.deadlines WHERE case_id = ANY($1::uuid[]) FOR UPDATE", case_ids):
+        found.setdefault(r["case_id"], {})[r["rule"], r["started_at"]] = _row(Deadline, r)
+    return {case_id: CaseDeadlines(found[case_id]) if case_id in found else NO_DEADLINES for case_id in case_ids}
+
+
+async def save_deadlines(
+    conn: asyncpg.Connection, before: Mapping[uuid.UUID, CaseDeadlines], after: Mapping[uuid.UUID, CaseDeadlines],
+) -> None:
+    await _save_rows(conn, "deadlines", before, after)
+
+
+async def _save_rows(conn: asyncpg.Connection, table: str, before: Mapping, after: Mapping) -> None:
+    """Forwards or deadlines: the rows new or changed since loaded, and the versions replaced."""
+    rows, replaced = [], []
+    for case_id, state in after.items():
+        old = before[case_id].rows
+        rows += [values(row) for key, row in state.rows.items() if old.get(key) != row]
+        replaced += state.replaced
+    await save_versions(conn, table, replaced)
+    if rows:
+        await conn.executemany(_upsert_sql(table), rows)
 
 
 # --- rebuild: whole tables ---------------------------------------------------------------
 
 
 async def replace_all(
-    conn: asyncpg.Connection, rows: dict[str, Iterable], schema: str = SCHEMA,
+    conn: asyncpg.Connection, rows: dict[str, list[tuple]], schema: str = SCHEMA,
     versions: dict[str, list[tuple]] | None = None,
 ) -> None:
     """Empty each projection table named in `rows` (and its versions) and fill it from those
-    rows (COPY), inside the caller's transaction; `versions`: per table, the replaced
-    versions as (row, recorded_to)."""
+    records (each in `table_columns` order), inside the caller's transaction; `versions`:
+    per table, the replaced versions as (row, recorded_to). The tables are filled bare
+    (COPY, their indexes and keys dropped) and indexed again once full, which is faster
+    than keeping every index through a million inserts."""
     versions = versions or {}
-    for table, table_rows in rows.items():
+    tables = [name for table in rows for name in (table, f"{table}_versions")]
+    with_indexes = await drop_indexes(conn, schema, tables)
+    for table, records in rows.items():
         await conn.execute(f"TRUNCATE {schema}.{table}, {schema}.{table}_versions")
-        names = list(columns(PROJECTIONS[table][0]))
-        records = [values(r) for r in table_rows]
         if records:
-            await conn.copy_records_to_table(table, records=records, columns=names, schema_name=schema)
-        replaced = [(*values(r), until) for r, until in versions.get(table, ())]
+            await conn.copy_records_to_table(table, records=records, columns=table_columns(table), schema_name=schema)
+        replaced = [(*values(r), until or _FOREVER) for r, until in versions.get(table, ())]
         if replaced:
             await conn.copy_records_to_table(
-                f"{table}_versions", records=replaced, columns=[*names, "recorded_to"], schema_name=schema
+                f"{table}_versions", records=replaced, columns=[*columns(PROJECTIONS[table][0]), "recorded_to"],
+                schema_name=schema,
             )
-        # Fresh statistics for the tables just filled: without them the planner takes the
-        # versions (read by a report as of a moment) for empty and joins them row by row.
-        await conn.execute(f"ANALYZE {schema}.{table}, {schema}.{table}_versions")
+    await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    for statement in with_indexes:
+        await conn.execute(statement)
+    # Fresh statistics for the tables just filled: without them the planner takes the
+    # versions (read by a report as of a moment) for empty and joins them row by row.
+    await conn.execute(f"ANALYZE {', '.join(f'{schema}.{t}' for t in tables)}")
+
+
+async def drop_indexes(conn: asyncpg.Connection, schema: str, tables: list[str]) -> list[str]:
+    """Drop the tables' indexes and primary keys; returns the statements that make them again."""
+    again = []
+    for row in await conn.fetch(
+        "SELECT c.conname, t.relname, pg_get_constraintdef(c.oid) AS definition FROM pg_constraint c"
+        " JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+        " WHERE n.nspname = $1 AND t.relname = ANY($2::text[]) AND c.contype = 'p'", schema, tables,
+    ):
+        await conn.execute(f"ALTER TABLE {schema}.{row['relname']} DROP CONSTRAINT {row['conname']}")
+        again.append(f"ALTER TABLE {schema}.{row['relname']} ADD CONSTRAINT {row['conname']} {row['definition']}")
+    for row in await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = ANY($2::text[])",
+        schema, tables,
+    ):
+        await conn.execute(f"DROP INDEX {schema}.{row['indexname']}")
+        again.append(row["indexdef"])
+    return again
 
 
 async def table_contents(conn: asyncpg.Connection | asyncpg.Pool, table: str, schema: str = SCHEMA) -> list[tuple]:

@@ -1,6 +1,7 @@
-"""The casework projection against real PostgreSQL: its handlers fed events directly,
-and what `list_cases` reads back (deadline statuses, overdue by the database clock,
-filters, order and paging)."""
+"""The casework view against real PostgreSQL: reporting's consumers (handlers.py: the
+deciders behind shared/process.py) fed events directly, and what `list_cases` reads back
+from the projections (deadline statuses, overdue by the database clock, filters, order
+and paging)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from services.reporting import casework
+from services.reporting import casework, handlers
+from services.reporting.domain import next_status
+from services.reporting.repository import relation
 from shared.db import COMMON, create_pool, migrate
 from shared.events import ANY_EVENT
 from tests.factories import envelope, mappa_notification, notification, review
@@ -32,7 +35,7 @@ async def _case_event(pool, case_id, event_type, data, local_authority="glasgow-
         envelope(event_type, data, case_id=case_id, local_authority=local_authority, role=role)
     )
     async with pool.acquire() as conn, conn.transaction():
-        await casework.on_case_event(conn, event)
+        await handlers.CASES.apply(conn, [(event, False)])
 
 
 async def _notify(pool, local_authority="glasgow-city", body=None) -> uuid.UUID:
@@ -49,7 +52,7 @@ async def _deadline(pool, case_id, event_type, rule, due_at, started_at=NOW - dt
         envelope(event_type, data, case_id=case_id, local_authority=local_authority, role="service")
     )
     async with pool.acquire() as conn, conn.transaction():
-        await casework.on_deadline_event(conn, event)
+        await handlers.DEADLINES.apply(conn, [(event, False)])
 
 
 async def _view(pool, case_id, **filters):
@@ -72,7 +75,7 @@ async def _view(pool, case_id, **filters):
     ],
 )
 def test_a_later_status_never_gives_way_to_an_earlier_one(current, event_type, expected):
-    assert casework.next_status(current, event_type) == expected
+    assert next_status(current, event_type) == expected
 
 
 async def test_case_events_fold_into_the_lifecycle_state(pool):
@@ -194,3 +197,57 @@ async def test_cases_come_earliest_due_first_and_page_without_gaps(pool):
 def test_a_cursor_not_from_the_view_is_refused(cursor):
     with pytest.raises(ValueError):
         casework.decode_cursor(cursor)
+
+
+async def test_an_upgrade_keeps_the_casework_of_the_tables_it_drops(infra, tmp_path):
+    """Migration 102 moves casework_cases and casework_deadlines into the case and deadline
+    rows and drops them: the view answers as before, and the rows' versions still read."""
+    before_102 = tmp_path / "migrations"
+    before_102.mkdir()
+    for sql in sorted(MIGRATIONS.glob("*.sql")):
+        if sql.name < "102":
+            (before_102 / sql.name).write_text(sql.read_text())
+    pool = await create_pool(infra.new_database(), max_size=2)
+    try:
+        await migrate(pool, "reporting", COMMON, before_102)
+        case_id, unseen = uuid.uuid4(), uuid.uuid4()
+        due = NOW + dt.timedelta(days=3)
+        for case in (case_id, unseen):
+            await pool.execute(
+                "INSERT INTO reporting.notifications (case_id, local_authority, received_at, received_on, incident_date,"
+                " working_days_taken, criterion, incident_type, order_type, subject_role, mappa_applies,"
+                " domestic_abuse_aggravated, historical, signed_off_by, sg_forward_due_at, review_owed_since,"
+                " recorded_from) VALUES ($1, 'fife', $2, $3, $3, 0, 'charged_with_serious_offence',"
+                " 'serious_assault', 'parole_licence', 'perpetrator', true, false, false, 'service_manager', $2, $3,"
+                " $2)", case, NOW - dt.timedelta(days=2), (NOW - dt.timedelta(days=2)).date())
+        await pool.execute(
+            "INSERT INTO reporting.casework_cases (case_id, local_authority, state, sog_region, responded,"
+            " notified_at, imported) VALUES ($1, 'fife', 'under_review', 'fife', false, $2, true)",
+            case_id, NOW - dt.timedelta(days=2))
+        for table, extra in (("deadlines", ", local_authority"), ("casework_deadlines", ", status")):
+            await pool.execute(
+                f"INSERT INTO reporting.{table} (case_id, rule, started_at, due_at{extra})"
+                f" VALUES ($1, 'review_submission', $2, $3, $4)",
+                case_id, NOW - dt.timedelta(days=2), due, "fife" if table == "deadlines" else "warning")
+        await pool.execute(
+            "INSERT INTO reporting.deadlines_versions (case_id, rule, started_at, local_authority, due_at, recorded_to)"
+            " VALUES ($1, 'review_submission', $2, 'fife', $3, $2)", case_id, NOW - dt.timedelta(days=2), due)
+        await pool.execute("UPDATE reporting.deadlines SET recorded_from = $1", NOW - dt.timedelta(days=2))
+
+        await migrate(pool, "reporting", COMMON, MIGRATIONS)
+        [case] = await casework.list_cases(pool, states=("under_review",), imported=True)
+        assert (case["case_id"], case["local_authority"], case["state"], case["sog_region"], case["imported"]) == (
+            case_id, "fife", "under_review", "fife", True)
+        assert case["notified_at"] == NOW - dt.timedelta(days=2) and case["next_due"] == due
+        assert case["overdue"] is False
+        assert [(d["rule"], d["status"], d["overdue"]) for d in case["deadlines"]] == [
+            ("review_submission", "warning", False)]
+        assert unseen not in {r["case_id"] for r in await casework.list_cases(pool, limit=10_000)}, \
+            "a case the view never saw stays unlisted until a rebuild"
+        assert not await pool.fetchval("SELECT to_regclass('reporting.casework_cases') IS NOT NULL")
+        # The versions of migration 004 still read as of a moment.
+        for days in (3, 1):
+            assert await pool.fetchval(
+                f"SELECT count(*) FROM {relation('deadlines', NOW - dt.timedelta(days=days))} d") == 1
+    finally:
+        await pool.close()

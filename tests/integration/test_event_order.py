@@ -26,12 +26,12 @@ from tests.factories import mappa_notification, notification, review
 
 # The case rows' replaced versions (reports as of a moment) too: a case's events are folded in
 # sequence order, so its versions are the same whatever the delivery order.
-PROJECTION_TABLES = ("notifications", "reviews", "forwards", "deadlines", "casework_cases", "casework_deadlines",
+PROJECTION_TABLES = ("notifications", "reviews", "forwards", "deadlines",
                      "notifications_versions", "reviews_versions")
 HANDLERS = {
-    CASE_EVENTS: handlers.on_case_event,
-    ROUTING_EVENTS: handlers.on_routing_event,
-    DEADLINE_EVENTS: handlers.on_deadline_event,
+    CASE_EVENTS: handlers.CASES,
+    ROUTING_EVENTS: handlers.FORWARDS,
+    DEADLINE_EVENTS: handlers.DEADLINES,
 }
 ACTORS = {"incident.notified": "council", "review.submitted": "council", "review.additional_info_provided": "council"}
 
@@ -494,7 +494,7 @@ async def test_a_case_concluded_before_its_older_events_are_replayed_stays_concl
 
             async def state():
                 return await platform.pool.fetchval(
-                    "SELECT state FROM reporting.casework_cases WHERE case_id = $1", case_id)
+                    "SELECT state FROM reporting.notifications WHERE case_id = $1", case_id)
 
             async def all_applied():
                 return await platform.pool.fetchval(

@@ -183,5 +183,5 @@ async def test_a_blank_broker_replay_and_rebuild_change_no_figure(own_broker):
         case_row = next(c for c in after["casework"] if c["case_id"] == concluding)
         assert case_row["state"] == "concluded"
         assert await platform.pool.fetchval(
-            "SELECT state FROM reporting.casework_cases WHERE case_id = $1", uuid.UUID(concluding)
+            "SELECT state FROM reporting.notifications WHERE case_id = $1", uuid.UUID(concluding)
         ) == "concluded"

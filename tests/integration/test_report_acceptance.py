@@ -40,8 +40,7 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "seed_2013_2015.ndjson"
 PERIOD = {"from": "2013-06-01", "to": "2015-01-31"}
 # The case rows' replaced versions (reports as of a moment) too: a case's events are folded in
 # sequence order, so its versions are the same whatever the delivery order.
-TABLES = ("notifications", "reviews", "forwards", "deadlines", "casework_cases", "casework_deadlines",
-          "notifications_versions", "reviews_versions")
+TABLES = ("notifications", "reviews", "forwards", "deadlines", "notifications_versions", "reviews_versions")
 
 
 def published(percent: float) -> int:
