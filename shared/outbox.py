@@ -24,8 +24,11 @@ is parked with its error instead (`outbox_parked`), so it cannot block the rows 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -84,24 +87,41 @@ async def enqueue_many(
 ) -> None:
     if not events:
         return
-    limit = get_settings().max_message_bytes if max_bytes is None else max_bytes
-    values = [event.model_dump_json().encode() for event in events]
-    for event, value in zip(events, values, strict=True):
-        if len(value) > limit:
-            raise EventTooLarge(event.event_type, len(value), limit)
-    # One statement for the whole list: a scheduler round enqueues a thousand events.
-    await conn.execute(
-        f"WITH stored AS (INSERT INTO {schema}.emitted_events (event_id, event_type, topic, key, value, headers)"
-        " SELECT i, y, t, k, v, h FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::jsonb[])"
-        " WITH ORDINALITY AS e(i, y, t, k, v, h, n) ORDER BY n"  # positions in the list's order
-        " RETURNING position)"
-        f" INSERT INTO {schema}.outbox (position) SELECT position FROM stored",
+    await enqueue_serialised(
+        conn, schema,
         [event.event_id for event in events],
         [event.event_type for event in events],
         [topic or topic_of(event.event_type) for event in events],
         [str(event.case_id).encode() for event in events],
-        values,
-        [cloudevent_headers(event, service, imported) for event in events],
+        [event.model_dump_json().encode() for event in events],
+        [json.dumps(cloudevent_headers(event, service, imported)) for event in events],
+        max_bytes=max_bytes,
+    )
+
+
+async def enqueue_serialised(
+    conn: asyncpg.Connection, schema: str, event_ids: Sequence[uuid.UUID | str], event_types: Sequence[str],
+    topics: Sequence[str], keys: Sequence[bytes], values: Sequence[bytes], headers: Sequence[str], *,
+    max_bytes: int | None = None,
+) -> None:
+    """`enqueue_many` for events already serialised (parallel lists; `headers` as JSON
+    objects), for a writer that builds many events of its own at once (the deadline
+    scheduler). Raises EventTooLarge (nothing written) past `max_bytes`."""
+    if not values:
+        return
+    limit = get_settings().max_message_bytes if max_bytes is None else max_bytes
+    for event_type, value in zip(event_types, values, strict=True):
+        if len(value) > limit:
+            raise EventTooLarge(event_type, len(value), limit)
+    # One statement for the whole list: a scheduler round enqueues a thousand events.
+    await conn.execute(
+        f"WITH stored AS (INSERT INTO {schema}.emitted_events (event_id, event_type, topic, key, value, headers)"
+        " SELECT i, y, t, k, v, h::jsonb"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::text[])"
+        " WITH ORDINALITY AS e(i, y, t, k, v, h, n) ORDER BY n"  # positions in the list's order
+        " RETURNING position)"
+        f" INSERT INTO {schema}.outbox (position) SELECT position FROM stored",
+        event_ids, event_types, topics, keys, values, headers,
     )
 
 

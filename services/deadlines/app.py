@@ -1,6 +1,5 @@
 """Deadlines' wiring: watches every timescale of the guidance (rules.toml)."""
 
-from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -9,7 +8,7 @@ from fastapi import FastAPI
 from services.deadlines import handlers, repository
 from services.deadlines.api import router
 from services.deadlines.domain import RULE_NAMES
-from services.deadlines.scheduler import Clock, Scheduler
+from services.deadlines.scheduler import Scheduler
 from shared.messaging import CASE_EVENTS, ROUTING_EVENTS
 from shared.metrics import DEADLINES_OPEN
 from shared.service import Service, create_app
@@ -33,7 +32,5 @@ SERVICE = Service(
 )
 
 
-def build(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """The app; `clock` replaces the database clock of the scheduler (tests)."""
-    service = SERVICE if clock is None else replace(SERVICE, workers=[Scheduler(clock, max_sleep_seconds=0.1).run])
-    return create_app(service, settings or get_settings())
+def build(settings: Settings | None = None) -> FastAPI:
+    return create_app(SERVICE, settings or get_settings())
