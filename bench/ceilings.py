@@ -26,7 +26,9 @@ _CEILING_SCHEMA = "bench_ceiling_deadlines"
 async def deadlines_claim_loop(database_url: str, rows: int = 100_000, *, batch: int = 1000,
                                background: int = 0) -> float:
     """Breaches per second of the simplest scheduler: `rows` deadlines due at one instant
-    (plus `background` due months later, standing in the index), claimed `batch` at a
+    (plus `background` due months later, standing in the index), in a table of the
+    deadlines service's shape (`LIKE deadlines.deadlines` when the database has it: the
+    same columns and indexes to write), claimed `batch` at a
     time by one worker, each batch in one transaction that claims and updates the rows
     (`UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`) and inserts one
     event per row into the record and the outbox (one statement, values built with an
@@ -35,13 +37,20 @@ async def deadlines_claim_loop(database_url: str, rows: int = 100_000, *, batch:
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}")
+        if await conn.fetchval("SELECT to_regclass('deadlines.deadlines') IS NOT NULL"):
+            # The service's own table shape (columns, indexes, checks): the same row and index writes.
+            await conn.execute(f"CREATE TABLE {s}.deadlines (LIKE deadlines.deadlines INCLUDING ALL)")
+        else:
+            await conn.execute(f"""
+                CREATE TABLE {s}.deadlines (
+                    case_id uuid NOT NULL, rule text NOT NULL, sequence integer NOT NULL,
+                    local_authority text NOT NULL, status text NOT NULL, watched boolean NOT NULL,
+                    imported boolean NOT NULL, started_at timestamptz NOT NULL, due_at timestamptz NOT NULL,
+                    breached_at timestamptz, next_fire_at timestamptz, opened_by uuid NOT NULL,
+                    PRIMARY KEY (case_id, rule, sequence));
+                CREATE INDEX ON {s}.deadlines (next_fire_at) WHERE next_fire_at IS NOT NULL;
+                CREATE INDEX ON {s}.deadlines (status, rule)""")
         await conn.execute(f"""
-            CREATE TABLE {s}.deadlines (
-                case_id uuid NOT NULL, rule text NOT NULL, sequence integer NOT NULL,
-                local_authority text NOT NULL, status text NOT NULL, started_at timestamptz NOT NULL,
-                due_at timestamptz NOT NULL, breached_at timestamptz, next_fire_at timestamptz,
-                PRIMARY KEY (case_id, rule, sequence));
-            CREATE INDEX ON {s}.deadlines (next_fire_at) WHERE next_fire_at IS NOT NULL;
             CREATE TABLE {s}.emitted_events (
                 position bigserial PRIMARY KEY, event_id uuid NOT NULL, event_type text NOT NULL,
                 topic text NOT NULL, key bytea, value bytea NOT NULL, headers jsonb NOT NULL DEFAULT '{{}}',
@@ -53,15 +62,16 @@ async def deadlines_claim_loop(database_url: str, rows: int = 100_000, *, batch:
         now: dt.datetime = await conn.fetchval("SELECT now()")
         due = now - dt.timedelta(seconds=1)
         records = [
-            (uuid.uuid4(), "review_submission", 1, "fife", "open", due - dt.timedelta(days=90), due, None, due)
-            for _ in range(rows)
+            (case, "review_submission", 1, "fife", "open", True, False, due - dt.timedelta(days=90), due, due, case)
+            for case in (uuid.uuid4() for _ in range(rows))
         ] + [
-            (uuid.uuid4(), "review_submission", 1, "fife", "open", now, later, None, later)
-            for later in (now + dt.timedelta(days=30, seconds=random.uniform(0, 90 * 86400)) for _ in range(background))
+            (case, "review_submission", 1, "fife", "open", True, False, now, later, later, case)
+            for case in (uuid.uuid4() for _ in range(background))
+            for later in [now + dt.timedelta(days=30, seconds=random.uniform(0, 90 * 86400))]
         ]
         await conn.copy_records_to_table("deadlines", schema_name=s, records=records, columns=(
-            "case_id", "rule", "sequence", "local_authority", "status", "started_at", "due_at", "breached_at",
-            "next_fire_at"))
+            "case_id", "rule", "sequence", "local_authority", "status", "watched", "imported", "started_at", "due_at",
+            "next_fire_at", "opened_by"))
         await conn.execute(f"ANALYZE {s}.deadlines")
 
         started = time.perf_counter()

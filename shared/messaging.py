@@ -7,6 +7,7 @@ no transactions (consumers dedupe instead).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -54,16 +55,16 @@ def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
     return [(name, value.encode()) for name, value in headers.items()]
 
 
-def new_producer(bootstrap: str) -> AIOKafkaProducer:
+def new_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
     # acks=all and no idempotence: Tansu has no idempotent producer; duplicates from
-    # retries are removed by the consumers.
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=2,
-        request_timeout_ms=10_000,
-    )
+    # retries are removed by the consumers. `options` add to or replace these.
+    return AIOKafkaProducer(**{
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "enable_idempotence": False,
+        "linger_ms": 2,
+        "request_timeout_ms": 10_000,
+    } | options)
 
 
 def new_broker(bootstrap: str, service: str) -> KafkaBroker:

@@ -57,6 +57,14 @@ REFUSED_FOR_GOOD = (
 )
 
 
+# Rows a relay claims and publishes per transaction, and the bytes of a partition's batch
+# in one produce request (aiokafka's default, 16 KiB, is about 25 events: a burst's
+# thousands then went out in many sequential requests, each waiting for its
+# acknowledgement; issue 15). A larger event still goes, in a batch of its own.
+RELAY_BATCH = 2000
+PRODUCER_BATCH_BYTES = 256 * 1024
+
+
 class BrokerReplaced(RuntimeError):
     """The broker lost its topics (and the record marker) while a batch was published."""
 
@@ -155,7 +163,7 @@ class OutboxRelay:
         pool: asyncpg.Pool,
         schema: str,
         bootstrap: str,
-        batch_size: int = 500,
+        batch_size: int = RELAY_BATCH,
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 5.0,
         partitions: int = 6,
@@ -248,7 +256,9 @@ class OutboxRelay:
                 except REFUSED_FOR_GOOD as error:  # the producer's own size check
                     sent.append(error)
             # Any other error (broker away) propagates: the claim rolls back, all go again.
-            outcomes = await asyncio.gather(*(_refusal_or_ack(s) for s in sent))
+            # Awaited in turn (each is a future the producer resolves): a task per row
+            # through gather cost more than the sends.
+            outcomes = [await _refusal_or_ack(s) for s in sent]
             if not await record.marker_seen_by(producer):
                 # Replaced while this batch went out: keep the rows queued, so they go
                 # again after the restore, in their place behind the events they follow.
@@ -298,7 +308,7 @@ class OutboxRelay:
             # A broker that lost its topics (Tansu keeps them in memory) would otherwise
             # auto-create them with its own partition count.
             await ensure_topics(self.bootstrap, all_topics(), self.partitions)
-            producer = new_producer(self.bootstrap)
+            producer = new_producer(self.bootstrap, max_batch_size=PRODUCER_BATCH_BYTES)
             try:
                 await producer.start()
                 # A blank broker gets the record back before this relay sends anything new.

@@ -144,17 +144,23 @@ def _observe(rows: Sequence[asyncpg.Record]) -> None:
 
 
 class Scheduler:
+    """`concurrency` rounds may be in flight while a backlog lasts (a burst after an
+    outage): one round's statements run in the database while the next one's events are
+    serialised. SKIP LOCKED keeps them apart, as it keeps schedulers of two processes."""
+
     def __init__(
         self,
         now: Now | None = None,
         batch_size: int = 1000,
         max_sleep_seconds: float = 1.0,
         min_sleep_seconds: float = 0.02,
+        concurrency: int = 2,
     ):
         self.now = now
         self.batch_size = batch_size
         self.max_sleep_seconds = max_sleep_seconds
         self.min_sleep_seconds = min_sleep_seconds
+        self.concurrency = concurrency
 
     async def _round(self, conn: asyncpg.Connection) -> int:
         async with conn.transaction():
@@ -177,13 +183,24 @@ class Scheduler:
         return total
 
     async def run(self, pool: asyncpg.Pool, settings: Settings | None = None) -> None:
-        """The service's worker: fire what is due, then sleep until the next fire time."""
+        """The service's worker: fire what is due, then sleep until the next fire time;
+        while rounds come back full, helpers fire alongside."""
         # Every series at 0 from the start: a counter first seen at its first breach
         # would read as no increase in a dashboard's range.
         for rule in RULE_NAMES:
             for local_authority in LOCAL_AUTHORITY_SLUGS:
                 DEADLINE_BREACHES.labels(rule, local_authority)
                 DEADLINE_WARNINGS.labels(rule, local_authority)
+        backlog = asyncio.Event()
+        helpers = [asyncio.create_task(self._help(pool, backlog)) for _ in range(self.concurrency - 1)]
+        try:
+            await self._lead(pool, backlog)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _lead(self, pool: asyncpg.Pool, backlog: asyncio.Event) -> None:
         backoff = 0.1
         while True:
             try:
@@ -192,15 +209,30 @@ class Scheduler:
                     wait = 0.0 if fired >= self.batch_size else await self._seconds_to_next(conn)
                 backoff = 0.1
                 if wait:
+                    backlog.clear()
                     await asyncio.sleep(wait)
                 else:
+                    backlog.set()
                     await asyncio.sleep(0)  # a full batch: go again, letting the relay and HTTP in
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as error:  # database away: wait, try again
+                backlog.clear()
                 log.warning("deadline scheduler: %r; retrying in %.1fs", error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _help(self, pool: asyncpg.Pool, backlog: asyncio.Event) -> None:
+        while True:
+            await backlog.wait()
+            try:
+                if await self.run_once(pool) < self.batch_size:
+                    backlog.clear()  # the lead finds the rest, and sleeps until the next
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as error:  # the lead says so, and waits
+                log.debug("deadline scheduler helper: %r", error)
+                backlog.clear()
 
     async def _seconds_to_next(self, conn: asyncpg.Connection) -> float:
         earliest, now = await repository.earliest_fire(conn)
