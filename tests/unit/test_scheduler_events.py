@@ -9,7 +9,7 @@ import datetime as dt
 import json
 import uuid
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.deadlines.domain import RULE_NAMES, deadline_event, event_id
@@ -54,6 +54,7 @@ def _model(row: dict, recorded_at: dt.datetime) -> Envelope:
     )
 
 
+@settings(deadline=None)  # no timed assertion: a loaded machine takes its time
 @given(rows=st.lists(fired_rows(), min_size=1, max_size=5), recorded_at=moments)
 def test_the_scheduler_writes_what_the_models_would(rows, recorded_at):
     ids, types, keys, values, headers = serialise_fired(rows, recorded_at)
