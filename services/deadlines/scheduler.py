@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # The time the scheduler fires against: an async callable given the round's connection.
 Now = Callable[[asyncpg.Connection], Awaitable[dt.datetime]]
 
-SERVICE = "deadlines"
+_SOURCE = "deadlines"  # ce_source: /sir/deadlines
 
 
 # --- the events, serialised directly ------------------------------------------------------
@@ -115,7 +115,7 @@ def serialise_fired(rows: Sequence, recorded_at: dt.datetime) -> tuple[list[str]
         ).encode())
         headers.append(
             (f'{{"{IMPORTED_HEADER}":"true",' if row["imported"] else "{")
-            + f'"ce_specversion":"1.0","ce_id":"{event_id}","ce_source":"/sir/{SERVICE}","ce_type":"{event_type}",'
+            + f'"ce_specversion":"1.0","ce_id":"{event_id}","ce_source":"/sir/{_SOURCE}","ce_type":"{event_type}",'
             f'"ce_time":"{recorded}","ce_subject":"{case_id}","content-type":"application/json"}}'
         )
     return ids, types, keys, values, headers
