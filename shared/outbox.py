@@ -24,8 +24,12 @@ is parked with its error instead (`outbox_parked`), so it cannot block the rows 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import uuid
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -52,6 +56,16 @@ REFUSED_FOR_GOOD = (
     kafka_errors.UnsupportedForMessageFormatError,
     kafka_errors.PolicyViolationError,
 )
+
+
+# Rows a relay claims and publishes per transaction, and the bytes of a partition's batch
+# in one produce request (aiokafka's default, 16 KiB, is about 25 events: a burst's
+# thousands then went out in many sequential requests, each waiting for its
+# acknowledgement; issue 15). A larger event still goes, in a batch of its own.
+RELAY_BATCH = 2000
+PRODUCER_BATCH_BYTES = 256 * 1024
+# A row larger than this goes through the producer's own `send` (and size check).
+_BATCHED_BYTES = 64 * 1024
 
 
 class BrokerReplaced(RuntimeError):
@@ -84,24 +98,41 @@ async def enqueue_many(
 ) -> None:
     if not events:
         return
-    limit = get_settings().max_message_bytes if max_bytes is None else max_bytes
-    values = [event.model_dump_json().encode() for event in events]
-    for event, value in zip(events, values, strict=True):
-        if len(value) > limit:
-            raise EventTooLarge(event.event_type, len(value), limit)
-    # One statement for the whole list: a scheduler round enqueues a thousand events.
-    await conn.execute(
-        f"WITH stored AS (INSERT INTO {schema}.emitted_events (event_id, event_type, topic, key, value, headers)"
-        " SELECT i, y, t, k, v, h FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::jsonb[])"
-        " WITH ORDINALITY AS e(i, y, t, k, v, h, n) ORDER BY n"  # positions in the list's order
-        " RETURNING position)"
-        f" INSERT INTO {schema}.outbox (position) SELECT position FROM stored",
+    await enqueue_serialised(
+        conn, schema,
         [event.event_id for event in events],
         [event.event_type for event in events],
         [topic or topic_of(event.event_type) for event in events],
         [str(event.case_id).encode() for event in events],
-        values,
-        [cloudevent_headers(event, service, imported) for event in events],
+        [event.model_dump_json().encode() for event in events],
+        [json.dumps(cloudevent_headers(event, service, imported)) for event in events],
+        max_bytes=max_bytes,
+    )
+
+
+async def enqueue_serialised(
+    conn: asyncpg.Connection, schema: str, event_ids: Sequence[uuid.UUID | str], event_types: Sequence[str],
+    topics: Sequence[str], keys: Sequence[bytes], values: Sequence[bytes], headers: Sequence[str], *,
+    max_bytes: int | None = None,
+) -> None:
+    """`enqueue_many` for events already serialised (parallel lists; `headers` as JSON
+    objects), for a writer that builds many events of its own at once (the deadline
+    scheduler). Raises EventTooLarge (nothing written) past `max_bytes`."""
+    if not values:
+        return
+    limit = get_settings().max_message_bytes if max_bytes is None else max_bytes
+    for event_type, value in zip(event_types, values, strict=True):
+        if len(value) > limit:
+            raise EventTooLarge(event_type, len(value), limit)
+    # One statement for the whole list: a scheduler round enqueues a thousand events.
+    await conn.execute(
+        f"WITH stored AS (INSERT INTO {schema}.emitted_events (event_id, event_type, topic, key, value, headers)"
+        " SELECT i, y, t, k, v, h::jsonb"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::text[])"
+        " WITH ORDINALITY AS e(i, y, t, k, v, h, n) ORDER BY n"  # positions in the list's order
+        " RETURNING position)"
+        f" INSERT INTO {schema}.outbox (position) SELECT position FROM stored",
+        event_ids, event_types, topics, keys, values, headers,
     )
 
 
@@ -135,7 +166,7 @@ class OutboxRelay:
         pool: asyncpg.Pool,
         schema: str,
         bootstrap: str,
-        batch_size: int = 500,
+        batch_size: int = RELAY_BATCH,
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 5.0,
         partitions: int = 6,
@@ -219,30 +250,20 @@ class OutboxRelay:
                 return 0
             # Sends are queued in position order and each partition's batches go out in
             # turn, so one case's events keep their order on its partition.
-            sent = []
-            for row in rows:
-                try:
-                    sent.append(await producer.send(
-                        row["topic"], row["value"], key=row["key"], headers=encode_headers(row["headers"])
-                    ))
-                except REFUSED_FOR_GOOD as error:  # the producer's own size check
-                    sent.append(error)
             # Any other error (broker away) propagates: the claim rolls back, all go again.
-            outcomes = await asyncio.gather(*(_refusal_or_ack(s) for s in sent))
+            outcomes, acknowledged = await _send_in_batches(producer, rows)
             if not await record.marker_seen_by(producer):
                 # Replaced while this batch went out: keep the rows queued, so they go
                 # again after the restore, in their place behind the events they follow.
                 raise BrokerReplaced(f"the broker at {self.bootstrap} lost its topics while publishing")
-            refused = [(row, o) for row, o in zip(rows, outcomes, strict=True) if isinstance(o, BaseException)]
+            refused = [(row, o) for row, o in zip(rows, outcomes, strict=True) if o is not None]
             await conn.execute(
                 f"DELETE FROM {self.schema}.outbox WHERE position = ANY($1::bigint[])", [r["position"] for r in rows]
             )
             if refused:
                 await _park(conn, self.schema, refused)
-        published = [row for row, o in zip(rows, outcomes, strict=True) if not isinstance(o, BaseException)]
-        self._offset_series |= _count_published(
-            self.schema, published, [o for o in outcomes if not isinstance(o, BaseException)]
-        )
+        published = [row for row, o in zip(rows, outcomes, strict=True) if o is None]
+        self._offset_series |= _count_published(self.schema, published, acknowledged)
         for row, refusal in refused:
             OUTBOX_PARKED.labels(self.schema, row["topic"]).inc()
             log.error(
@@ -278,7 +299,7 @@ class OutboxRelay:
             # A broker that lost its topics (Tansu keeps them in memory) would otherwise
             # auto-create them with its own partition count.
             await ensure_topics(self.bootstrap, all_topics(), self.partitions)
-            producer = new_producer(self.bootstrap)
+            producer = new_producer(self.bootstrap, max_batch_size=PRODUCER_BATCH_BYTES)
             try:
                 await producer.start()
                 # A blank broker gets the record back before this relay sends anything new.
@@ -298,13 +319,66 @@ class OutboxRelay:
                 log.debug("closing producer: %s", error)
 
 
-async def _refusal_or_ack(sent: asyncio.Future | BaseException) -> RecordMetadata | BaseException:
-    if isinstance(sent, BaseException):
-        return sent
-    try:
-        return await sent
-    except REFUSED_FOR_GOOD as error:
-        return error
+async def _send_in_batches(
+    producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+) -> tuple[list[BaseException | None], list[RecordMetadata]]:
+    """Queue the rows for the broker in their order and wait for its answers. Returns, per
+    row, the broker's (or the producer's) refusal for good, or None; and the
+    acknowledgements (one per record batch, with the offset of its last record).
+
+    The rows of a partition go in record batches built here (`create_batch` /
+    `send_batch`) rather than a `send` each: the producer's per-message path was most of a
+    relay's time per event (issue 15). A partition is chosen as `send` chooses it (the
+    producer's partitioner over the topic's partitions); the producer's accumulator keeps
+    each partition's batches in the order they were queued, as it does for `send`, and a
+    batch the broker refuses is refused for every record in it, as it was when the
+    producer batched the sends itself. A large row (or one without a key) goes through
+    `send`, whose own size check refuses it alone."""
+    refusals: list[BaseException | None] = [None] * len(rows)
+    pending: list[tuple[asyncio.Future, list[int]]] = []  # a batch's future, its rows' indexes
+    building: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+    partitions: dict[str, list[int]] = {}
+    partitioner = producer._partitioner
+
+    async def flush(tp: tuple[str, int]) -> None:
+        batch, members = building.pop(tp)
+        pending.append((await producer.send_batch(batch, tp[0], partition=tp[1]), members))
+
+    for i, row in enumerate(rows):
+        topic, key, value = row["topic"], row["key"], row["value"]
+        headers = encode_headers(row["headers"])
+        if topic not in partitions:
+            partitions[topic] = list(await producer.partitions_for(topic))
+        tp = None if key is None else (topic, partitioner(key, partitions[topic], partitions[topic]))
+        if tp is not None and len(value) + len(key) <= _BATCHED_BYTES:
+            entry = building.get(tp)
+            if entry is None:
+                entry = building[tp] = (producer.create_batch(), [])
+            if entry[0].append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+                await flush(tp)
+                entry = building[tp] = (producer.create_batch(), [])
+                entry[0].append(key=key, value=value, timestamp=None, headers=headers)  # an empty batch takes it
+            entry[1].append(i)
+            continue
+        if tp in building:
+            await flush(tp)  # what came before it goes before it
+        try:
+            pending.append((await producer.send(topic, value, key=key, headers=headers), [i]))
+        except REFUSED_FOR_GOOD as error:  # the producer's own size check
+            refusals[i] = error
+    for tp in list(building):
+        await flush(tp)
+    acknowledged = []
+    # Awaited in turn (each is a future the producer resolves), not a task each.
+    for future, members in pending:
+        try:
+            ack = await future
+        except REFUSED_FOR_GOOD as error:
+            for i in members:
+                refusals[i] = error
+            continue
+        acknowledged.append(ack._replace(offset=ack.offset + len(members) - 1))
+    return refusals, acknowledged
 
 
 async def _park(conn: asyncpg.Connection, schema: str, refused: list[tuple[asyncpg.Record, BaseException]]) -> None:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.deadlines import handlers, repository
 from services.deadlines.api import router
 from services.deadlines.domain import RULE_NAMES
-from services.deadlines.scheduler import Clock, Scheduler
+from services.deadlines.scheduler import Scheduler
 from shared.metrics import DEADLINES_OPEN
 from shared.service import Service, create_app
 from shared.settings import Settings, get_settings
@@ -32,10 +32,6 @@ SERVICE = Service(
 )
 
 
-def build(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """The app; `clock` replaces the database clock of the scheduler (tests)."""
+def build(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    service = replace(SERVICE, consumes=handlers.consumes(settings))
-    if clock is not None:
-        service = replace(service, workers=[Scheduler(clock, max_sleep_seconds=0.1).run])
-    return create_app(service, settings)
+    return create_app(replace(SERVICE, consumes=handlers.consumes(settings)), settings)

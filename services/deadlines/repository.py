@@ -205,36 +205,39 @@ async def case_of(conn: Executor, case_id: uuid.UUID) -> asyncpg.Record | None:
 # --- the scheduler ------------------------------------------------------------------------
 
 
-async def fire_due(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[asyncpg.Record]:
-    """Claim up to `limit` deadlines whose next fire time is at or before `now` and move
-    them on: past their due time → breached; else warned (next: the due time). Rows
-    another transaction holds are skipped (`SKIP LOCKED`); the caller's transaction
-    holds these until it commits the events with them."""
+async def fire_due(conn: asyncpg.Connection, now: dt.datetime | None, limit: int) -> list[asyncpg.Record]:
+    """Claim up to `limit` deadlines whose next fire time is at or before `now` (None: the
+    database's now()) and move them on, in one statement: past their due time → breached;
+    else warned (next: the due time). Rows another transaction holds are skipped (`SKIP
+    LOCKED`); the caller's transaction holds these until it commits the events with them.
+    Each row carries the time fired against (`now`) and the database's now() (`recorded_at`)."""
     return await conn.fetch(
         f"""
-        WITH due AS (
-            SELECT case_id, rule, sequence FROM {SCHEMA}.deadlines
-            WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        )
         UPDATE {SCHEMA}.deadlines AS d SET
-            status       = CASE WHEN d.due_at <= $1 THEN 'breached' ELSE d.status END,
-            breached_at  = CASE WHEN d.due_at <= $1 THEN d.due_at ELSE d.breached_at END,
-            warned_at    = CASE WHEN d.due_at <= $1 THEN d.warned_at ELSE $1 END,
-            next_fire_at = CASE WHEN d.due_at <= $1 THEN NULL ELSE d.due_at END
-        FROM due
+            status       = CASE WHEN d.due_at <= due.now THEN 'breached' ELSE d.status END,
+            breached_at  = CASE WHEN d.due_at <= due.now THEN d.due_at ELSE d.breached_at END,
+            warned_at    = CASE WHEN d.due_at <= due.now THEN d.warned_at ELSE due.now END,
+            next_fire_at = CASE WHEN d.due_at <= due.now THEN NULL ELSE d.due_at END
+        FROM (
+            SELECT case_id, rule, sequence, coalesce($1::timestamptz, now()) AS now FROM {SCHEMA}.deadlines
+            WHERE next_fire_at <= coalesce($1::timestamptz, now()) ORDER BY next_fire_at LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ) AS due
         WHERE (d.case_id, d.rule, d.sequence) = (due.case_id, due.rule, due.sequence)
         RETURNING d.case_id, d.rule, d.sequence, d.local_authority, d.status, d.started_at, d.due_at, d.warn_at,
-                  d.imported
+                  d.imported, due.now, now() AS recorded_at
         """,
         now, limit,
     )
 
 
-async def earliest_fire(conn: Executor) -> dt.datetime | None:
-    return await conn.fetchval(
-        f"SELECT next_fire_at FROM {SCHEMA}.deadlines WHERE next_fire_at IS NOT NULL ORDER BY next_fire_at LIMIT 1"
+async def earliest_fire(conn: Executor) -> tuple[dt.datetime | None, dt.datetime]:
+    """The earliest next fire time (None: nothing to fire), and the database's now()."""
+    row = await conn.fetchrow(
+        f"SELECT (SELECT next_fire_at FROM {SCHEMA}.deadlines WHERE next_fire_at IS NOT NULL"
+        "         ORDER BY next_fire_at LIMIT 1) AS earliest, now() AS now"
     )
+    return row["earliest"], row["now"]
 
 
 # --- reads ---------------------------------------------------------------------------------

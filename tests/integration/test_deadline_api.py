@@ -8,16 +8,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+from dataclasses import replace
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.deadlines.app import build
-from services.deadlines.scheduler import Scheduler, ShiftedClock
+from services.deadlines.app import SERVICE
+from services.deadlines.scheduler import Scheduler
 from shared import devstack
 from shared.auth import issue_token
 from shared.messaging import DEADLINE_EVENTS
+from shared.service import create_app
+from tests.clocks import ShiftedClock
 from tests.factories import mappa_notification, review
 from tests.integration.conftest import bearer, run_services
 from tests.integration.helpers import eventually, header, metric_value
@@ -25,7 +28,8 @@ from tests.integration.helpers import eventually, header, metric_value
 
 @contextlib.asynccontextmanager
 async def _deadlines_app(settings, clock):
-    app = build(settings, clock=clock)
+    # The service with its scheduler on the test's clock, looking again often.
+    app = create_app(replace(SERVICE, workers=[Scheduler(clock, max_sleep_seconds=0.1).run]), settings)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app), base_url="http://deadlines"
     ) as client:

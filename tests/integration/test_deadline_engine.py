@@ -17,12 +17,13 @@ import pytest
 
 from services.deadlines.app import SERVICE
 from services.deadlines.handlers import on_event
-from services.deadlines.scheduler import FixedClock, Scheduler
+from services.deadlines.scheduler import Scheduler
 from shared.consumer import Delivery
 from shared.db import COMMON, create_pool, migrate
 from shared.events import ANY_EVENT
 from shared.messaging import IMPORTED_HEADER
 from shared.settings import get_settings
+from tests.clocks import FixedClock
 from tests.factories import mappa_notification, notification, review
 from tests.integration.helpers import eventually
 

@@ -9,8 +9,9 @@ import datetime as dt
 import json
 import uuid
 
-from services.deadlines.scheduler import FixedClock, Scheduler
+from services.deadlines.scheduler import Scheduler
 from shared.messaging import DEADLINE_EVENTS, IMPORTED_HEADER
+from tests.clocks import FixedClock
 from tests.factories import envelope, notification
 from tests.integration.conftest import bearer
 from tests.integration.helpers import eventually, find_records, header

@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 
 from services import cli
-from services.deadlines.scheduler import FixedClock, Scheduler
+from services.deadlines.scheduler import Scheduler
 from services.reporting import commands, repository
 from shared import devstack, record
 from shared.auth import issue_token
 from shared.messaging import DEADLINE_EVENTS
 from shared.reference import LOCAL_AUTHORITIES
 from shared.settings import get_settings
+from tests.clocks import FixedClock
 from tests.factories import envelope, notification
 from tests.integration.conftest import bearer, run_services
 from tests.integration.helpers import eventually

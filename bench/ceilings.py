@@ -1,0 +1,118 @@
+"""Ceilings: the simplest code doing each hot path's I/O, measured in the same run as the
+platform's own figure (issue 15). Absolute figures drift 2-3x between days on a shared
+machine; the ratio of a path's figure to its ceiling measured minutes apart does not.
+
+- `deadlines_claim_loop`  the deadline scheduler's ceiling: one worker claiming 1,000 due
+                          rows per transaction with `FOR UPDATE SKIP LOCKED`, moving them
+                          on and inserting their events into a record + outbox of the
+                          platform's shape, in one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+import uuid
+
+import asyncpg
+
+# --- deadlines: a SKIP LOCKED claim loop with an outbox insert ------------------------------
+
+_CEILING_SCHEMA = "bench_ceiling_deadlines"
+
+
+async def deadlines_claim_loop(database_url: str, rows: int = 100_000, *, batch: int = 1000,
+                               background: int = 0) -> float:
+    """Breaches per second of the simplest scheduler: `rows` deadlines due at one instant
+    (plus `background` due months later, standing in the index), in a table of the
+    deadlines service's shape (`LIKE deadlines.deadlines` when the database has it: the
+    same columns and indexes to write), claimed `batch` at a
+    time by one worker, each batch in one transaction that claims and updates the rows
+    (`UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`) and inserts one
+    event per row into the record and the outbox (one statement, values built with an
+    f-string). Works in a schema of its own in `database_url`, dropped at the end."""
+    s = _CEILING_SCHEMA
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}")
+        if await conn.fetchval("SELECT to_regclass('deadlines.deadlines') IS NOT NULL"):
+            # The service's own table shape (columns, indexes, checks): the same row and index writes.
+            await conn.execute(f"CREATE TABLE {s}.deadlines (LIKE deadlines.deadlines INCLUDING ALL)")
+        else:
+            await conn.execute(f"""
+                CREATE TABLE {s}.deadlines (
+                    case_id uuid NOT NULL, rule text NOT NULL, sequence integer NOT NULL,
+                    local_authority text NOT NULL, status text NOT NULL, watched boolean NOT NULL,
+                    imported boolean NOT NULL, started_at timestamptz NOT NULL, due_at timestamptz NOT NULL,
+                    breached_at timestamptz, next_fire_at timestamptz, opened_by uuid NOT NULL,
+                    PRIMARY KEY (case_id, rule, sequence));
+                CREATE INDEX ON {s}.deadlines (next_fire_at) WHERE next_fire_at IS NOT NULL;
+                CREATE INDEX ON {s}.deadlines (status, rule)""")
+        await conn.execute(f"""
+            CREATE TABLE {s}.emitted_events (
+                position bigserial PRIMARY KEY, event_id uuid NOT NULL, event_type text NOT NULL,
+                topic text NOT NULL, key bytea, value bytea NOT NULL, headers jsonb NOT NULL DEFAULT '{{}}',
+                created_at timestamptz NOT NULL DEFAULT now());
+            CREATE TABLE {s}.outbox (
+                position bigint PRIMARY KEY REFERENCES {s}.emitted_events,
+                created_at timestamptz NOT NULL DEFAULT now());
+        """)
+        now: dt.datetime = await conn.fetchval("SELECT now()")
+        due = now - dt.timedelta(seconds=1)
+        records = [
+            (case, "review_submission", 1, "fife", "open", True, False, due - dt.timedelta(days=90), due, due, case)
+            for case in (uuid.uuid4() for _ in range(rows))
+        ] + [
+            (case, "review_submission", 1, "fife", "open", True, False, now, later, later, case)
+            for case in (uuid.uuid4() for _ in range(background))
+            for later in [now + dt.timedelta(days=30, seconds=random.uniform(0, 90 * 86400))]
+        ]
+        await conn.copy_records_to_table("deadlines", schema_name=s, records=records, columns=(
+            "case_id", "rule", "sequence", "local_authority", "status", "watched", "imported", "started_at", "due_at",
+            "next_fire_at", "opened_by"))
+        await conn.execute(f"ANALYZE {s}.deadlines")
+
+        started = time.perf_counter()
+        fired = 0
+        while True:
+            async with conn.transaction():
+                claimed = await conn.fetch(f"""
+                    UPDATE {s}.deadlines AS d SET status = 'breached', breached_at = d.due_at, next_fire_at = NULL
+                    FROM (SELECT case_id, rule, sequence FROM {s}.deadlines WHERE next_fire_at <= now()
+                          ORDER BY next_fire_at LIMIT $1 FOR UPDATE SKIP LOCKED) AS due
+                    WHERE (d.case_id, d.rule, d.sequence) = (due.case_id, due.rule, due.sequence)
+                    RETURNING d.case_id, d.rule, d.sequence, d.local_authority, d.started_at, d.due_at""", batch)
+                if not claimed:
+                    break
+                ids, keys, values, headers = [], [], [], []
+                for row in claimed:
+                    event_id, case_id = uuid.uuid4(), str(row["case_id"])
+                    ids.append(event_id)
+                    keys.append(case_id.encode())
+                    values.append(
+                        f'{{"event_id":"{event_id}","event_type":"deadline.breached","case_id":"{case_id}",'
+                        f'"local_authority":"{row["local_authority"]}","received_at":"{row["due_at"].isoformat()}",'
+                        f'"data":{{"rule":"{row["rule"]}","started_at":"{row["started_at"].isoformat()}",'
+                        f'"due_at":"{row["due_at"].isoformat()}","breached_at":"{row["due_at"].isoformat()}"}}}}'
+                        .encode())
+                    headers.append(json.dumps({"ce_id": str(event_id), "ce_type": "deadline.breached",
+                                               "ce_subject": case_id}))
+                await conn.execute(
+                    f"WITH stored AS (INSERT INTO {s}.emitted_events (event_id, event_type, topic, key, value, headers)"
+                    " SELECT i, 'deadline.breached', 'sir.deadlines.v1', k, v, h"
+                    " FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::jsonb[]) AS e(i, k, v, h)"
+                    " RETURNING position)"
+                    f" INSERT INTO {s}.outbox (position) SELECT position FROM stored",
+                    ids, keys, values, headers)
+                fired += len(claimed)
+        seconds = time.perf_counter() - started
+        if fired != rows:
+            raise AssertionError(f"the claim loop fired {fired:,} of {rows:,}")
+        return rows / seconds
+    finally:
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+        finally:
+            await conn.close()
