@@ -9,7 +9,7 @@ import uuid
 
 from pydantic import BaseModel
 
-from shared.events import CASE_EVENT_MODELS, Actor, Envelope
+from shared.events import CASE_EVENT_MODELS, Actor, CaseAfter, Envelope
 from shared.lifecycle import Case, Refused, apply
 from shared.principal import Principal
 
@@ -57,7 +57,22 @@ def next_case(case: Case | None, event: Envelope) -> Case:
     return apply(case, event.event_type, event.local_authority, event.data.model_dump(mode="json"))
 
 
+def decide(case: Case | None, event: Envelope) -> tuple[Case, Envelope]:
+    """The case after `event` (`next_case`, or `Refused`) and the event carrying that
+    decision: a case event's `case_after` is the case as the lifecycle makes it, so that
+    consumers read it instead of running the state machine again. A forwarding record is
+    not a case event and carries none."""
+    case = next_case(case, event)
+    if event.event_type not in CASE_EVENT_MODELS:
+        return case, event
+    decided = CaseAfter(
+        state=case.state.value, sog_region=case.sog_region, responded=case.responded, closed_reason=case.closed_reason
+    )
+    return case, event.model_copy(update={"case_after": decided})
+
+
 def event_content(event: Envelope) -> str:
     """What must match for a stored event to be the same event (not when it was recorded,
-    nor the sequence intake gave it): an import skips an event stored with this content."""
-    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence"}), sort_keys=True)
+    nor the sequence and the case after it that intake gave it): an import skips an event
+    stored with this content."""
+    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence", "case_after"}), sort_keys=True)

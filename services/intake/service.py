@@ -2,7 +2,7 @@
 
 Every way an event enters the store goes through `append_to_case`: the caller holds the
 case's lock (`repository.lock_case`, or a new case's row), the lifecycle decides the case
-after the event (`domain.next_case`), and the event is stored and queued for publication
+after the event (`domain.decide`, which puts it on the event as `case_after`), and the event is stored and queued for publication
 (`repository.append`). The HTTP API (api.py) and the history import (history.py, which the
 API and `sir import` both call) only read their input and translate what goes wrong:
 this module raises domain errors, never an HTTP status.
@@ -22,7 +22,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from services.intake import repository
-from services.intake.domain import FORWARDED, event_content, new_event, next_case, serialised_size
+from services.intake.domain import FORWARDED, decide, event_content, new_event, serialised_size
 from shared import categorisation
 from shared.events import ANY_EVENT, Envelope
 from shared.lifecycle import Case, Refused
@@ -82,8 +82,9 @@ async def append_to_case(
     """Store `event` with the case it makes (`Refused` if the lifecycle refuses it), queued
     for publication, in the caller's transaction, which holds the case's lock. Returns the
     event as stored (with its case sequence) and the case after it. `max_bytes`: refuse an
-    event larger than that serialised (`EventTooLarge`)."""
-    case = next_case(case, event)
+    event larger than that serialised (`EventTooLarge`). A case event is stored carrying
+    the case after it (`case_after`, `domain.decide`)."""
+    case, event = decide(case, event)
     if max_bytes is not None and (size := serialised_size(event)) > max_bytes:
         raise EventTooLarge(f"the event would be {size} bytes serialised; the largest is {max_bytes}")
     return await repository.append(conn, event, case, imported=imported), case

@@ -1,12 +1,16 @@
 """Intake over HTTP against real PostgreSQL: tokens, scopes, validation, state, idempotency."""
 
+import json
 import uuid
 
 import pytest
 
 from shared.auth import issue_token, revoke_token
+from shared.lifecycle import fold
+from shared.messaging import CASE_EVENTS
 from tests.factories import mappa_notification, notification, review
 from tests.integration.conftest import bearer
+from tests.integration.helpers import find_records, header
 
 
 async def _notify(platform, token, body=None, **headers):
@@ -68,6 +72,30 @@ async def test_the_review_path_over_http(platform, tokens):
         uuid.UUID(case_id),
     )
     assert [(r["sequence"], r["in_envelope"]) for r in stored] == [(n, n) for n in range(1, 8)]
+
+    # Each event carries the case after it as intake decided it: the lifecycle's fold of
+    # the case's events up to it, stored and published alike (issue 14 item 2).
+    envelopes = [
+        json.loads(r["envelope"]) if isinstance(r["envelope"], str) else r["envelope"]
+        for r in await platform.pool.fetch(
+            "SELECT envelope FROM intake.events WHERE case_id = $1 ORDER BY position", uuid.UUID(case_id)
+        )
+    ]
+    expected = []
+    for n in range(1, len(envelopes) + 1):
+        folded = fold((e["event_type"], e["local_authority"], e["data"]) for e in envelopes[:n])
+        assert folded is not None
+        expected.append({"state": folded.state.value, "sog_region": folded.sog_region, "responded": folded.responded,
+                         "closed_reason": folded.closed_reason})
+    assert [e["case_after"] for e in envelopes] == expected
+    assert expected[-1] == {"state": "closed", "sog_region": None, "responded": True, "closed_reason": "concluded"}
+    ids = {e["event_id"]: n for n, e in enumerate(envelopes)}
+    published = await find_records(
+        platform.settings.kafka_bootstrap, CASE_EVENTS, lambda r: header(r, "ce_id") in ids, count=len(ids)
+    )
+    assert sorted((ids[header(r, "ce_id")], json.loads(r.value)["case_after"]) for r in published) == list(
+        enumerate(expected)
+    )
 
 
 async def test_a_new_case_starts_at_sequence_one(platform, tokens):
