@@ -2,10 +2,11 @@
 
 Every way an event enters the store goes through `append_to_case`: the caller holds the
 case's lock (`repository.lock_case`, or a new case's row), the lifecycle decides the case
-after the event (`domain.decide`, which puts it on the event as `case_after`), and the event is stored and queued for publication
-(`repository.append`). The HTTP API (api.py) and the history import (history.py, which the
-API and `sir import` both call) only read their input and translate what goes wrong:
-this module raises domain errors, never an HTTP status.
+after the event (`domain.decide`, which puts it on the event as `case_after`), and the
+event is stored and queued for publication (`repository.append`). The HTTP API (api.py)
+and the history import (history.py, which the API and `sir import` both call) only read
+their input and translate what goes wrong: this module raises domain errors, never an
+HTTP status.
 """
 
 from __future__ import annotations
