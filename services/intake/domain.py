@@ -40,11 +40,6 @@ def new_event(
     )
 
 
-def serialised_size(event: Envelope) -> int:
-    """Bytes of the event as stored and published (the outbox row's value)."""
-    return len(event.model_dump_json().encode())
-
-
 def next_case(case: Case | None, event: Envelope) -> Case:
     """The case after `event`, or `Refused` with the reason: the lifecycle's state machine
     for case events; a forwarding record (imported history) needs its case and changes nothing."""
