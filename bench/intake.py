@@ -66,7 +66,10 @@ def wrk(url: str, headers: dict[str, str], body: str, *, connections: int, threa
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url],
             capture_output=True, text=True, check=True,
         )
-    return parse_wrk(done.stdout)
+    try:
+        return parse_wrk(done.stdout)
+    except (AttributeError, ValueError):
+        raise SystemExit(f"could not read wrk's output:\n{done.stdout}\n{done.stderr}") from None
 
 
 def parse_wrk(output: str) -> Load:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.logs import configure_logging
@@ -141,7 +142,18 @@ def _serve(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     app = importlib.import_module(f"services.{args.service}.app").build(settings)
-    asyncio.run(serve(args.service, app, settings))
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(serve(args.service, app, settings))
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (uvicorn[standard]; uvicorn picks it only
+    when it makes the loop itself, and `serve` runs in ours), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _migrate(settings: Settings) -> None:

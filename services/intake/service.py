@@ -109,10 +109,12 @@ def append_to_case(case: Case | None, last_sequence: int, event: Envelope, *, ma
 
 
 async def record_notification(
-    pool: asyncpg.Pool, principal: Principal, data: BaseModel, *, idempotency_key: str | None, max_bytes: int
+    pool: asyncpg.Pool, principal: Principal, data: BaseModel, *, idempotency_key: str | None, max_bytes: int,
+    now: dt.datetime | None = None,
 ) -> Recorded:
-    """A council notifies a serious incident: a new case."""
-    return await _record(pool, principal, idempotency_key, "incident.notified", None, data, max_bytes)
+    """A council notifies a serious incident: a new case. `now`: the database clock when
+    the request was received, if the caller read it already (else it is read here)."""
+    return await _record(pool, principal, idempotency_key, "incident.notified", None, data, max_bytes, now)
 
 
 async def record_case_event(
@@ -124,9 +126,10 @@ async def record_case_event(
     *,
     idempotency_key: str | None,
     max_bytes: int,
+    now: dt.datetime | None = None,
 ) -> Recorded:
     """Any later event of an existing case."""
-    return await _record(pool, principal, idempotency_key, event_type, case_id, data, max_bytes)
+    return await _record(pool, principal, idempotency_key, event_type, case_id, data, max_bytes, now)
 
 
 async def _record(
@@ -137,10 +140,11 @@ async def _record(
     case_id: uuid.UUID | None,
     data: BaseModel,
     max_bytes: int,
+    now: dt.datetime | None,
 ) -> Recorded:
     fingerprint = hashlib.sha256(
         json.dumps([event_type, str(case_id), data.model_dump(mode="json")], sort_keys=True).encode()
-    ).digest()
+    ).digest() if idempotency_key is not None else b""
     for _ in range(2):  # a second pass finds the answer of a concurrent twin request
         try:
             async with pool.acquire() as conn:
@@ -148,11 +152,11 @@ async def _record(
                     # A new case: nothing to lock, and its row, event, outbox row and
                     # idempotency answer are one statement (all or nothing).
                     recorded = await _append_live(conn, principal, idempotency_key, fingerprint, event_type, None,
-                                                  data, max_bytes)
+                                                  data, max_bytes, now)
                 else:
                     async with conn.transaction():
                         recorded = await _append_live(conn, principal, idempotency_key, fingerprint, event_type,
-                                                      case_id, data, max_bytes)
+                                                      case_id, data, max_bytes, now)
             if recorded.event is not None:
                 EVENTS_RECORDED.labels(event_type).inc()
             return recorded
@@ -164,13 +168,15 @@ async def _record(
 
 async def _append_live(
     conn: asyncpg.Connection, principal: Principal, idempotency_key: str | None, fingerprint: bytes,
-    event_type: str, case_id: uuid.UUID | None, data: BaseModel, max_bytes: int,
+    event_type: str, case_id: uuid.UUID | None, data: BaseModel, max_bytes: int, now: dt.datetime | None,
 ) -> Recorded:
-    now, prior = await repository.now_and_prior_answer(conn, principal.token_id, idempotency_key)
-    if prior is not None:
-        if prior["request_sha256"] != fingerprint:
-            raise IdempotencyConflict("this Idempotency-Key was used for another request")
-        return Recorded(None, prior["response"])
+    if idempotency_key is not None or now is None:
+        clock, prior = await repository.now_and_prior_answer(conn, principal.token_id, idempotency_key)
+        now = now or clock
+        if prior is not None:
+            if prior["request_sha256"] != fingerprint:
+                raise IdempotencyConflict("this Idempotency-Key was used for another request")
+            return Recorded(None, prior["response"])
     if case_id is None:
         # A council token always has its authority; any other role is refused by
         # check_may_post (incident.notified is a council's) before it is used.
