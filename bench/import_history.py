@@ -84,7 +84,7 @@ def run_import(path: Path, database_url: str, bootstrap: str, profile: str | Non
     env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=bootstrap, SIR_LOG_LEVEL="WARNING")
     command = [sys.executable, "-m", "services.cli", "import", str(path)]
     if profile:
-        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "100", "-o", profile,
+        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "100", "--idle", "-o", profile,
                    "--", *command]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)

@@ -49,21 +49,23 @@ def next_case(case: Case | None, event: Envelope) -> Case:
         if case is None:
             raise Refused(f"no case {event.case_id}: a forwarding record follows its case's notification")
         return case
-    return apply(case, event.event_type, event.local_authority, event.data.model_dump(mode="json"))
+    # The data as plain values (the lifecycle reads strings, booleans and dates).
+    return apply(case, event.event_type, event.local_authority, event.data.model_dump())
 
 
-def decide(case: Case | None, event: Envelope) -> tuple[Case, Envelope]:
+def decide(case: Case | None, event: Envelope, **changes: object) -> tuple[Case, Envelope]:
     """The case after `event` (`next_case`, or `Refused`) and the event carrying that
     decision: a case event's `case_after` is the case as the lifecycle makes it, so that
     consumers read it instead of running the state machine again. A forwarding record is
-    not a case event and carries none."""
+    not a case event and carries none. `changes`: other fields of the event to set in the
+    same copy (its sequence, when it is recorded)."""
     case = next_case(case, event)
-    if event.event_type not in CASE_EVENT_MODELS:
-        return case, event
-    decided = CaseAfter(
-        state=case.state.value, sog_region=case.sog_region, responded=case.responded, closed_reason=case.closed_reason
-    )
-    return case, event.model_copy(update={"case_after": decided})
+    if event.event_type in CASE_EVENT_MODELS:
+        changes["case_after"] = CaseAfter(
+            state=case.state.value, sog_region=case.sog_region, responded=case.responded,
+            closed_reason=case.closed_reason,
+        )
+    return case, event.model_copy(update=changes) if changes else event
 
 
 def event_content(event: Envelope) -> str:

@@ -44,7 +44,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from services.intake import repository, service
-from services.intake.domain import FORWARDED, event_content
+from services.intake.domain import FORWARDED
 from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.logs import event_fields
 from shared.metrics import EVENTS_RECORDED
@@ -59,6 +59,8 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 CASES_PER_TRANSACTION = 200
 # Lines validated and spooled together (one COPY).
 LINES_PER_BATCH = 2000
+# Fields of a line that intake sets itself when it stores the event.
+REASSIGNED = {"sequence", "case_after"}
 # A reason is about the line, never a copy of it: long values are cut.
 MAX_REASON_CHARS = 300
 
@@ -142,7 +144,10 @@ class Validator:
             if _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
                 _check_storable(obj)
             event = _validate(obj)
-            content = event_content(event)
+            # What pass 2 reads back, and what must match for a repeat: the event without
+            # what intake gives it (sequence, case_after; recorded_at is received_at here),
+            # so equal to another line's exactly when `event_content` is.
+            content = event.model_dump_json(exclude=REASSIGNED)
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             self._refuse(number, case_id, _explain(error))
             return None
@@ -158,7 +163,7 @@ class Validator:
             self.repeated[event.case_id] += 1
             return None
         self._seen[event.event_id.bytes] = digest
-        return Spooled(number, event.case_id, event.model_dump_json())
+        return Spooled(number, event.case_id, content)
 
     def _refuse(self, number: int, case_id: uuid.UUID | None, reason: str) -> None:
         self.errors.append(LineError(number, str(case_id) if case_id else None, _printable(reason)))

@@ -87,21 +87,26 @@ class Appended:
     text: str  # the event's JSON, as stored and published
 
 
-def append_to_case(case: Case | None, last_sequence: int, event: Envelope, *, max_bytes: int) -> Appended:
+def append_to_case(
+    case: Case | None, last_sequence: int, event: Envelope, *, max_bytes: int, recorded_at: dt.datetime | None = None
+) -> Appended:
     """`event` as it is to be stored in `case` (None: not in the store yet), whose events
     so far are numbered up to `last_sequence`: the lifecycle decides the case after it
     (`Refused` if it does not fit; `domain.decide` puts the decision on the event as
-    `case_after`), a case event gets the case's next sequence, whatever it carried, and an
-    event larger than `max_bytes` serialised is refused (`EventTooLarge`). The caller
-    stores it (`repository.append`) in the transaction that holds the case's lock."""
-    case, event = decide(case, event)
+    `case_after`), a case event gets the case's next sequence, whatever it carried (and
+    `recorded_at`, if given), and an event larger than `max_bytes` serialised is refused
+    (`EventTooLarge`). The caller stores it (`repository.append`) in the transaction that
+    holds the case's lock."""
     if event.event_type == "incident.notified":
         sequence: int | None = 1
     elif event.event_type in CASE_EVENT_MODELS:
         sequence = last_sequence + 1
     else:
         sequence = None  # a forwarding record of imported history
-    event = event.model_copy(update={"sequence": sequence})
+    changes: dict[str, object] = {"sequence": sequence}
+    if recorded_at is not None:
+        changes["recorded_at"] = recorded_at
+    case, event = decide(case, event, **changes)
     text = event.model_dump_json()
     if (size := len(text.encode())) > max_bytes:
         raise EventTooLarge(f"the event would be {size} bytes serialised; the largest is {max_bytes}")
@@ -333,7 +338,7 @@ def _decide_case(
     appended = []
     for number, event in new:
         try:
-            one = append_to_case(case, last_sequence, event.model_copy(update={"recorded_at": now}), max_bytes=max_bytes)
+            one = append_to_case(case, last_sequence, event, max_bytes=max_bytes, recorded_at=now)
         except Refused as refusal:
             raise ImportRefused(number, f"{event.event_type}: {refusal}") from None
         except EventTooLarge as refusal:
