@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import asyncpg
@@ -40,6 +40,12 @@ BENCH = Path(__file__).parent
 TARGET = 0.8
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class Load:
     requests_per_second: float
@@ -47,13 +53,16 @@ class Load:
     p99_ms: float
     requests: int
     failed: int  # answers that were not 2xx, and socket errors
+    cpu_ms: float = 0.0  # the server process's CPU per request: steadier than req/s on a busy machine
 
     def __str__(self) -> str:
-        return f"{self.requests_per_second:,.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
+        return (f"{self.requests_per_second:,.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms,"
+                f" {self.cpu_ms:.2f} ms CPU a request")
 
 
-def wrk(url: str, headers: dict[str, str], body: str, *, connections: int, threads: int, seconds: int) -> Load:
-    """One wrk run of POSTs of `body` to `url`."""
+def wrk(url: str, headers: dict[str, str], body: str, *, connections: int, threads: int, seconds: int,
+        pid: int | None = None) -> Load:
+    """One wrk run of POSTs of `body` to `url` (served by process `pid`, whose CPU is counted)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     script = "wrk.method = 'POST'\n" + f"wrk.body = {json.dumps(body)}\n" + "".join(
@@ -62,20 +71,23 @@ def wrk(url: str, headers: dict[str, str], body: str, *, connections: int, threa
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
         file.write(script)
         file.flush()
+        cpu_before = cpu_seconds(pid) if pid else 0.0
         done = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url],
             capture_output=True, text=True, check=True,
         )
+    cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
     try:
-        return parse_wrk(done.stdout)
+        load = parse_wrk(done.stdout)
     except (AttributeError, ValueError):
         raise SystemExit(f"could not read wrk's output:\n{done.stdout}\n{done.stderr}") from None
+    return replace(load, cpu_ms=cpu * 1000 / max(load.requests, 1))
 
 
 def parse_wrk(output: str) -> Load:
     def duration_ms(text: str) -> float:
-        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip()).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
 
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = duration_ms(re.search(r"\b50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
@@ -103,6 +115,17 @@ async def council_token(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
     try:
         return await issue_token(conn, "council", local_authority="glasgow-city")
+    finally:
+        await conn.close()
+
+
+async def _outbox_waiting(database_url: str) -> int:
+    try:
+        conn = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError):  # a busy shared server: the figure is a by-the-way
+        return -1
+    try:
+        return await conn.fetchval("SELECT count(*) FROM intake.outbox")
     finally:
         await conn.close()
 
@@ -147,20 +170,23 @@ def main() -> None:
             wrk(f"{intake}/v1/notifications", headers, body, **load | {"seconds": 2})
             wrk(f"{ceiling}/v1/notifications", headers, body, **load | {"seconds": 2})
             intake_runs, ceiling_runs = [], []
+            intake_process = intake_pid(ports["intake"])
             for round_ in range(args.rounds):
                 profiler = None
                 if args.profile and round_ == 0:
                     profiler = subprocess.Popen(
                         [str(Path(sys.executable).parent / "py-spy"), "record", "-o", args.profile, "-d",
-                         str(args.seconds), "-p", str(intake_pid(ports["intake"])), "-r", "200",
+                         str(args.seconds), "-p", str(intake_process), "-r", "200",
                          "-f", "raw" if args.profile.endswith(".txt") else "flamegraph"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )
-                intake_runs.append(wrk(f"{intake}/v1/notifications", headers, body, **load))
+                intake_runs.append(wrk(f"{intake}/v1/notifications", headers, body, **load, pid=intake_process))
                 if profiler is not None:
                     profiler.wait(timeout=60)
-                ceiling_runs.append(wrk(f"{ceiling}/v1/notifications", headers, body, **load))
-                print(f"round {round_ + 1}: intake {intake_runs[-1]}; ceiling {ceiling_runs[-1]}", flush=True)
+                ceiling_runs.append(wrk(f"{ceiling}/v1/notifications", headers, body, **load, pid=ceiling_process.pid))
+                waiting = asyncio.run(_outbox_waiting(database_url))
+                print(f"round {round_ + 1}: intake {intake_runs[-1]} (outbox still to publish after it and the"
+                      f" ceiling's run: {waiting}); ceiling {ceiling_runs[-1]}", flush=True)
         finally:
             ceiling_process.terminate()
             ceiling_process.wait(timeout=20)
@@ -173,7 +199,8 @@ def main() -> None:
     print(f"intake POST /v1/notifications, wrk {args.connections} connections, intake + Tansu + PostgreSQL: {project}")
     print(f"ceiling bare FastAPI + pydantic + one asyncpg transaction (event row + outbox row): {bare}")
     print(f"ratio intake/ceiling {rate:.2f} in throughput (target ≥ {TARGET}); p99 {project.p99_ms:.0f} ms"
-          f" against {bare.p99_ms:.0f} ms")
+          f" against {bare.p99_ms:.0f} ms; CPU a request, ceiling/intake {bare.cpu_ms / max(project.cpu_ms, 1e-9):.2f}"
+          f" ({bare.cpu_ms:.2f} against {project.cpu_ms:.2f} ms, intake's relay publishing included)")
     print(" | ".join([
         "intake POST /v1/notifications (wrk 32 connections)", f"{project.requests_per_second:,.0f} req/s,"
         f" p99 {project.p99_ms:.0f} ms", f"{bare.requests_per_second:,.0f} req/s, p99 {bare.p99_ms:.0f} ms",
@@ -200,6 +227,7 @@ def _median(runs: list[Load]) -> Load:
     return Load(
         statistics.mean(r.requests_per_second for r in middle), statistics.mean(r.p50_ms for r in middle),
         statistics.mean(r.p99_ms for r in middle), sum(r.requests for r in runs), sum(r.failed for r in runs),
+        statistics.mean(r.cpu_ms for r in middle),
     )
 
 

@@ -208,15 +208,18 @@ async def _record(
     """The use case (service.py), its refusals translated to HTTP."""
     pool, max_bytes = request.app.state.pool, request.app.state.settings.max_message_bytes
     now = request_clock(request)  # read with the token: no round trip of its own
+    # This process's outbox relay, woken here once the event is committed (no NOTIFY).
+    relay = getattr(request.app.state, "relay", None)
+    wake = relay.wake if relay is not None and relay.running else None
     try:
         if case_id is None:
             recorded = await service.record_notification(
-                pool, principal, data, idempotency_key=idempotency_key, max_bytes=max_bytes, now=now
+                pool, principal, data, idempotency_key=idempotency_key, max_bytes=max_bytes, now=now, wake=wake
             )
         else:
             recorded = await service.record_case_event(
                 pool, principal, case_id, event_type, data, idempotency_key=idempotency_key, max_bytes=max_bytes,
-                now=now,
+                now=now, wake=wake,
             )
     except ValidationError as refusal:
         raise _body_error(refusal) from None

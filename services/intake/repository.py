@@ -103,12 +103,16 @@ async def append(
     *,
     imported: bool = False,
     remember: Remember | None = None,
+    woken_in_process: bool = False,
 ) -> None:
     """Store the cases begun and the events (each with its JSON text, as stored and
     published: sequence and case_after set), record and queue the events for publication
     (shared/outbox.py's tables), and the idempotency answer: one statement, so all of it
     or nothing, in the caller's transaction (if any), which holds the lock of each case
-    that is not new (`lock_cases`). Events are stored in the order given."""
+    that is not new (`lock_cases`). Events are stored in the order given.
+    `woken_in_process`: the caller wakes the outbox relay of its own process once this
+    commits (`OutboxRelay.wake`), so the outbox's trigger sends no NOTIFY for it (see
+    migrations/003_outbox_woken_in_process.sql)."""
     remembered = (
         f", remembered AS (INSERT INTO {SCHEMA}.idempotency_keys (token_id, key, request_sha256, response)"
         " VALUES ($15, $16, $17, $18))"
@@ -126,7 +130,9 @@ async def append(
         "   FROM unnest($5::uuid[], $7::text[], $13::text[], $6::uuid[], $12::text[], $14::jsonb[])"
         "     WITH ORDINALITY AS x(i, y, t, c, e, h, n) ORDER BY n RETURNING position)"
         f"{remembered}"
-        f" INSERT INTO {SCHEMA}.outbox (position) SELECT position FROM emitted",
+        + (", quiet AS (SELECT set_config('sir.outbox_woken_in_process', 'on', true) AS quiet)" if woken_in_process else "")
+        + f" INSERT INTO {SCHEMA}.outbox (position) SELECT position FROM emitted"
+        + (" WHERE (SELECT quiet FROM quiet) = 'on'" if woken_in_process else ""),
         [c.case_id for c in new_cases], [c.local_authority for c in new_cases], [c.sog_region for c in new_cases],
         imported,
         [e.event_id for e, _ in events], [e.case_id for e, _ in events], [e.event_type for e, _ in events],

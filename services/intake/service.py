@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -115,11 +115,13 @@ def append_to_case(
 
 async def record_notification(
     pool: asyncpg.Pool, principal: Principal, data: BaseModel, *, idempotency_key: str | None, max_bytes: int,
-    now: dt.datetime | None = None,
+    now: dt.datetime | None = None, wake: Callable[[], None] | None = None,
 ) -> Recorded:
     """A council notifies a serious incident: a new case. `now`: the database clock when
-    the request was received, if the caller read it already (else it is read here)."""
-    return await _record(pool, principal, idempotency_key, "incident.notified", None, data, max_bytes, now)
+    the request was received, if the caller read it already (else it is read here).
+    `wake`: wakes the outbox relay of this process, called once the event is committed
+    (then the store sends no NOTIFY for it); None: the relay is woken by NOTIFY."""
+    return await _record(pool, principal, idempotency_key, "incident.notified", None, data, max_bytes, now, wake)
 
 
 async def record_case_event(
@@ -132,9 +134,10 @@ async def record_case_event(
     idempotency_key: str | None,
     max_bytes: int,
     now: dt.datetime | None = None,
+    wake: Callable[[], None] | None = None,
 ) -> Recorded:
-    """Any later event of an existing case."""
-    return await _record(pool, principal, idempotency_key, event_type, case_id, data, max_bytes, now)
+    """Any later event of an existing case (`now`, `wake`: as for `record_notification`)."""
+    return await _record(pool, principal, idempotency_key, event_type, case_id, data, max_bytes, now, wake)
 
 
 async def _record(
@@ -146,6 +149,7 @@ async def _record(
     data: BaseModel,
     max_bytes: int,
     now: dt.datetime | None,
+    wake: Callable[[], None] | None,
 ) -> Recorded:
     fingerprint = hashlib.sha256(
         json.dumps([event_type, str(case_id), data.model_dump(mode="json")], sort_keys=True).encode()
@@ -157,12 +161,14 @@ async def _record(
                     # A new case: nothing to lock, and its row, event, outbox row and
                     # idempotency answer are one statement (all or nothing).
                     recorded = await _append_live(conn, principal, idempotency_key, fingerprint, event_type, None,
-                                                  data, max_bytes, now)
+                                                  data, max_bytes, now, wake is not None)
                 else:
                     async with conn.transaction():
                         recorded = await _append_live(conn, principal, idempotency_key, fingerprint, event_type,
-                                                      case_id, data, max_bytes, now)
-            if recorded.event is not None:
+                                                      case_id, data, max_bytes, now, wake is not None)
+            if recorded.event is not None:  # committed: the relay publishes it now
+                if wake is not None:
+                    wake()
                 EVENTS_RECORDED.labels(event_type).inc()
             return recorded
         except asyncpg.UniqueViolationError:
@@ -174,6 +180,7 @@ async def _record(
 async def _append_live(
     conn: asyncpg.Connection, principal: Principal, idempotency_key: str | None, fingerprint: bytes,
     event_type: str, case_id: uuid.UUID | None, data: BaseModel, max_bytes: int, now: dt.datetime | None,
+    woken_in_process: bool,
 ) -> Recorded:
     if idempotency_key is not None or now is None:
         clock, prior = await repository.now_and_prior_answer(conn, principal.token_id, idempotency_key)
@@ -218,6 +225,7 @@ async def _append_live(
             repository.Remember(principal.token_id, idempotency_key, fingerprint, answer)
             if idempotency_key is not None else None
         ),
+        woken_in_process=woken_in_process,
     )
     return Recorded(event, answer)
 

@@ -198,3 +198,62 @@ async def test_a_notification_is_checked_before_it_is_sent_and_nothing_is_stored
     refused = await platform.clients["intake"].post("/v1/notifications/check", json=future, headers=bearer(tokens["glasgow"]))
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "incident_date"
     assert await platform.pool.fetchval("SELECT count(*) FROM intake.events") == stored
+
+
+async def test_a_write_that_wakes_its_relay_in_process_sends_no_notify(platform):
+    """Intake's HTTP writes wake their own process's relay (OutboxRelay.wake) and the
+    outbox trigger sends no NOTIFY for them (a NOTIFY serialises every notifying commit
+    of the cluster); every other write still notifies."""
+    import asyncio
+    import datetime as dt
+
+    from services.intake import repository
+    from services.intake.domain import new_event
+    from services.intake.service import append_to_case
+    from shared.events import IncidentNotifiedData
+    from shared.principal import Principal
+
+    council = Principal("tok_test", "council", "glasgow-city")
+
+    async def write(conn, *, woken_in_process: bool) -> None:
+        event = new_event(
+            "incident.notified", case_id=uuid.uuid4(), local_authority="glasgow-city", principal=council,
+            data=IncidentNotifiedData.model_validate(notification()), now=dt.datetime.now(dt.timezone.utc),
+        )
+        appended = append_to_case(None, 0, event, max_bytes=1_000_000)
+        await repository.append(
+            conn, [repository.NewCase(event.case_id, "glasgow-city", None)], [(appended.event, appended.text)],
+            woken_in_process=woken_in_process,
+        )
+
+    heard: list[str] = []
+
+    def hear(*args) -> None:
+        heard.append(args[2])
+
+    async def heard_after_commit() -> int:
+        # A listening backend hands over the notifications committed before a query's end.
+        await listener.execute("SELECT 1")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return len(heard)
+
+    async with platform.pool.acquire() as listener, platform.pool.acquire() as writer:
+        await listener.add_listener("intake_outbox", hear)
+        try:
+            await write(writer, woken_in_process=True)
+            assert await heard_after_commit() == 0
+            await write(writer, woken_in_process=False)
+            assert await eventually_heard(heard_after_commit) == 1
+        finally:
+            await listener.remove_listener("intake_outbox", hear)
+
+
+async def eventually_heard(count, bound: int = 100) -> int:
+    import asyncio
+
+    for _ in range(bound):
+        if heard := await count():
+            return heard
+        await asyncio.sleep(0.05)
+    return 0
