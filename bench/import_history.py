@@ -78,11 +78,16 @@ def write_history(path: Path, megabytes: int) -> int:
     return lines
 
 
-def run_import(path: Path, database_url: str, bootstrap: str) -> tuple[float, int, str]:
-    """Seconds, peak RSS in kB of the `sir import` process, and its stdout."""
+def run_import(path: Path, database_url: str, bootstrap: str, profile: str | None = None) -> tuple[float, int, str]:
+    """Seconds, peak RSS in kB of the `sir import` process, and its stdout. `profile`: record
+    it with py-spy (collapsed stacks) into that file (the RSS is then py-spy's or the import's)."""
     env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=bootstrap, SIR_LOG_LEVEL="WARNING")
+    command = [sys.executable, "-m", "services.cli", "import", str(path)]
+    if profile:
+        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "100", "--idle", "-o", profile,
+                   "--", *command]
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "services.cli", "import", str(path)], env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"sir import failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -115,13 +120,14 @@ async def executemany_ceiling(path: Path, database_url: str, lines: int, sample:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument("--profile", help="record `sir import` with py-spy into this file (pip install py-spy)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, bench_database() as database_url, devstack.Tansu() as broker:
         path = Path(directory) / "history.ndjson"
         lines = write_history(path, args.megabytes)
         size = path.stat().st_size
         print(f"history: {size / 1e6:.1f} MB, {lines:,} events in {lines // len(STEPS):,} cases")
-        seconds, peak_kb, output = run_import(path, database_url, broker.bootstrap)
+        seconds, peak_kb, output = run_import(path, database_url, broker.bootstrap, args.profile)
         for line in output.strip().splitlines():
             if line.startswith("imported ") or "events/s stored" in line:
                 print(line)

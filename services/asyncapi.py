@@ -41,7 +41,7 @@ from shared.reference import MAPPA_REGIONS
 from shared.settings import SERVICES
 
 # The version of the event contract (CHANGELOG.md): major for a change that breaks a reader.
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 # The broker named in the document: docker-compose's; each deployment sets KAFKA_BOOTSTRAP.
 DOCUMENTED_BOOTSTRAP = "kafka:9092"
 KAFKA_BINDING = "0.5.0"

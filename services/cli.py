@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.logs import configure_logging
@@ -141,7 +142,18 @@ def _serve(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     app = importlib.import_module(f"services.{args.service}.app").build(settings)
-    asyncio.run(serve(args.service, app, settings))
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(serve(args.service, app, settings))
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (uvicorn[standard]; uvicorn picks it only
+    when it makes the loop itself, and `serve` runs in ours), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _migrate(settings: Settings) -> None:
@@ -184,12 +196,18 @@ async def _migrate_emitting(pool) -> None:
         await migrate(pool, name, COMMON, importlib.import_module(f"services.{name}.app").SERVICE.migrations)
 
 
-async def _publish_outbox(pool, settings: Settings, schema: str = "intake") -> None:
+# Rows a relay of `sir import` publishes per batch (a service's relay: 500).
+IMPORT_PUBLISH_BATCH = 5000
+
+
+async def _publish_outbox(pool, settings: Settings, schema: str = "intake", batch_size: int = 500) -> None:
     """Publish a service's outbox here: the service may not be running. A running
     service's relay shares the work; an advisory lock keeps their batches apart."""
     from shared.outbox import OutboxRelay
 
-    relay = OutboxRelay(pool, schema, settings.kafka_bootstrap, partitions=settings.kafka_partitions)
+    relay = OutboxRelay(
+        pool, schema, settings.kafka_bootstrap, partitions=settings.kafka_partitions, batch_size=batch_size
+    )
     try:
         await relay.drain(timeout=3600)
     finally:
@@ -249,13 +267,25 @@ async def _import(path: Path, settings: Settings) -> int:
     progress = _ImportProgress(size)
 
     async def run(pool):
+        from shared.outbox import OutboxRelay
+
         await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
-        report = await history.import_history(
-            pool, history.read_file(path), max_line_bytes=settings.max_message_bytes, progress=progress
+        # Published while they are stored: intake's outbox relay runs beside the import (a
+        # broker that does not answer only delays it; the drain below says so).
+        relay = OutboxRelay(
+            pool, SERVICE.name, settings.kafka_bootstrap, partitions=settings.kafka_partitions,
+            batch_size=IMPORT_PUBLISH_BATCH,
         )
+        await relay.start()
+        try:
+            report = await history.import_history(
+                pool, history.read_file(path), max_line_bytes=settings.max_message_bytes, progress=progress
+            )
+        finally:
+            await relay.stop()
         progress.done(report)
         try:
-            await _publish_outbox(pool, settings)
+            await _publish_outbox(pool, settings, batch_size=IMPORT_PUBLISH_BATCH)
         except Exception as error:  # any failure: stored is what matters; the relay publishes later
             print(
                 f"sir import: stored, but not yet published ({type(error).__name__}: {error}); intake's"
@@ -265,7 +295,8 @@ async def _import(path: Path, settings: Settings) -> int:
         return report
 
     try:
-        report = await _with_pool(run)
+        # The import's connection, and the relay's listener and batch.
+        report = await _with_pool(run, max_size=3)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
         print(
             f"sir import: the database at {_redacted(settings.database_url)} failed ({type(error).__name__}:"
@@ -336,10 +367,10 @@ def _docs(args: argparse.Namespace) -> int:
     return 1 if args.check and stale else 0
 
 
-async def _with_pool(work):
+async def _with_pool(work, max_size: int = 2):
     from shared.db import create_pool, migrate_auth
 
-    pool = await create_pool(get_settings().database_url, max_size=2)
+    pool = await create_pool(get_settings().database_url, max_size=max_size)
     try:
         await migrate_auth(pool)
         return await work(pool)

@@ -6,6 +6,7 @@ secret is 256 random bits, so a slow password hash would add nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -70,17 +71,23 @@ async def revoke_token(conn: asyncpg.Connection | asyncpg.Pool, token_id: str) -
 
 
 async def authenticate(pool: asyncpg.Pool, token: str) -> Principal | None:
+    return (await authenticate_at(pool, token))[0]
+
+
+async def authenticate_at(pool: asyncpg.Pool, token: str) -> tuple[Principal | None, dt.datetime | None]:
+    """The token's principal (None: not a valid token), and the database clock read in the
+    same round trip (None for a token not even shaped like one)."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "sir":
-        return None
+        return None, None
     row = await pool.fetchrow(
-        "SELECT token_id, secret_sha256, role, local_authority, region FROM auth.tokens"
-        " WHERE token_id = $1 AND revoked_at IS NULL",
+        "SELECT now() AS now, t.token_id, t.secret_sha256, t.role, t.local_authority, t.region"
+        " FROM (SELECT 1) one LEFT JOIN auth.tokens t ON t.token_id = $1 AND t.revoked_at IS NULL",
         parts[1],
     )
-    if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(parts[2])):
-        return None
-    return Principal(row["token_id"], row["role"], row["local_authority"], row["region"])
+    if row["token_id"] is None or not hmac.compare_digest(row["secret_sha256"], _digest(parts[2])):
+        return None, row["now"]
+    return Principal(row["token_id"], row["role"], row["local_authority"], row["region"]), row["now"]
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `sir token issue`")
@@ -89,12 +96,19 @@ _bearer = HTTPBearer(auto_error=False, description="A token from `sir token issu
 async def current_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """FastAPI dependency: the caller's principal, or 401."""
+    """FastAPI dependency: the caller's principal, or 401. The database clock read with the
+    token is kept as `request.state.clock` (`request_clock`): a route that records the
+    moment it received the request needs no round trip of its own for it."""
     principal = None
     if credentials is not None:
-        principal = await authenticate(request.app.state.pool, credentials.credentials)
+        principal, request.state.clock = await authenticate_at(request.app.state.pool, credentials.credentials)
     if principal is None:
         raise HTTPException(
             401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
         )
     return principal
+
+
+def request_clock(request: Request) -> dt.datetime | None:
+    """The database clock when the request's token was checked (None if it was not)."""
+    return getattr(request.state, "clock", None)

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from shared.events import ANY_EVENT, CASE_EVENT_TYPES, ROUTING_EVENT_TYPES, Envelope, event_type_of
+from shared.lifecycle import fold
 
 _AT = dt.datetime(2026, 11, 20, 10, 30, tzinfo=dt.timezone.utc)
 _DUE = (_AT + dt.timedelta(days=14)).isoformat()
@@ -65,6 +66,16 @@ def example_event(model: type[Envelope]) -> Envelope:
     }
     if model in CASE_EVENT_TYPES:
         envelope["sequence"] = 1 + CASE_EVENT_TYPES.index(model)
+        # The examples make one case, in order: each carries the case after it as intake decides it.
+        case = fold(
+            (event_type_of(m), "glasgow-city", EXAMPLE_DATA[event_type_of(m)])
+            for m in CASE_EVENT_TYPES[: envelope["sequence"]]
+        )
+        assert case is not None
+        envelope["case_after"] = {
+            "state": case.state.value, "sog_region": case.sog_region, "responded": case.responded,
+            "closed_reason": case.closed_reason,
+        }
     else:
         envelope["actor"] = {"role": "service", "id": "routing" if model in ROUTING_EVENT_TYPES else "deadlines"}
         envelope["causation_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, "sir-example/incident.notified"))

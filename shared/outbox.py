@@ -284,6 +284,10 @@ class OutboxRelay:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def wake(self) -> None:
+        """Look for rows now: a writer in this process committed some (no NOTIFY needed)."""
+        self._wake.set()
+
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 

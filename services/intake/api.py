@@ -8,10 +8,11 @@ from typing import Annotated, Literal, Union
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from services.intake import history, repository, service
-from shared.auth import Principal
+from shared.auth import Principal, request_clock
 from shared.events import CASE_EVENT_MODELS, IncidentNotifiedData
 from shared.http import BODY_LIMIT
 from shared.lifecycle import Refused
@@ -79,17 +80,15 @@ class CaseView(BaseModel):
 async def post_notification(
     body: IncidentNotifiedData,
     request: Request,
-    response: Response,
     principal: Authorized,
     idempotency_key: IdempotencyKey = None,
-) -> dict:
+) -> Response:
     """A council notifies a serious incident; the answer carries the new case's id."""
     answer = await _record(
         request, principal, idempotency_key,
         event_type="incident.notified", case_id=None, data=body,
     )
-    response.headers["Location"] = f"/v1/cases/{answer['case_id']}"
-    return answer
+    return _created(answer, Location=f"/v1/cases/{answer['case_id']}")
 
 
 class Checked(BaseModel):
@@ -114,12 +113,18 @@ async def post_case_event(
     request: Request,
     principal: Authorized,
     idempotency_key: IdempotencyKey = None,
-) -> dict:
+) -> Response:
     """Any later event of a case: assessment, SOG decision, review, response, closing."""
-    return await _record(
+    return _created(await _record(
         request, principal, idempotency_key,
         event_type=body.event_type, case_id=case_id, data=body.data,  # type: ignore[attr-defined]
-    )
+    ))
+
+
+def _created(answer: dict, **headers: str) -> Response:
+    """The 201 answer as it is (service.py made it in the shape of `Accepted`, and a repeated
+    request gets the stored one): rendered once, not validated again on its way out."""
+    return JSONResponse(answer, status_code=201, headers=headers)
 
 
 @router.get("/cases/{case_id}", response_model=CaseView)
@@ -202,14 +207,19 @@ async def _record(
 ) -> dict:
     """The use case (service.py), its refusals translated to HTTP."""
     pool, max_bytes = request.app.state.pool, request.app.state.settings.max_message_bytes
+    now = request_clock(request)  # read with the token: no round trip of its own
+    # This process's outbox relay, woken here once the event is committed (no NOTIFY).
+    relay = getattr(request.app.state, "relay", None)
+    wake = relay.wake if relay is not None and relay.running else None
     try:
         if case_id is None:
             recorded = await service.record_notification(
-                pool, principal, data, idempotency_key=idempotency_key, max_bytes=max_bytes
+                pool, principal, data, idempotency_key=idempotency_key, max_bytes=max_bytes, now=now, wake=wake
             )
         else:
             recorded = await service.record_case_event(
-                pool, principal, case_id, event_type, data, idempotency_key=idempotency_key, max_bytes=max_bytes
+                pool, principal, case_id, event_type, data, idempotency_key=idempotency_key, max_bytes=max_bytes,
+                now=now, wake=wake,
             )
     except ValidationError as refusal:
         raise _body_error(refusal) from None
@@ -217,7 +227,7 @@ async def _record(
         raise HTTPException(_STATUS[type(refusal)], str(refusal)) from None
     except Refused as refusal:  # the lifecycle: the case's state does not allow this event
         raise HTTPException(409, str(refusal)) from None
-    if recorded.event is not None:  # not the repeated answer of an earlier request
+    if recorded.event is not None and log.isEnabledFor(logging.INFO):  # not an earlier request's answer
         log.info("accepted %s", event_type, extra=event_fields(recorded.event))
     return recorded.answer
 

@@ -9,7 +9,7 @@ import uuid
 
 from pydantic import BaseModel
 
-from shared.events import CASE_EVENT_MODELS, Actor, Envelope
+from shared.events import CASE_EVENT_MODELS, Actor, CaseAfter, Envelope
 from shared.lifecycle import Case, Refused, apply
 from shared.principal import Principal
 
@@ -40,11 +40,6 @@ def new_event(
     )
 
 
-def serialised_size(event: Envelope) -> int:
-    """Bytes of the event as stored and published (the outbox row's value)."""
-    return len(event.model_dump_json().encode())
-
-
 def next_case(case: Case | None, event: Envelope) -> Case:
     """The case after `event`, or `Refused` with the reason: the lifecycle's state machine
     for case events; a forwarding record (imported history) needs its case and changes nothing."""
@@ -54,10 +49,27 @@ def next_case(case: Case | None, event: Envelope) -> Case:
         if case is None:
             raise Refused(f"no case {event.case_id}: a forwarding record follows its case's notification")
         return case
-    return apply(case, event.event_type, event.local_authority, event.data.model_dump(mode="json"))
+    # The data as plain values (the lifecycle reads strings, booleans and dates).
+    return apply(case, event.event_type, event.local_authority, event.data.model_dump())
+
+
+def decide(case: Case | None, event: Envelope, **changes: object) -> tuple[Case, Envelope]:
+    """The case after `event` (`next_case`, or `Refused`) and the event carrying that
+    decision: a case event's `case_after` is the case as the lifecycle makes it, so that
+    consumers read it instead of running the state machine again. A forwarding record is
+    not a case event and carries none. `changes`: other fields of the event to set in the
+    same copy (its sequence, when it is recorded)."""
+    case = next_case(case, event)
+    if event.event_type in CASE_EVENT_MODELS:
+        changes["case_after"] = CaseAfter(
+            state=case.state.value, sog_region=case.sog_region, responded=case.responded,
+            closed_reason=case.closed_reason,
+        )
+    return case, event.model_copy(update=changes) if changes else event
 
 
 def event_content(event: Envelope) -> str:
     """What must match for a stored event to be the same event (not when it was recorded,
-    nor the sequence intake gave it): an import skips an event stored with this content."""
-    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence"}), sort_keys=True)
+    nor the sequence and the case after it that intake gave it): an import skips an event
+    stored with this content."""
+    return json.dumps(event.model_dump(mode="json", exclude={"recorded_at", "sequence", "case_after"}), sort_keys=True)

@@ -2,8 +2,9 @@
 
 Each line is validated as a live event is; lines are grouped by case, a case's events
 are put in order of received_at (then of the file) and go through intake's one append
-path (`service.import_case`: lock → the lifecycle's next case → `append_to_case`) as live
-events do, marked imported (routing does not deliver them again). A case goes in whole or not at all: one bad line refuses its
+path (`service.import_cases`: lock → the lifecycle's next case → `append_to_case`) as live
+events do, marked imported (routing does not deliver them again), many cases to a
+transaction and the events of them all stored with one statement. A case goes in whole or not at all: one bad line refuses its
 case, while the other cases still go in. Importing the same history twice changes
 nothing: events already stored (same event_id, same content) are skipped.
 
@@ -18,7 +19,9 @@ before the last line is read. Pass 1 reads the input in chunks, validates each l
 spools the valid ones into a temporary table of the import's connection (COPY, in
 batches), remembering only which cases have a bad line and a short digest of each event
 (to find repeats). Pass 2 reads the spooled cases back 200 at a time, skipping the
-refused ones, and stores each case in its own savepoint.
+refused ones, and stores them in one transaction: the cases locked and read with one
+statement, their events appended with one (a case the lifecycle refuses is left out
+whole; should the database refuse the batch, case by case, each in its own savepoint).
 
 No line can make the import fail: whatever is wrong with one (not JSON, nested too
 deeply, a NUL character, a lone surrogate, a number out of range, too long, a value the
@@ -41,20 +44,23 @@ import asyncpg
 from pydantic import ValidationError
 
 from services.intake import repository, service
-from services.intake.domain import FORWARDED, event_content
+from services.intake.domain import FORWARDED
 from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.logs import event_fields
 from shared.metrics import EVENTS_RECORDED
+from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 IMPORTABLE = frozenset(CASE_EVENT_MODELS) | {FORWARDED}
 # Largest body `POST /v1/import` takes; bigger files go through `sir import`.
 MAX_BODY_BYTES = 32 * 1024 * 1024
-# Cases written per transaction, each in its own savepoint (all of a case or nothing).
+# Cases written per transaction, their events with one statement (all of a case or nothing).
 CASES_PER_TRANSACTION = 200
 # Lines validated and spooled together (one COPY).
 LINES_PER_BATCH = 2000
+# Fields of a line that intake sets itself when it stores the event.
+REASSIGNED = {"sequence", "case_after"}
 # A reason is about the line, never a copy of it: long values are cut.
 MAX_REASON_CHARS = 300
 
@@ -138,7 +144,10 @@ class Validator:
             if _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
                 _check_storable(obj)
             event = _validate(obj)
-            content = event_content(event)
+            # What pass 2 reads back, and what must match for a repeat: the event without
+            # what intake gives it (sequence, case_after; recorded_at is received_at here),
+            # so equal to another line's exactly when `event_content` is.
+            content = event.model_dump_json(exclude=REASSIGNED)
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             self._refuse(number, case_id, _explain(error))
             return None
@@ -154,7 +163,7 @@ class Validator:
             self.repeated[event.case_id] += 1
             return None
         self._seen[event.event_id.bytes] = digest
-        return Spooled(number, event.case_id, event.model_dump_json())
+        return Spooled(number, event.case_id, content)
 
     def _refuse(self, number: int, case_id: uuid.UUID | None, reason: str) -> None:
         self.errors.append(LineError(number, str(case_id) if case_id else None, _printable(reason)))
@@ -261,20 +270,16 @@ async def _store(conn: asyncpg.Connection, validator: Validator, report: Report,
 async def _store_cases(
     conn: asyncpg.Connection, cases: dict[uuid.UUID, list[tuple[int, Envelope]]], report: Report
 ) -> list[Envelope]:
-    """Each case through intake's one append path (service.import_case), in one transaction."""
-    recorded: list[Envelope] = []
+    """The cases through intake's one append path (service.import_cases), in one
+    transaction: every case whole or not at all."""
     async with conn.transaction():
         now = await repository.now(conn)
-        for case_id, lines in cases.items():
-            try:
-                events, skipped = await service.import_case(conn, lines, now)
-            except service.ImportRefused as refusal:
-                report.rejected += len(lines)
-                report.errors.append(LineError(refusal.line, str(case_id), _printable(str(refusal))))
-                continue
-            recorded += events
-            report.skipped += skipped
-    return recorded
+        imported = await service.import_cases(conn, cases, now, max_bytes=get_settings().max_message_bytes)
+    report.skipped += imported.skipped
+    for case_id, refusal in imported.refused:
+        report.rejected += len(cases[case_id])
+        report.errors.append(LineError(refusal.line, str(case_id), _printable(str(refusal))))
+    return imported.events
 
 
 async def _lines(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from shared.events import CASE_EVENT_MODELS, Envelope
 from shared.lifecycle import Case, fold
-from shared.outbox import enqueue
+from shared.messaging import cloudevent_headers
+from shared.topics import topic_of
 
 SCHEMA = "intake"
 # The stored envelope with its case sequence: events stored before sequences existed
@@ -16,12 +20,40 @@ SCHEMA = "intake"
 _ENVELOPE = "envelope || jsonb_strip_nulls(jsonb_build_object('sequence', sequence))"
 
 
-async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> Case | None:
-    """The case as its events make it, locked until the transaction ends, so one case's
-    events are written one at a time and in order."""
-    found = await conn.fetchval(f"SELECT true FROM {SCHEMA}.cases WHERE case_id = $1 FOR UPDATE", case_id)
-    read = await read_case(conn, case_id) if found else None
-    return read[0] if read is not None else None
+@dataclass(frozen=True)
+class Locked:
+    """A case as its events make it, locked until the transaction ends, and the highest
+    sequence of its events (the next case event gets the one after)."""
+
+    case: Case
+    last_sequence: int
+
+
+async def lock_case(conn: asyncpg.Connection, case_id: uuid.UUID) -> Locked | None:
+    """The case, locked until the transaction ends, so one case's events are written one
+    at a time and in order; None if there is no such case."""
+    return (await lock_cases(conn, [case_id])).get(case_id)
+
+
+async def lock_cases(conn: asyncpg.Connection, case_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Locked]:
+    """Each of `case_ids` that is in the store, locked (in case_id order, so two imports
+    never wait on each other crosswise), with its events folded: one statement."""
+    rows = await conn.fetch(
+        f"SELECT c.case_id, e.event_type, e.local_authority, e.envelope->'data' AS data, e.sequence"
+        f" FROM {SCHEMA}.cases c JOIN {SCHEMA}.events e USING (case_id)"
+        f" WHERE c.case_id = ANY($1::uuid[]) ORDER BY c.case_id, e.position FOR UPDATE OF c",
+        list(case_ids),
+    )
+    histories: dict[uuid.UUID, list] = {}
+    for row in rows:
+        histories.setdefault(row["case_id"], []).append(row)
+    locked = {}
+    for case_id, events in histories.items():
+        # Imported forwarding records are stored with their case but are not case events.
+        case = fold((e["event_type"], e["local_authority"], e["data"]) for e in events if e["event_type"] in CASE_EVENT_MODELS)
+        if case is not None:  # a stored case begins with its notification
+            locked[case_id] = Locked(case, max((e["sequence"] or 0) for e in events))
+    return locked
 
 
 async def read_case(conn: asyncpg.Connection | asyncpg.Pool, case_id: uuid.UUID) -> tuple[Case, list[dict]] | None:
@@ -47,52 +79,83 @@ async def stored_envelopes(conn: asyncpg.Connection, event_ids: list[uuid.UUID])
     return {r["event_id"]: r["envelope"] for r in rows}
 
 
-async def append(conn: asyncpg.Connection, event: Envelope, case: Case, *, imported: bool = False) -> Envelope:
-    """Store the event, and record and queue it for publication (shared/outbox.py), in
-    the caller's transaction, which holds the case's lock (`lock_case`; a new case: its
-    row's insert). A case event gets the case's next sequence number, whatever it
-    carried; returns the event as stored."""
-    if event.event_type == "incident.notified":
-        await conn.execute(
-            f"INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) VALUES ($1, $2, $3)",
-            event.case_id, event.local_authority, case.sog_region,
-        )
-        sequence = 1
-    elif event.event_type in CASE_EVENT_MODELS:
-        sequence = await conn.fetchval(
-            f"SELECT coalesce(max(sequence), 0) + 1 FROM {SCHEMA}.events WHERE case_id = $1", event.case_id
-        )
-    else:
-        sequence = None  # a forwarding record of imported history
-    event = event.model_copy(update={"sequence": sequence})
+@dataclass(frozen=True)
+class NewCase:
+    case_id: uuid.UUID
+    local_authority: str
+    sog_region: str | None
+
+
+@dataclass(frozen=True)
+class Remember:
+    """An Idempotency-Key's answer, stored with the event it answers."""
+
+    token_id: str
+    key: str
+    request_sha256: bytes
+    response: dict
+
+
+async def append(
+    conn: asyncpg.Connection,
+    new_cases: Sequence[NewCase],
+    events: Sequence[tuple[Envelope, str]],
+    *,
+    imported: bool = False,
+    remember: Remember | None = None,
+    woken_in_process: bool = False,
+) -> None:
+    """Store the cases begun and the events (each with its JSON text, as stored and
+    published: sequence and case_after set), record and queue the events for publication
+    (shared/outbox.py's tables), and the idempotency answer: one statement, so all of it
+    or nothing, in the caller's transaction (if any), which holds the lock of each case
+    that is not new (`lock_cases`). Events are stored in the order given.
+    `woken_in_process`: the caller wakes the outbox relay of its own process once this
+    commits (`OutboxRelay.wake`), so the outbox's trigger sends no NOTIFY for it (see
+    migrations/003_outbox_woken_in_process.sql)."""
+    remembered = (
+        f", remembered AS (INSERT INTO {SCHEMA}.idempotency_keys (token_id, key, request_sha256, response)"
+        " VALUES ($15, $16, $17, $18))"
+    ) if remember is not None else ""
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.events (event_id, case_id, event_type, local_authority,"
-        " received_at, recorded_at, imported, sequence, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        event.event_id, event.case_id, event.event_type, event.local_authority,
-        event.received_at, event.recorded_at, imported, sequence, event.model_dump(mode="json"),
+        f"WITH new_cases AS (INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region)"
+        "   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])),"
+        f" stored AS (INSERT INTO {SCHEMA}.events (event_id, case_id, event_type, local_authority,"
+        "   received_at, recorded_at, imported, sequence, envelope)"
+        "   SELECT i, c, y, a, r, w, $4, s, e::jsonb"
+        "   FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[],"
+        "     $11::int[], $12::text[]) WITH ORDINALITY AS x(i, c, y, a, r, w, s, e, n) ORDER BY n),"
+        f" emitted AS (INSERT INTO {SCHEMA}.emitted_events (event_id, event_type, topic, key, value, headers)"
+        "   SELECT i, y, t, convert_to(c::text, 'UTF8'), convert_to(e, 'UTF8'), h"
+        "   FROM unnest($5::uuid[], $7::text[], $13::text[], $6::uuid[], $12::text[], $14::jsonb[])"
+        "     WITH ORDINALITY AS x(i, y, t, c, e, h, n) ORDER BY n RETURNING position)"
+        f"{remembered}"
+        + (", quiet AS (SELECT set_config('sir.outbox_woken_in_process', 'on', true) AS quiet)" if woken_in_process else "")
+        + f" INSERT INTO {SCHEMA}.outbox (position) SELECT position FROM emitted"
+        + (" WHERE (SELECT quiet FROM quiet) = 'on'" if woken_in_process else ""),
+        [c.case_id for c in new_cases], [c.local_authority for c in new_cases], [c.sog_region for c in new_cases],
+        imported,
+        [e.event_id for e, _ in events], [e.case_id for e, _ in events], [e.event_type for e, _ in events],
+        [e.local_authority for e, _ in events], [e.received_at for e, _ in events],
+        [e.recorded_at for e, _ in events], [e.sequence for e, _ in events], [text for _, text in events],
+        [topic_of(e.event_type) for e, _ in events],
+        [cloudevent_headers(e, "intake", imported) for e, _ in events],
+        *((remember.token_id, remember.key, remember.request_sha256, remember.response) if remember else ()),
     )
-    await enqueue(conn, SCHEMA, event, "intake", imported=imported)
-    return event
+
+
+async def now_and_prior_answer(
+    conn: asyncpg.Connection | asyncpg.Pool, token_id: str, key: str | None
+) -> tuple[dt.datetime, asyncpg.Record | None]:
+    """The database clock and the stored answer to the Idempotency-Key (if any): one round trip."""
+    row = await conn.fetchrow(
+        f"SELECT now() AS now, k.request_sha256, k.response FROM (SELECT 1) one"
+        f" LEFT JOIN {SCHEMA}.idempotency_keys k ON k.token_id = $1 AND k.key = $2",
+        token_id, key,
+    )
+    return row["now"], row if row["request_sha256"] is not None else None
 
 
 async def now(conn: asyncpg.Connection):
     """The database clock: one clock for every service's timestamps."""
     return await conn.fetchval("SELECT now()")
-
-
-async def prior_answer(conn: asyncpg.Connection, token_id: str, key: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        f"SELECT request_sha256, response FROM {SCHEMA}.idempotency_keys"
-        " WHERE token_id = $1 AND key = $2",
-        token_id, key,
-    )
-
-
-async def remember_answer(
-    conn: asyncpg.Connection, token_id: str, key: str, request_sha256: bytes, response: dict
-) -> None:
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.idempotency_keys (token_id, key, request_sha256, response)"
-        " VALUES ($1, $2, $3, $4)",
-        token_id, key, request_sha256, response,
-    )

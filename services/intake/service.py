@@ -1,11 +1,13 @@
 """Intake's use cases: record a notification, record a case event, import a case's history.
 
 Every way an event enters the store goes through `append_to_case`: the caller holds the
-case's lock (`repository.lock_case`, or a new case's row), the lifecycle decides the case
-after the event (`domain.next_case`), and the event is stored and queued for publication
-(`repository.append`). The HTTP API (api.py) and the history import (history.py, which the
-API and `sir import` both call) only read their input and translate what goes wrong:
-this module raises domain errors, never an HTTP status.
+case's lock (`repository.lock_case(s)`; a new case: its row's insert), the lifecycle decides
+the case after the event (`domain.decide`, which puts it on the event as `case_after`)
+and the case's next sequence is given; then the event is stored and queued for
+publication (`repository.append`, one statement however many events). The HTTP API (api.py)
+and the history import (history.py, which the API and `sir import` both call) only read
+their input and translate what goes wrong: this module raises domain errors, never an
+HTTP status.
 """
 
 from __future__ import annotations
@@ -14,25 +16,26 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import cast
 
 import asyncpg
 from pydantic import BaseModel
 
 from services.intake import repository
-from services.intake.domain import FORWARDED, event_content, new_event, next_case, serialised_size
+from services.intake.domain import FORWARDED, decide, event_content, new_event
 from shared import categorisation
-from shared.events import ANY_EVENT, Envelope
+from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.lifecycle import Case, Refused
 from shared.metrics import EVENTS_RECORDED
 from shared.policy import check_may_post
 from shared.principal import Principal
 
 __all__ = [
-    "EventTooLarge", "IdempotencyConflict", "IdempotencyInProgress", "ImportRefused", "IntakeError", "NoSuchCase",
-    "Recorded", "Refused", "append_to_case", "import_case", "record_case_event", "record_notification",
+    "Appended", "EventTooLarge", "IdempotencyConflict", "IdempotencyInProgress", "ImportRefused", "Imported",
+    "IntakeError", "NoSuchCase", "Recorded", "Refused", "append_to_case", "import_cases", "record_case_event",
+    "record_notification",
 ]
 
 
@@ -75,25 +78,50 @@ class Recorded:
     answer: dict  # what the API answers, and answers again to a repeat of the request
 
 
-async def append_to_case(
-    conn: asyncpg.Connection, case: Case | None, event: Envelope, *, imported: bool = False,
-    max_bytes: int | None = None,
-) -> tuple[Envelope, Case]:
-    """Store `event` with the case it makes (`Refused` if the lifecycle refuses it), queued
-    for publication, in the caller's transaction, which holds the case's lock. Returns the
-    event as stored (with its case sequence) and the case after it. `max_bytes`: refuse an
-    event larger than that serialised (`EventTooLarge`)."""
-    case = next_case(case, event)
-    if max_bytes is not None and (size := serialised_size(event)) > max_bytes:
+@dataclass(frozen=True)
+class Appended:
+    """An event as it is to be stored: its case sequence and `case_after` set."""
+
+    event: Envelope
+    case: Case  # the case after it
+    text: str  # the event's JSON, as stored and published
+
+
+def append_to_case(
+    case: Case | None, last_sequence: int, event: Envelope, *, max_bytes: int, recorded_at: dt.datetime | None = None
+) -> Appended:
+    """`event` as it is to be stored in `case` (None: not in the store yet), whose events
+    so far are numbered up to `last_sequence`: the lifecycle decides the case after it
+    (`Refused` if it does not fit; `domain.decide` puts the decision on the event as
+    `case_after`), a case event gets the case's next sequence, whatever it carried (and
+    `recorded_at`, if given), and an event larger than `max_bytes` serialised is refused
+    (`EventTooLarge`). The caller stores it (`repository.append`) in the transaction that
+    holds the case's lock."""
+    if event.event_type == "incident.notified":
+        sequence: int | None = 1
+    elif event.event_type in CASE_EVENT_MODELS:
+        sequence = last_sequence + 1
+    else:
+        sequence = None  # a forwarding record of imported history
+    changes: dict[str, object] = {"sequence": sequence}
+    if recorded_at is not None:
+        changes["recorded_at"] = recorded_at
+    case, event = decide(case, event, **changes)
+    text = event.model_dump_json()
+    if (size := len(text.encode())) > max_bytes:
         raise EventTooLarge(f"the event would be {size} bytes serialised; the largest is {max_bytes}")
-    return await repository.append(conn, event, case, imported=imported), case
+    return Appended(event, case, text)
 
 
 async def record_notification(
-    pool: asyncpg.Pool, principal: Principal, data: BaseModel, *, idempotency_key: str | None, max_bytes: int
+    pool: asyncpg.Pool, principal: Principal, data: BaseModel, *, idempotency_key: str | None, max_bytes: int,
+    now: dt.datetime | None = None, wake: Callable[[], None] | None = None,
 ) -> Recorded:
-    """A council notifies a serious incident: a new case."""
-    return await _record(pool, principal, idempotency_key, "incident.notified", None, data, max_bytes)
+    """A council notifies a serious incident: a new case. `now`: the database clock when
+    the request was received, if the caller read it already (else it is read here).
+    `wake`: wakes the outbox relay of this process, called once the event is committed
+    (then the store sends no NOTIFY for it); None: the relay is woken by NOTIFY."""
+    return await _record(pool, principal, idempotency_key, "incident.notified", None, data, max_bytes, now, wake)
 
 
 async def record_case_event(
@@ -105,9 +133,11 @@ async def record_case_event(
     *,
     idempotency_key: str | None,
     max_bytes: int,
+    now: dt.datetime | None = None,
+    wake: Callable[[], None] | None = None,
 ) -> Recorded:
-    """Any later event of an existing case."""
-    return await _record(pool, principal, idempotency_key, event_type, case_id, data, max_bytes)
+    """Any later event of an existing case (`now`, `wake`: as for `record_notification`)."""
+    return await _record(pool, principal, idempotency_key, event_type, case_id, data, max_bytes, now, wake)
 
 
 async def _record(
@@ -118,25 +148,28 @@ async def _record(
     case_id: uuid.UUID | None,
     data: BaseModel,
     max_bytes: int,
+    now: dt.datetime | None,
+    wake: Callable[[], None] | None,
 ) -> Recorded:
     fingerprint = hashlib.sha256(
         json.dumps([event_type, str(case_id), data.model_dump(mode="json")], sort_keys=True).encode()
-    ).digest()
+    ).digest() if idempotency_key is not None else b""
     for _ in range(2):  # a second pass finds the answer of a concurrent twin request
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                if idempotency_key is not None:
-                    prior = await repository.prior_answer(conn, principal.token_id, idempotency_key)
-                    if prior is not None:
-                        if prior["request_sha256"] != fingerprint:
-                            raise IdempotencyConflict("this Idempotency-Key was used for another request")
-                        return Recorded(None, prior["response"])
-                recorded = await _append_live(conn, principal, event_type, case_id, data, max_bytes)
-                if idempotency_key is not None:
-                    await repository.remember_answer(
-                        conn, principal.token_id, idempotency_key, fingerprint, recorded.answer
-                    )
-            EVENTS_RECORDED.labels(event_type).inc()
+            async with pool.acquire() as conn:
+                if case_id is None:
+                    # A new case: nothing to lock, and its row, event, outbox row and
+                    # idempotency answer are one statement (all or nothing).
+                    recorded = await _append_live(conn, principal, idempotency_key, fingerprint, event_type, None,
+                                                  data, max_bytes, now, wake is not None)
+                else:
+                    async with conn.transaction():
+                        recorded = await _append_live(conn, principal, idempotency_key, fingerprint, event_type,
+                                                      case_id, data, max_bytes, now, wake is not None)
+            if recorded.event is not None:  # committed: the relay publishes it now
+                if wake is not None:
+                    wake()
+                EVENTS_RECORDED.labels(event_type).inc()
             return recorded
         except asyncpg.UniqueViolationError:
             if idempotency_key is None:
@@ -145,25 +178,35 @@ async def _record(
 
 
 async def _append_live(
-    conn: asyncpg.Connection, principal: Principal, event_type: str, case_id: uuid.UUID | None, data: BaseModel,
-    max_bytes: int,
+    conn: asyncpg.Connection, principal: Principal, idempotency_key: str | None, fingerprint: bytes,
+    event_type: str, case_id: uuid.UUID | None, data: BaseModel, max_bytes: int, now: dt.datetime | None,
+    woken_in_process: bool,
 ) -> Recorded:
+    if idempotency_key is not None or now is None:
+        clock, prior = await repository.now_and_prior_answer(conn, principal.token_id, idempotency_key)
+        now = now or clock
+        if prior is not None:
+            if prior["request_sha256"] != fingerprint:
+                raise IdempotencyConflict("this Idempotency-Key was used for another request")
+            return Recorded(None, prior["response"])
     if case_id is None:
         # A council token always has its authority; any other role is refused by
         # check_may_post (incident.notified is a council's) before it is used.
-        case_id, case, local_authority = uuid.uuid4(), None, cast(str, principal.local_authority)
+        case_id, local_authority = uuid.uuid4(), cast(str, principal.local_authority)
+        case, last_sequence = None, 0
     else:
-        case = await repository.lock_case(conn, case_id)
-        if case is None:
+        locked = await repository.lock_case(conn, case_id)
+        if locked is None:
             raise NoSuchCase(f"no case {case_id}")
+        case, last_sequence = locked.case, locked.last_sequence
         local_authority = case.local_authority
     check_may_post(principal, event_type, local_authority, case.sog_region if case is not None else None)
     event = new_event(
-        event_type, case_id=case_id, local_authority=local_authority,
-        principal=principal, data=data, now=await repository.now(conn),
+        event_type, case_id=case_id, local_authority=local_authority, principal=principal, data=data, now=now,
     )
-    event, case = await append_to_case(conn, case, event, max_bytes=max_bytes)
-    return Recorded(event, {
+    appended = append_to_case(case, last_sequence, event, max_bytes=max_bytes)
+    event, case = appended.event, appended.case
+    answer = {
         "case_id": str(case_id),
         "event_id": str(event.event_id),
         "event_type": event_type,
@@ -173,7 +216,18 @@ async def _append_live(
             categorisation.warnings(event.data, event.received_at)
             if event_type == "incident.notified" else []
         ),
-    })
+    }
+    await repository.append(
+        conn,
+        [repository.NewCase(case_id, local_authority, case.sog_region)] if event_type == "incident.notified" else [],
+        [(event, appended.text)],
+        remember=(
+            repository.Remember(principal.token_id, idempotency_key, fingerprint, answer)
+            if idempotency_key is not None else None
+        ),
+        woken_in_process=woken_in_process,
+    )
+    return Recorded(event, answer)
 
 
 async def check_notification(pool: asyncpg.Pool, principal: Principal, data: BaseModel) -> list[dict[str, str]]:
@@ -190,30 +244,92 @@ async def check_notification(pool: asyncpg.Pool, principal: Principal, data: Bas
     return categorisation.warnings(event.data, event.received_at)
 
 
-async def import_case(
-    conn: asyncpg.Connection, lines: Sequence[tuple[int, Envelope]], now: dt.datetime
-) -> tuple[list[Envelope], int]:
-    """One case of imported history, (line number, event) each, all of it or nothing (a
-    savepoint of the caller's transaction): the events stored now, and how many were
-    stored already with the same content (skipped). `ImportRefused` names the line."""
+@dataclass
+class Imported:
+    """What an import of some cases did: the events stored now, how many were stored
+    already with the same content (skipped), and the cases refused, each with the line."""
+
+    events: list[Envelope] = field(default_factory=list)
+    skipped: int = 0
+    refused: list[tuple[uuid.UUID, ImportRefused]] = field(default_factory=list)
+
+    def add(self, other: Imported) -> None:
+        self.events += other.events
+        self.skipped += other.skipped
+        self.refused += other.refused
+
+
+async def import_cases(
+    conn: asyncpg.Connection, cases: Mapping[uuid.UUID, Sequence[tuple[int, Envelope]]], now: dt.datetime,
+    *, max_bytes: int,
+) -> Imported:
+    """Cases of imported history, (line number, event) each, every case all of it or
+    nothing, in a savepoint of the caller's transaction: the cases locked and read in one
+    statement, each decided through `append_to_case` as live events are, and every event
+    of the cases not refused stored with one statement. Should the database refuse that
+    (a value it cannot store, or a concurrent import that stored some first), case by case,
+    each in its own savepoint. `ImportRefused` names each refused case's line."""
+    try:
+        async with conn.transaction():
+            return await _import_cases(conn, cases, now, max_bytes)
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+        if len(cases) == 1:
+            [(case_id, lines)] = cases.items()
+            return await _import_one(conn, case_id, lines, now, max_bytes)
+    imported = Imported()
+    for case_id, lines in cases.items():
+        imported.add(await _import_one(conn, case_id, lines, now, max_bytes))
+    return imported
+
+
+async def _import_one(
+    conn: asyncpg.Connection, case_id: uuid.UUID, lines: Sequence[tuple[int, Envelope]], now: dt.datetime,
+    max_bytes: int,
+) -> Imported:
     try:
         try:
             async with conn.transaction():
-                return await _import_case(conn, lines, now)
+                return await _import_cases(conn, {case_id: lines}, now, max_bytes)
         except asyncpg.UniqueViolationError:
             # A concurrent import stored some of these events first: again, skipping them.
             async with conn.transaction():
-                return await _import_case(conn, lines, now)
+                return await _import_cases(conn, {case_id: lines}, now, max_bytes)
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
         # A value the database refuses (a check, a range): this case only.
-        raise ImportRefused(lines[0][0], f"not stored: {error}") from None
+        return Imported(refused=[(case_id, ImportRefused(lines[0][0], f"not stored: {error}"))])
 
 
-async def _import_case(
-    conn: asyncpg.Connection, lines: Sequence[tuple[int, Envelope]], now: dt.datetime
-) -> tuple[list[Envelope], int]:
-    case = await repository.lock_case(conn, lines[0][1].case_id)
-    stored = await repository.stored_envelopes(conn, [event.event_id for _, event in lines])
+async def _import_cases(
+    conn: asyncpg.Connection, cases: Mapping[uuid.UUID, Sequence[tuple[int, Envelope]]], now: dt.datetime,
+    max_bytes: int,
+) -> Imported:
+    locked = await repository.lock_cases(conn, list(cases))
+    stored = await repository.stored_envelopes(conn, [event.event_id for lines in cases.values() for _, event in lines])
+    imported = Imported()
+    new_cases: list[repository.NewCase] = []
+    to_store: list[Appended] = []
+    for case_id, lines in cases.items():
+        try:
+            appended, skipped = _decide_case(locked.get(case_id), lines, stored, now, max_bytes)
+        except ImportRefused as refusal:
+            imported.refused.append((case_id, refusal))
+            continue
+        imported.skipped += skipped
+        if case_id not in locked and appended:
+            # Not in the store: the lifecycle let it begin with its notification.
+            new_cases.append(repository.NewCase(case_id, appended[0].case.local_authority, appended[0].case.sog_region))
+        to_store += appended
+    if to_store:
+        await repository.append(conn, new_cases, [(a.event, a.text) for a in to_store], imported=True)
+    imported.events = [a.event for a in to_store]
+    return imported
+
+
+def _decide_case(
+    locked: repository.Locked | None, lines: Sequence[tuple[int, Envelope]], stored: Mapping[uuid.UUID, dict],
+    now: dt.datetime, max_bytes: int,
+) -> tuple[list[Appended], int]:
+    """One case's events to store (and how many are stored already), or `ImportRefused`."""
     new, skipped = [], 0
     for number, event in lines:
         prior = stored.get(event.event_id)
@@ -226,12 +342,15 @@ async def _import_case(
     # Case events in the order they were received; forwarding records after them, as
     # they need the case and change nothing in it.
     new.sort(key=lambda line: (line[1].event_type == FORWARDED, line[1].received_at, line[0]))
-    events = []
+    case, last_sequence = (locked.case, locked.last_sequence) if locked is not None else (None, 0)
+    appended = []
     for number, event in new:
-        event = event.model_copy(update={"recorded_at": now})
         try:
-            event, case = await append_to_case(conn, case, event, imported=True)
+            one = append_to_case(case, last_sequence, event, max_bytes=max_bytes, recorded_at=now)
         except Refused as refusal:
             raise ImportRefused(number, f"{event.event_type}: {refusal}") from None
-        events.append(event)
-    return events, skipped
+        except EventTooLarge as refusal:
+            raise ImportRefused(number, str(refusal)) from None
+        case, last_sequence = one.case, one.event.sequence or last_sequence
+        appended.append(one)
+    return appended, skipped

@@ -6,6 +6,8 @@ import json
 import uuid
 
 from services import cli
+from shared.events import ANY_EVENT
+from shared.lifecycle import case_after, fold
 from shared.messaging import CASE_EVENTS, IMPORTED_HEADER, ROUTING_EVENTS
 from tests.factories import envelope, mappa_notification, notification, review
 from tests.integration.conftest import bearer
@@ -161,6 +163,26 @@ async def test_imported_events_are_marked_on_the_topics_and_not_routed(platform,
         platform.settings.kafka_bootstrap, CASE_EVENTS, lambda r: header(r, "ce_id") == notified["event_id"]
     )
     assert header(record, IMPORTED_HEADER) == "true" and header(record, "ce_type") == "incident.notified"
+    # Imported events carry the case after them as intake decided it, as live ones do.
+    region = case_after(None, ANY_EVENT.validate_json(record.value)).sog_region
+    assert region is not None
+    assert json.loads(record.value)["case_after"] == {
+        "state": "notified", "sog_region": region, "responded": False, "closed_reason": None,
+    }
+    stored = [
+        json.loads(r["envelope"]) if isinstance(r["envelope"], str) else r["envelope"]
+        for r in await platform.pool.fetch(
+            "SELECT envelope FROM intake.events WHERE case_id = $1 ORDER BY position", case_id
+        )
+    ]
+    case_events = [e for e in stored if e["event_type"] != "notification.forwarded"]
+    assert [e.get("case_after") for e in stored if e["event_type"] == "notification.forwarded"] == [None]
+    for n, event in enumerate(case_events, start=1):
+        folded = fold((e["event_type"], e["local_authority"], e["data"]) for e in case_events[:n])
+        assert folded is not None
+        assert event["case_after"] == {"state": folded.state.value, "sog_region": folded.sog_region,
+                                       "responded": folded.responded, "closed_reason": folded.closed_reason}
+    assert case_events[-1]["case_after"]["state"] == "closed"
     [record] = await find_records(
         platform.settings.kafka_bootstrap, ROUTING_EVENTS, lambda r: header(r, "ce_id") == forwarded["event_id"]
     )

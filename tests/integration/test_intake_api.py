@@ -1,12 +1,16 @@
 """Intake over HTTP against real PostgreSQL: tokens, scopes, validation, state, idempotency."""
 
+import json
 import uuid
 
 import pytest
 
 from shared.auth import issue_token, revoke_token
+from shared.lifecycle import fold
+from shared.messaging import CASE_EVENTS
 from tests.factories import mappa_notification, notification, review
 from tests.integration.conftest import bearer
+from tests.integration.helpers import find_records, header
 
 
 async def _notify(platform, token, body=None, **headers):
@@ -68,6 +72,30 @@ async def test_the_review_path_over_http(platform, tokens):
         uuid.UUID(case_id),
     )
     assert [(r["sequence"], r["in_envelope"]) for r in stored] == [(n, n) for n in range(1, 8)]
+
+    # Each event carries the case after it as intake decided it: the lifecycle's fold of
+    # the case's events up to it, stored and published alike (issue 14 item 2).
+    envelopes = [
+        json.loads(r["envelope"]) if isinstance(r["envelope"], str) else r["envelope"]
+        for r in await platform.pool.fetch(
+            "SELECT envelope FROM intake.events WHERE case_id = $1 ORDER BY position", uuid.UUID(case_id)
+        )
+    ]
+    expected = []
+    for n in range(1, len(envelopes) + 1):
+        folded = fold((e["event_type"], e["local_authority"], e["data"]) for e in envelopes[:n])
+        assert folded is not None
+        expected.append({"state": folded.state.value, "sog_region": folded.sog_region, "responded": folded.responded,
+                         "closed_reason": folded.closed_reason})
+    assert [e["case_after"] for e in envelopes] == expected
+    assert expected[-1] == {"state": "closed", "sog_region": None, "responded": True, "closed_reason": "concluded"}
+    ids = {e["event_id"]: n for n, e in enumerate(envelopes)}
+    published = await find_records(
+        platform.settings.kafka_bootstrap, CASE_EVENTS, lambda r: header(r, "ce_id") in ids, count=len(ids)
+    )
+    assert sorted((ids[header(r, "ce_id")], json.loads(r.value)["case_after"]) for r in published) == list(
+        enumerate(expected)
+    )
 
 
 async def test_a_new_case_starts_at_sequence_one(platform, tokens):
@@ -170,3 +198,62 @@ async def test_a_notification_is_checked_before_it_is_sent_and_nothing_is_stored
     refused = await platform.clients["intake"].post("/v1/notifications/check", json=future, headers=bearer(tokens["glasgow"]))
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "incident_date"
     assert await platform.pool.fetchval("SELECT count(*) FROM intake.events") == stored
+
+
+async def test_a_write_that_wakes_its_relay_in_process_sends_no_notify(platform):
+    """Intake's HTTP writes wake their own process's relay (OutboxRelay.wake) and the
+    outbox trigger sends no NOTIFY for them (a NOTIFY serialises every notifying commit
+    of the cluster); every other write still notifies."""
+    import asyncio
+    import datetime as dt
+
+    from services.intake import repository
+    from services.intake.domain import new_event
+    from services.intake.service import append_to_case
+    from shared.events import IncidentNotifiedData
+    from shared.principal import Principal
+
+    council = Principal("tok_test", "council", "glasgow-city")
+
+    async def write(conn, *, woken_in_process: bool) -> None:
+        event = new_event(
+            "incident.notified", case_id=uuid.uuid4(), local_authority="glasgow-city", principal=council,
+            data=IncidentNotifiedData.model_validate(notification()), now=dt.datetime.now(dt.timezone.utc),
+        )
+        appended = append_to_case(None, 0, event, max_bytes=1_000_000)
+        await repository.append(
+            conn, [repository.NewCase(event.case_id, "glasgow-city", None)], [(appended.event, appended.text)],
+            woken_in_process=woken_in_process,
+        )
+
+    heard: list[str] = []
+
+    def hear(*args) -> None:
+        heard.append(args[2])
+
+    async def heard_after_commit() -> int:
+        # A listening backend hands over the notifications committed before a query's end.
+        await listener.execute("SELECT 1")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return len(heard)
+
+    async with platform.pool.acquire() as listener, platform.pool.acquire() as writer:
+        await listener.add_listener("intake_outbox", hear)
+        try:
+            await write(writer, woken_in_process=True)
+            assert await heard_after_commit() == 0
+            await write(writer, woken_in_process=False)
+            assert await eventually_heard(heard_after_commit) == 1
+        finally:
+            await listener.remove_listener("intake_outbox", hear)
+
+
+async def eventually_heard(count, bound: int = 100) -> int:
+    import asyncio
+
+    for _ in range(bound):
+        if heard := await count():
+            return heard
+        await asyncio.sleep(0.05)
+    return 0
