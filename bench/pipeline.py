@@ -36,11 +36,14 @@ from collections.abc import Iterator
 
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer
 from ceilings import report_row
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import devstack
 from shared.auth import issue_token
 from shared.db import create_pool
+from shared.messaging import CASE_EVENTS
 from shared.settings import SERVICES
 
 SERVER = os.environ.get("BENCH_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -151,7 +154,55 @@ async def exactly_once(pool: asyncpg.Pool, since) -> dict[str, int]:
     }
 
 
-async def run(args: argparse.Namespace, database_url: str, ports: dict[str, int]) -> dict:
+async def stage_latencies(pool: asyncpg.Pool, bootstrap: str, since) -> dict[str, list[float]]:
+    """Where the time goes: recorded → on the topic (intake's relay; the record's producer
+    timestamp) and on the topic → applied, for each consumer."""
+    recorded = {
+        r["event_id"]: r["recorded_at"].timestamp()
+        for r in await pool.fetch("SELECT event_id, recorded_at FROM intake.events WHERE recorded_at > $1", since)
+    }
+    on_topic: dict[uuid.UUID, float] = {}
+    consumer = AIOKafkaConsumer(CASE_EVENTS, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        idle = 0
+        while idle < 4 and len(on_topic) < len(recorded):
+            batches = await consumer.getmany(timeout_ms=300)
+            idle = 0 if batches else idle + 1
+            for record in (r for records in batches.values() for r in records):
+                event_id = uuid.UUID(dict(record.headers)["ce_id"].decode())
+                if event_id in recorded:
+                    on_topic.setdefault(event_id, record.timestamp / 1000)
+    finally:
+        await consumer.stop()
+    stages = {"recorded → on the topic (relay)": [on_topic[e] - recorded[e] for e in on_topic]}
+    for service in CONSUMERS:
+        applied = await pool.fetch(
+            f"SELECT event_id, processed_at FROM {service}.processed_events WHERE event_id = ANY($1::uuid[])", list(on_topic))
+        stages[f"on the topic → applied by {service}"] = [r["processed_at"].timestamp() - on_topic[r["event_id"]]
+                                                          for r in applied]
+    return stages
+
+
+async def handler_seconds(ports: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """Per consumer (summed over its processes): batches applied and seconds in the handler
+    (sir_handler_duration_seconds, from each process's /metrics)."""
+    totals: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, port in ports.items():
+            if name == "intake":
+                continue
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name in ("sir_handler_duration_seconds_count", "sir_handler_duration_seconds_sum"):
+                        pair = totals.setdefault(sample.labels["consumer"], [0.0, 0.0])
+                        pair[sample.name.endswith("_sum")] += sample.value
+    return {consumer: (count, seconds) for consumer, (count, seconds) in totals.items()}
+
+
+async def run(args: argparse.Namespace, database_url: str, bootstrap: str, ports: dict[str, int]) -> dict:
     pool = await create_pool(database_url)
     await wait_ready(ports)
     token = await issue_token(pool, "council", local_authority="glasgow-city")
@@ -191,6 +242,8 @@ async def run(args: argparse.Namespace, database_url: str, ports: dict[str, int]
         )
     ]
     effects = await exactly_once(pool, since)
+    stages = await stage_latencies(pool, bootstrap, since)
+    handlers = await handler_seconds(ports)
     await pool.close()
     p50, p99 = percentile(latencies, .5) * 1000, percentile(latencies, .99) * 1000
     load = f"{args.rate:g}/s offered (open loop)" if args.rate else f"{args.concurrency} concurrent clients"
@@ -199,6 +252,10 @@ async def run(args: argparse.Namespace, database_url: str, ports: dict[str, int]
           f" p99 {percentile(post_seconds, .99) * 1000:.1f} ms")
     print(f"end to end               {n / total:,.1f} /s until all three consumers applied every one")
     print(f"recorded → applied by all three: p50 {p50:.0f} ms, p99 {p99:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
+    for stage, seconds in stages.items():
+        print(f"  {stage:37} p50 {percentile(seconds, .5) * 1000:6.0f} ms, p99 {percentile(seconds, .99) * 1000:6.0f} ms")
+    for consumer, (count, seconds) in sorted(handlers.items()):
+        print(f"  {consumer:37} {count:6.0f} batches applied, mean {seconds / max(count, 1) * 1000:5.1f} ms in the handler")
     wrong = {name: value for name, value in effects.items() if value != n}
     print(f"exactly once             {'yes' if not wrong else 'NO'}: " + ", ".join(f"{k} {v}" for k, v in effects.items()))
     report_row(f"whole platform, {load}, {args.processes} process(es) per consumer",
@@ -222,8 +279,8 @@ def main() -> None:
     processes = {"intake": "intake"} | {
         (service if i == 0 else f"{service}-{i + 1}"): service for service in CONSUMERS for i in range(args.processes)
     }
-    with bench_platform(processes) as (database_url, _, ports):
-        asyncio.run(run(args, database_url, ports))
+    with bench_platform(processes) as (database_url, bootstrap, ports):
+        asyncio.run(run(args, database_url, bootstrap, ports))
 
 
 @contextlib.contextmanager
