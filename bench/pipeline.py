@@ -85,6 +85,20 @@ async def applied_by_all(pool: asyncpg.Pool, since) -> int:
     )
 
 
+async def post_notification(client: httpx.AsyncClient, headers: dict) -> None:
+    """One notification, 201 expected; a connection the server closed as it was reused is
+    tried again with the same Idempotency-Key (no duplicate)."""
+    keyed = headers | {"Idempotency-Key": str(uuid.uuid4())}
+    for attempt in range(3):
+        try:
+            answer = await client.post("/v1/notifications", json=NOTIFICATION, headers=keyed)
+            break
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+    answer.raise_for_status()
+
+
 async def closed_loop(client: httpx.AsyncClient, headers: dict, count: int, concurrency: int) -> list[float]:
     """`concurrency` clients, each posting again as soon as it is answered; POST seconds."""
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -96,8 +110,7 @@ async def closed_loop(client: httpx.AsyncClient, headers: dict, count: int, conc
         while not queue.empty():
             queue.get_nowait()
             started = time.perf_counter()
-            answer = await client.post("/v1/notifications", json=NOTIFICATION, headers=headers)
-            answer.raise_for_status()
+            await post_notification(client, headers)
             post_seconds.append(time.perf_counter() - started)
 
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
@@ -111,16 +124,7 @@ async def open_loop(client: httpx.AsyncClient, headers: dict, count: int, rate: 
     start = time.perf_counter()
 
     async def one(due: float) -> None:
-        # A connection the server closed as it was reused: again, with the same key (no duplicate).
-        keyed = headers | {"Idempotency-Key": str(uuid.uuid4())}
-        for attempt in range(3):
-            try:
-                answer = await client.post("/v1/notifications", json=NOTIFICATION, headers=keyed)
-                break
-            except httpx.TransportError:
-                if attempt == 2:
-                    raise
-        answer.raise_for_status()
+        await post_notification(client, headers)
         post_seconds.append(time.perf_counter() - due)
 
     tasks = []
