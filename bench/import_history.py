@@ -5,8 +5,8 @@ events each, a case's lines spread over the file as an export by date would), th
 `sir import FILE` as its own process against a fresh database (bench_database) and a
 Tansu started here, and prints the process's peak RSS (target: under 200 MB for 100 MB),
 the events stored per second, and as a ceiling measured in the same run the events per
-second of a bare asyncpg `executemany` of the same rows into a table of the same shape,
-with the ratio of the two.
+second of a bare asyncpg `executemany` (batches of 1,000) and of a COPY of the same rows
+into a table of the same shape (bench/ceilings.py), with the ratios.
 
     .venv/bin/python bench/import_history.py                  # 100 MB
     .venv/bin/python bench/import_history.py --megabytes 5    # quick check
@@ -27,7 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
+from ceilings import copy_rows, executemany_rows, ratio, report_row
 from pipeline import bench_database
 
 from shared import devstack
@@ -95,26 +95,22 @@ def run_import(path: Path, database_url: str, bootstrap: str, profile: str | Non
     return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.stdout + done.stderr
 
 
-async def executemany_ceiling(path: Path, database_url: str, lines: int, sample: int = 50_000) -> float:
-    """Events/s of a bare executemany of the file's first `sample` rows into a table like
-    intake.events (what any import must at least do)."""
+def ceiling_rows(path: Path, lines: int, sample: int = 50_000) -> list[tuple]:
+    """The file's first `sample` events as the rows of a table like intake.events
+    (bench/ceilings.py EVENT_TABLE): what any import must at least write."""
     rows = []
     with path.open() as file:
         for line in itertools.islice(file, min(sample, lines)):
             event = json.loads(line)
             rows.append((uuid.UUID(event["event_id"]), uuid.UUID(event["case_id"]), event["event_type"],
                          event["local_authority"], line))
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "CREATE TABLE bench_events (event_id uuid PRIMARY KEY, case_id uuid, event_type text,"
-            " local_authority text, envelope jsonb)"
-        )
-        started = time.perf_counter()
-        await conn.executemany("INSERT INTO bench_events VALUES ($1, $2, $3, $4, $5::jsonb)", rows)
-        return len(rows) / (time.perf_counter() - started)
-    finally:
-        await conn.close()
+    return rows
+
+
+async def ceilings(path: Path, database_url: str, lines: int) -> tuple[float, float]:
+    """Rows/s of a bare executemany (batches of 1,000) and of a COPY of the same rows."""
+    rows = ceiling_rows(path, lines)
+    return await executemany_rows(database_url, rows), await copy_rows(database_url, rows)
 
 
 def main() -> None:
@@ -131,11 +127,16 @@ def main() -> None:
         for line in output.strip().splitlines():
             if line.startswith("imported ") or "events/s stored" in line:
                 print(line)
-        ceiling = asyncio.run(executemany_ceiling(path, database_url, lines))
+        ceiling, copy_ceiling = asyncio.run(ceilings(path, database_url, lines))
     rate = lines / seconds
     print(f"sir import: {seconds:.1f} s (storing and publishing), {rate:,.0f} events/s, peak RSS {peak_kb / 1024:.0f} MB"
           f" ({'under' if peak_kb < 200 * 1024 else 'OVER'} the 200 MB bound)")
     print(f"ceiling: asyncpg executemany of the same rows {ceiling:,.0f} events/s; ratio import/ceiling {rate / ceiling:.2f}")
+    print(f"         COPY of the same rows {copy_ceiling:,.0f} events/s; ratio import/COPY {rate / copy_ceiling:.2f}")
+    report_row(f"history import, {size / 1e6:.0f} MB, {lines:,} events",
+               f"{rate:,.0f} events/s, peak RSS {peak_kb / 1024:.0f} MB",
+               f"asyncpg executemany {ceiling:,.0f} rows/s (COPY {copy_ceiling:,.0f})", ratio(rate, ceiling),
+               "≥ 0.2, RSS < 200 MB")
 
 
 if __name__ == "__main__":

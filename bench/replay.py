@@ -4,7 +4,7 @@ aiokafka produce of the same messages, both measured in this run.
 Writes N stored events straight into a fresh database with COPY (half intake's case
 events, a quarter routing's forwarding records, a quarter deadlines' deadline events; the
 services are not involved), then:
-  1. raw: one aiokafka producer (the platform's settings) sends the same messages, held in
+  1. raw (bench/ceilings.py): one aiokafka producer (the platform's settings) sends the same messages, held in
      memory, to a blank Tansu, a chunk's acknowledgements awaited while the next is queued;
   2. replay: shared.record.replay (what `sir replay` and the automatic restore run) reads
      the records in causal order and publishes them to another blank Tansu.
@@ -23,6 +23,7 @@ import time
 import uuid
 
 import asyncpg
+from ceilings import ratio, raw_produce, report_row
 from pipeline import bench_database
 
 from shared import devstack, record
@@ -94,26 +95,15 @@ async def store(database_url: str, rows: dict[str, list[tuple]]) -> float:
         await conn.close()
 
 
-async def raw_produce(bootstrap: str, rows: dict[str, list[tuple]]) -> float:
+async def raw(bootstrap: str, rows: dict[str, list[tuple]]) -> float:
+    """The ceiling (bench/ceilings.py raw_produce): the same messages, held in memory, sent
+    by one producer with the platform's settings."""
     await ensure_topics(bootstrap, (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS), PARTITIONS)
-    producer = new_producer(bootstrap)
-    await producer.start()
-    try:
-        started = time.perf_counter()
-        in_flight: list = []
-        for schema in ("intake", "routing", "deadlines"):
-            schema_rows = rows[schema]
-            for at in range(0, len(schema_rows), CHUNK):
-                sent = [await producer.send(topic, value, key=key, headers=encode_headers(headers))
-                        for _, _, topic, key, value, headers in schema_rows[at:at + CHUNK]]
-                if in_flight:
-                    await asyncio.gather(*in_flight)
-                in_flight = sent
-            await asyncio.gather(*in_flight)
-            in_flight = []
-        return time.perf_counter() - started
-    finally:
-        await producer.stop()
+    messages = ((topic, key, value, encode_headers(headers))
+                for schema in ("intake", "routing", "deadlines")
+                for _, _, topic, key, value, headers in rows[schema])
+    _, seconds = await raw_produce(bootstrap, messages, chunk=CHUNK, producer=new_producer(bootstrap))
+    return seconds
 
 
 async def replay(database_url: str, bootstrap: str) -> tuple[float, int]:
@@ -136,7 +126,7 @@ def main() -> None:
     with bench_database() as database_url:
         copy_seconds = asyncio.run(store(database_url, rows))
         with devstack.Tansu() as broker:
-            raw_seconds = asyncio.run(raw_produce(broker.bootstrap, rows))
+            raw_seconds = asyncio.run(raw(broker.bootstrap, rows))
         with devstack.Tansu() as broker:
             replay_seconds, replayed = asyncio.run(replay(database_url, broker.bootstrap))
     assert replayed == args.events, (replayed, args.events)
@@ -147,6 +137,8 @@ def main() -> None:
     print(f"replay to a blank Tansu  {replay_seconds:.1f} s, {n / replay_seconds:,.0f} events/s"
           " (causal order, read from PostgreSQL)")
     print(f"ratio replay / raw       {raw_seconds / replay_seconds:.2f} (target ≥ 0.5)")
+    report_row(f"sir replay, {n:,} events", f"{n / replay_seconds:,.0f} events/s",
+               f"raw aiokafka produce {n / raw_seconds:,.0f} events/s", ratio(n / replay_seconds, n / raw_seconds), "≥ 0.5")
 
 
 if __name__ == "__main__":

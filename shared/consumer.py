@@ -100,10 +100,17 @@ class IdempotentApplier:
             f"INSERT INTO {schema}.processed_events (consumer, event_id, topic, partition, \"offset\")"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true"
         )
-        self._mark_all_processed = (
+        # The batch's one statement before the consumer runs: mark every event processed
+        # and load (locked) the positions of every case in the batch. Rows of `marked`
+        # carry an event_id, rows of `positions` a case_id.
+        self._mark_and_load = (
             f"WITH marked AS (INSERT INTO {schema}.processed_events (consumer, event_id, topic, partition, \"offset\")"
             " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::integer[], $5::bigint[])"
-            " ON CONFLICT DO NOTHING RETURNING event_id) SELECT array_agg(event_id) FROM marked"
+            " ON CONFLICT DO NOTHING RETURNING event_id),"
+            f" positions AS (SELECT case_id, applied, held FROM {schema}.case_positions"
+            " WHERE consumer = $1 AND case_id = ANY($6::uuid[]) FOR UPDATE)"
+            " SELECT event_id, NULL::uuid AS case_id, NULL::integer AS applied, NULL::jsonb AS held FROM marked"
+            " UNION ALL SELECT NULL, case_id, applied, held FROM positions"
         )
         self._unmark = f"DELETE FROM {schema}.processed_events WHERE consumer = $1 AND event_id = $2"
         self._load_positions = (
@@ -119,8 +126,8 @@ class IdempotentApplier:
     async def apply_batch(self, records: Sequence[ConsumerRecord]) -> list[DeadLetter]:
         """Apply the records in one transaction; returns the ones for the dead-letter topic.
 
-        First all at once: one statement marks the whole batch processed, one loads and
-        one saves the positions of its cases, and the handler runs for each event whose
+        First all at once: one statement marks the whole batch processed and loads the
+        positions of its cases, one saves them, and the handler runs for each event whose
         turn has come, with no savepoints. Only if a handler fails is that transaction
         rolled back and the batch applied again one event at a time, each handler call in
         its own savepoint with retries, so a poison event fails alone."""
@@ -149,28 +156,34 @@ class IdempotentApplier:
         return dead
 
     async def _apply_all(self, conn: asyncpg.Connection, events: list[Arrival]) -> tuple[list[Arrival], int]:
-        """Mark every event processed in one statement, then apply the ones that are new
-        (once each: a batch may hold the same event twice) as their turn comes. Returns
+        """Mark every event processed and load its cases' positions in one statement,
+        then apply the ones that are new (once each: a batch may hold the same event
+        twice) as their turn comes. Returns
         those applied and the number of duplicates."""
         if not events:
             return [], 0
-        new = set(
-            await conn.fetchval(
-                self._mark_all_processed,
-                self.consumer,
-                [event.event_id for _, event in events],
-                [record.topic for record, _ in events],
-                [record.partition for record, _ in events],
-                [record.offset for record, _ in events],
-            )
-            or ()
+        rows = await conn.fetch(
+            self._mark_and_load,
+            self.consumer,
+            [event.event_id for _, event in events],
+            [record.topic for record, _ in events],
+            [record.partition for record, _ in events],
+            [record.offset for record, _ in events],
+            list({event.case_id for _, event in events if event.event_type in CASE_EVENT_MODELS}),
         )
+        new = {row["event_id"] for row in rows if row["event_id"] is not None}
+        stored = {row["case_id"]: row for row in rows if row["case_id"] is not None}
         fresh = []
         for record, event in events:
             if event.event_id in new:
                 new.discard(event.event_id)
                 fresh.append((record, event))
-        positions = await self._positions(conn, fresh)
+        # Positions of the fresh events' cases only (a case whose events all came again is left as it is).
+        positions: dict[uuid.UUID, Position] = {}
+        for _, event in fresh:
+            if event.event_type in CASE_EVENT_MODELS and event.case_id not in positions:
+                row = stored.get(event.case_id)
+                positions[event.case_id] = Position() if row is None else _position(row)
         ready = []
         for arrival in fresh:
             ready += self._arrive(positions, arrival)
@@ -254,7 +267,7 @@ class IdempotentApplier:
             return {}
         positions: dict[uuid.UUID, Position] = dict.fromkeys(cases, Position())
         for row in await conn.fetch(self._load_positions, self.consumer, cases):
-            positions[row["case_id"]] = Position(row["applied"], {int(k): v for k, v in row["held"].items()})
+            positions[row["case_id"]] = _position(row)
         return positions
 
     def _arrive(self, positions: dict[uuid.UUID, Position], arrival: Arrival) -> list[Arrival]:
@@ -300,6 +313,10 @@ def held_record(item: Arrival | dict) -> dict:
     }
 
 
+def _position(row: asyncpg.Record) -> Position:
+    return Position(row["applied"], {int(k): v for k, v in row["held"].items()})
+
+
 def consumer_name(group_id: str, topic: str) -> str:
     """The name a consumer's processed events and metrics go under: one per group and topic."""
     return f"{group_id}:{topic}"
@@ -343,6 +360,7 @@ def subscribe_idempotent(
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        batch_timeout_ms=settings.consumer_batch_timeout_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         decoder=_undecoded,
