@@ -67,8 +67,9 @@ class Delivery:
         return cls(record.topic, record.partition, record.offset, headers.get(IMPORTED_HEADER) == b"true")
 
 
-# A consumer is a `Process` (shared/process.py: a pure decider between a loader and a
-# saver); a plain `Handler` is still taken, applied event by event.
+# Every service's consumer is a `Process` (shared/process.py: a pure decider between a
+# loader and a saver). A plain `Handler`, applied event by event, is taken too: the
+# consumer's own tests use one to fail, count and record on cue.
 Handler = Callable[[asyncpg.Connection, Any, Delivery], Awaitable[None]]
 DeadLetter = tuple[ConsumerRecord, str]
 
