@@ -328,84 +328,130 @@ def predicate(kind: str, name: str, scope: Scope) -> str:
     return text
 
 
-def _filters(kind: str, scope: Scope) -> str:
-    return ", ".join(f"count(*) FILTER (WHERE {predicate(kind, name, scope)}) AS {name}" for name in COUNTS[kind])
+def _filters(kind: str, scope: Scope, names: Iterable[str] | None = None) -> str:
+    return ", ".join(
+        f"count(*) FILTER (WHERE {predicate(kind, name, scope)}) AS {name}" for name in (names or COUNTS[kind])
+    )
 
 
-_NOTIFICATION_GROUPS = ("local_authority", "incident_type", "criterion", "signed_off_by", "order_type",
-                        "working_days_taken", "mappa_applies", "quarter")
+class Readers:
+    """Connections reading one snapshot (queries.py opens them), shared by a report's
+    queries: each query takes a free connection and gives it back, so a report's queries
+    run side by side, as many at once as there are connections. A plain connection runs
+    them one after the other."""
+
+    def __init__(self, connections: Iterable[asyncpg.Connection]) -> None:
+        self._free: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+        for conn in connections:
+            self._free.put_nowait(conn)
+
+    async def fetch(self, sql: str, *args) -> list[asyncpg.Record]:
+        conn = await self._free.get()
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            self._free.put_nowait(conn)
+
+    async def fetchval(self, sql: str, *args):
+        rows = await self.fetch(sql, *args)
+        return rows[0][0] if rows else None
+
+
+async def _fetch_all(reader, *queries: tuple) -> list[list]:
+    """Each (sql, *args)'s rows: side by side on Readers, in turn on a connection."""
+    if isinstance(reader, Readers):
+        return list(await asyncio.gather(*(reader.fetch(*q) for q in queries)))
+    return [await reader.fetch(*q) for q in queries]
+
+
+# The notifications' breakdowns the report's tables need, each over one column (or MAPPA's
+# three): counts only, so the grouping sets stay cheap. By authority and quarter comes with
+# the totals (_notification_totals_sql).
+_NOTIFICATION_GROUPS = ("incident_type", "criterion", "signed_off_by", "order_type", "working_days_taken",
+                        "mappa_applies")
 # Per authority, besides the counts: each categorisation gap (shared/categorisation.py).
 _GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS gap_{gap}" for gap in GAPS)
+# The counts that need the notification's first forward to the Scottish Government (the
+# join); the others are counted over the notifications alone.
+_FORWARD_COUNTS = tuple(name for name, text in NOTIFICATION_COUNTS.items() if "f." in text)
+_OWN_COUNTS = tuple(name for name in NOTIFICATION_COUNTS if name not in _FORWARD_COUNTS)
 
 
 def _notifications_sql(scope: Scope) -> str:
-    """The period's notifications grouped every way the report's tables need (counts only:
-    no forwards, no filters, so the many groupings stay cheap)."""
+    """The period's notifications grouped every way the report's tables need."""
     notifications = relation("notifications", scope.as_of)
     return f"""
-SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS if g != 'quarter')},
-       GROUPING(date_trunc('quarter', n.received_on)) AS g_quarter,
-       n.local_authority, n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
-       n.mappa_applies, n.mappa_category, n.mappa_level, date_trunc('quarter', n.received_on)::date AS quarter,
-       count(*) AS notifications
+SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS)},
+       n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
+       n.mappa_applies, n.mappa_category, n.mappa_level, count(*) AS notifications
 FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2
 GROUP BY GROUPING SETS ((n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
-                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level),
-                        (n.local_authority, date_trunc('quarter', n.received_on)), (n.local_authority))
+                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level))
 """
 
 
 def _notification_totals_sql(scope: Scope) -> str:
-    """Every count of NOTIFICATION_COUNTS over the period, and per authority the
-    categorisation gaps."""
-    source, within = _source("notifications", scope)
+    """The counts of NOTIFICATION_COUNTS that need no forward and the categorisation gaps,
+    by authority and calendar quarter (the report adds them up: by authority, in all)."""
+    notifications = relation("notifications", scope.as_of)
     return (
-        f"SELECT GROUPING(n.local_authority) AS g_local_authority, n.local_authority,"
-        f" {_filters('notifications', scope)}, {_GAP_COUNTS}"
-        f" FROM {source} WHERE {within} GROUP BY GROUPING SETS ((n.local_authority), ())"
+        f"SELECT n.local_authority, date_trunc('quarter', n.received_on)::date AS quarter,"
+        f" {_filters('notifications', scope, _OWN_COUNTS)}, {_GAP_COUNTS}"
+        f" FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2 GROUP BY 1, 2"
     )
 
 
-async def notification_counts(conn, scope: Scope, other_conn=None) -> NotificationCounts:
+def _forward_totals_sql(scope: Scope) -> str:
+    """The counts of NOTIFICATION_COUNTS over the notifications and their first forward to
+    the Scottish Government."""
+    source, within = _source("notifications", scope)
+    return f"SELECT {_filters('notifications', scope, _FORWARD_COUNTS)} FROM {source} WHERE {within}"
+
+
+async def notification_counts(reader, scope: Scope) -> NotificationCounts:
     """Counts of the notifications received (Scottish date) in the scope's period, as known
-    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged); the two
-    queries side by side when given a second connection (of the same snapshot)."""
+    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged); the
+    queries side by side when `reader` is Readers (connections of one snapshot)."""
     counts = NotificationCounts()
+    counts.totals.update(dict.fromkeys(NOTIFICATION_COUNTS, 0))
     by_group = {
-        "local_authority": counts.by_authority, "incident_type": counts.by_incident_type,
-        "criterion": counts.by_criterion, "signed_off_by": counts.by_sign_off,
-        "order_type": counts.by_order_type, "working_days_taken": counts.working_days,
+        "incident_type": counts.by_incident_type, "criterion": counts.by_criterion,
+        "signed_off_by": counts.by_sign_off, "order_type": counts.by_order_type,
+        "working_days_taken": counts.working_days,
     }
-    grouped_query = conn.fetch(_notifications_sql(scope), scope.period_from, scope.period_to)
-    totals_query = (other_conn or conn).fetch(_notification_totals_sql(scope), scope.period_from, scope.period_to)
-    if other_conn is None:
-        grouped_rows, total_rows = await grouped_query, await totals_query
-    else:
-        grouped_rows, total_rows = await asyncio.gather(grouped_query, totals_query)
+    period = (scope.period_from, scope.period_to)
+    total_rows, grouped_rows, forward_rows = await _fetch_all(
+        reader, (_notification_totals_sql(scope), *period), (_notifications_sql(scope), *period),
+        (_forward_totals_sql(scope), *period),
+    )
     for row in grouped_rows:
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
         if grouped == ["mappa_applies"]:
             if row["mappa_applies"]:
                 counts.by_mappa[row["mappa_category"], row["mappa_level"]] += row["notifications"]
-        elif grouped == ["local_authority", "quarter"]:
-            counts.by_quarter[row["local_authority"], row["quarter"]] = row["notifications"]
         else:
             by_group[grouped[0]][row[grouped[0]]] += row["notifications"]
+    by_authority: dict[str, Counter] = {}
     for row in total_rows:
-        if row["g_local_authority"]:  # the grand total
-            for name in NOTIFICATION_COUNTS:
-                counts.totals[name] = row[name]
-            counts.total = row["notifications"]
-        else:
-            counts.categorisation[row["local_authority"]] = Counter(
-                notifications=row["notifications"], incomplete=row["categorisation_incomplete"],
-                **{gap: row[f"gap_{gap}"] for gap in GAPS},
-            )
+        authority = row["local_authority"]
+        counts.by_quarter[authority, row["quarter"]] = row["notifications"]
+        counts.by_authority[authority] += row["notifications"]
+        for name in _OWN_COUNTS:
+            counts.totals[name] += row[name]
+        summed = by_authority.setdefault(authority, Counter())
+        summed.update({"notifications": row["notifications"], "incomplete": row["categorisation_incomplete"],
+                       **{gap: row[f"gap_{gap}"] for gap in GAPS}})
+    for row in forward_rows:
+        for name in _FORWARD_COUNTS:
+            counts.totals[name] += row[name]
+    counts.total = counts.totals["notifications"]
+    counts.categorisation = by_authority
     return counts
 
 
-async def review_counts(conn, scope: Scope) -> ReviewCounts:
-    """Counts of the reviews, and of the responses, the scope's period holds (its basis)."""
+async def review_counts(reader, scope: Scope) -> ReviewCounts:
+    """Counts of the reviews, and of the responses, the scope's period holds (its basis);
+    the queries side by side when `reader` is Readers."""
     counts = ReviewCounts()
     reviews, in_reviews = _source("reviews", scope, with_notification=False)
     responses, in_responses = _source("responses", scope, with_notification=False)
@@ -418,29 +464,36 @@ async def review_counts(conn, scope: Scope) -> ReviewCounts:
         " GROUP BY r.review_type"
     )
     # A review lists each finding and each tool once (domain.py): findings by authority and
-    # year (the learning themes over time), their sums the findings table.
+    # year (the learning themes over time), their sums the findings table; tools in all.
+    # One scan for both lists: unnest(findings, risk_tools) pairs them up, the shorter list
+    # padded with NULLs, which each grouping leaves out. (Not flattened, OFFSET 0: the year
+    # is worked out once a review, not once a finding.)
     lists_sql = (
-        f"SELECT 'finding' AS kind, item, r.local_authority, extract(year FROM r.received_on)::int AS year,"
-        f" count(*) AS reviews FROM {reviews} CROSS JOIN LATERAL unnest(r.findings) AS item WHERE {in_reviews}"
-        " GROUP BY item, r.local_authority, year"
-        f" UNION ALL SELECT 'tool', item, NULL, NULL, count(*)"
-        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.risk_tools) AS item WHERE {in_reviews} GROUP BY item"
+        "SELECT GROUPING(u.tool) AS g_tool, u.finding, u.tool, r.local_authority, r.year, count(*) AS reviews"
+        " FROM (SELECT r.local_authority, extract(year FROM r.received_on)::int AS year, r.findings, r.risk_tools"
+        f" FROM {reviews} WHERE {in_reviews} OFFSET 0) r"
+        " CROSS JOIN LATERAL unnest(r.findings, r.risk_tools) AS u(finding, tool)"
+        " GROUP BY GROUPING SETS ((u.finding, r.local_authority, r.year), (u.tool))"
     )
-    for row in await conn.fetch(reviews_sql, scope.period_from, scope.period_to):
+    period = (scope.period_from, scope.period_to)
+    list_rows, review_rows, response_rows = await _fetch_all(
+        reader, (lists_sql, *period), (reviews_sql, *period), (responses_sql, *period)
+    )
+    for row in review_rows:
         counts.by_type[row["review_type"]] = Counter({k: row[k] for k in REVIEW_SUMS})
-    for row in await conn.fetch(responses_sql, scope.period_from, scope.period_to):
+    for row in response_rows:
         counts.responses_by_type[row["review_type"]] = Counter({k: row[k] for k in RESPONSE_SUMS})
-    for row in await conn.fetch(lists_sql, scope.period_from, scope.period_to):
-        if row["kind"] == "finding":
-            counts.findings[row["item"]] += row["reviews"]
-            counts.findings_over_time.append((row["local_authority"], row["year"], row["item"], row["reviews"]))
-        else:
-            counts.risk_tools[row["item"]] = row["reviews"]
+    for row in list_rows:
+        if row["g_tool"] and row["finding"] is not None:
+            counts.findings[row["finding"]] += row["reviews"]
+            counts.findings_over_time.append((row["local_authority"], row["year"], row["finding"], row["reviews"]))
+        elif not row["g_tool"] and row["tool"] is not None:
+            counts.risk_tools[row["tool"]] = row["reviews"]
     return counts
 
 
 async def quarter_counts(
-    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None,
+    reader, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None,
     as_of: dt.datetime | None = None,
 ) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
@@ -449,22 +502,22 @@ async def quarter_counts(
     OPEN_CASE_COUNTS and DEADLINE_COUNTS, which the drill-down lists too."""
     scope = Scope(period_from, period_to, as_of, "received", as_at)
     counts = QuarterCounts()
-    source, _ = _source("open_cases", scope)
-    for row in await conn.fetch(
-        f"SELECT n.local_authority, count(*) AS n FROM {source}"
-        f" WHERE {predicate('open_cases', 'open_cases', scope)} GROUP BY 1"
-    ):
+    cases, _ = _source("open_cases", scope)
+    deadlines, _ = _source("deadlines", scope, with_notification=False)
+    open_rows, overdue_rows, breach_rows = await _fetch_all(
+        reader,
+        (f"SELECT n.local_authority, count(*) AS n FROM {cases}"
+         f" WHERE {predicate('open_cases', 'open_cases', scope)} GROUP BY 1",),
+        (f"SELECT d.local_authority, count(*) AS n FROM {deadlines}"
+         f" WHERE {predicate('deadlines', 'overdue_items', scope)} GROUP BY 1",),
+        (f"SELECT d.local_authority, d.rule, count(*) AS n FROM {deadlines}"
+         f" WHERE {predicate('deadlines', 'breaches', scope)} GROUP BY 1, 2",),
+    )
+    for row in open_rows:
         counts.open_cases[row["local_authority"]] = row["n"]
-    source, _ = _source("deadlines", scope, with_notification=False)
-    for row in await conn.fetch(
-        f"SELECT d.local_authority, count(*) AS n FROM {source}"
-        f" WHERE {predicate('deadlines', 'overdue_items', scope)} GROUP BY 1"
-    ):
+    for row in overdue_rows:
         counts.overdue_items[row["local_authority"]] = row["n"]
-    for row in await conn.fetch(
-        f"SELECT d.local_authority, d.rule, count(*) AS n FROM {source}"
-        f" WHERE {predicate('deadlines', 'breaches', scope)} GROUP BY 1, 2"
-    ):
+    for row in breach_rows:
         counts.breaches[row["local_authority"]] += row["n"]
         counts.breaches_by_rule[row["rule"]] += row["n"]
     return counts
