@@ -42,6 +42,12 @@ async def _report_settings(conn: asyncpg.Connection) -> None:
     await conn.execute("; ".join(f"SET LOCAL {name} = '{value}'" for name, value in REPORT_SETTINGS.items()))
 
 
+def _readers(pool: asyncpg.Pool) -> int:
+    """How many connections a report reads on: up to 4 (its queries side by side), always
+    leaving one of the pool to the rest of the service (`sir report` gives it a pool of 4)."""
+    return max(1, min(4, pool.get_max_size() - 1))
+
+
 @contextlib.asynccontextmanager
 async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[repository.Readers]:
     """Connections reading the same snapshot (the first one's, exported to the others),
@@ -76,7 +82,7 @@ async def compute_national(
     beyond it. `as_of`: only what the platform had recorded by then counts, and the report
     is made as it would have been made then; `basis`: the reviews and responses received in
     the period, or those of the period's notifications (cohort)."""
-    async with _one_snapshot(pool, 3) as reader:
+    async with _one_snapshot(pool, _readers(pool)) as reader:
         now = now or await repository.database_now(reader)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         notifications, reviews = await asyncio.gather(
@@ -124,7 +130,7 @@ async def compute_quarterly(
     as_of: dt.datetime | None = None, basis: repository.Basis = "received", threshold: float | None = None,
 ) -> dict:
     period_from, period_to = quarter_period(year, quarter)
-    async with _one_snapshot(pool, 3) as reader:
+    async with _one_snapshot(pool, _readers(pool)) as reader:
         now = now or await repository.database_now(reader)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         notifications, reviews, quarter_counts, follow_up = await asyncio.gather(
@@ -146,7 +152,8 @@ async def compute_cases(
 ) -> dict:
     """The cases behind one figure (or table row) of the national report of the same
     period, as of the same moment, on the same basis."""
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await _report_settings(conn)
         now = now or await repository.database_now(conn)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         count, listed = await repository.cases(conn, scope, figure, value, local_authority, limit)
@@ -170,12 +177,17 @@ async def compute_all_cases(
     for name, table in report["tables"].items():
         if name in repository.TABLE_CASES:
             wanted += [(name, key) for key, row in zip(table.get("keys") or (), table["rows"], strict=False) if key is not None]
-    listed = {}
-    for figure, value in wanted:
-        listed[case_anchor(figure, value)] = await compute_cases(
-            pool, period_from, period_to, figure, value, local_authority, now, as_of, report["basis"], limit
-        )
-    return listed
+    scope = report_scope(period_from, period_to, now, as_of, report["basis"])
+    async with _one_snapshot(pool, _readers(pool)) as reader:
+        found = await repository.many_cases(reader, scope, wanted, local_authority, limit)
+    return {
+        case_anchor(figure, value): {
+            "figure": figure, "value": value, "local_authority": local_authority,
+            "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
+            **known(now, as_of, report["basis"]), "count": count, "cases": listed,
+        }
+        for (figure, value), (count, listed) in zip(wanted, found, strict=True)
+    }
 
 
 async def compute_reporting_patterns(

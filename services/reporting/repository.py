@@ -9,7 +9,7 @@ import datetime as dt
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -633,15 +633,22 @@ class UnknownFigure(ValueError):
     """Not a figure or table the drill-down lists (the message says which there are)."""
 
 
-async def cases(
-    conn, scope: Scope, figure: str, value: str | None = None, local_authority: str | None = None,
-    limit: int | None = None,
-) -> tuple[int, list[dict]]:
-    """The cases behind a figure (or a table's row, `value`), in the scope the report was
-    counted in, narrowed to one authority for a council: how many, and (the first `limit`
-    of) them with case id, council reference, authority, dates and the value that put each
-    case in the figure."""
-    params: list = [scope.period_from, scope.period_to]
+@dataclass(frozen=True)
+class _CaseQuery:
+    """A figure's (or table row's) cases as SQL: FROM `source` WHERE `within` AND
+    (`condition`), `shown` the value listed; `params` are those `within` uses ($1...), and
+    `{value}` in `condition` and `shown` stands for the table row's value (`value`)."""
+
+    kind: str
+    source: str
+    within: str
+    condition: str
+    shown: str
+    params: tuple
+    value: str | None
+
+
+def _case_query(scope: Scope, figure: str, value: str | None, local_authority: str | None) -> _CaseQuery:
     if figure in FIGURE_CASES:
         if value is not None:
             raise UnknownFigure(f"{figure} is a figure, not a table: it takes no value")
@@ -653,36 +660,95 @@ async def cases(
         if value is None:
             raise UnknownFigure(f"{figure} is a table: value names its row")
         kind, condition = TABLE_CASES[figure]
-        shown = "$3::text"
-        params.append(value)
+        condition, shown = condition.replace("$3", "{value}"), "{value}::text"
     else:
         raise UnknownFigure(f"no figure or table {figure!r}; figures: {', '.join(sorted(FIGURE_CASES))};"
                             f" tables: {', '.join(sorted(TABLE_CASES))}")
     source, within = _source(kind, scope)
     subject = "d" if kind == "deadlines" else "n"  # whose case id and authority
-    if kind in ("open_cases", "deadlines"):  # no period of receipt: $1, $2 are not used
-        params = params[2:]
-        condition = condition.replace("$3", "$1")
-        shown = shown.replace("$3", "$1")
+    # open cases and deadlines have no period of receipt: $1, $2 are not used
+    params: list = [] if kind in ("open_cases", "deadlines") else [scope.period_from, scope.period_to]
     if local_authority is not None:
         params.append(local_authority)
         within += f" AND {subject}.local_authority = ${len(params)}"
+    return _CaseQuery(kind, source, within, condition, shown, tuple(params), value)
+
+
+def _case_list_sql(q: _CaseQuery, value_param: str, limit: int | None, with_total: bool) -> str:
+    subject = "d" if q.kind == "deadlines" else "n"
     extra = {
         "notifications": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
         "open_cases": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
         "deadlines": "d.rule, d.due_at, d.met_at",
-    }.get(kind, "r.review_id, r.received_on AS review_received_on, r.responded_on")
+    }.get(q.kind, "r.review_id, r.received_on AS review_received_on, r.responded_on")
     order = {
         "deadlines": "d.due_at, d.case_id, d.rule",
-    }.get(kind, "n.received_on, n.case_id" + (", r.received_on, r.review_id" if kind in ("reviews", "responses") else ""))
-    rows = await conn.fetch(
+    }.get(q.kind, "n.received_on, n.case_id" + (", r.received_on, r.review_id" if q.kind in ("reviews", "responses") else ""))
+    select = (
         f"SELECT {subject}.case_id, n.council_reference, {subject}.local_authority, n.incident_date,"
-        f" n.received_on AS notified_on, {extra},"
-        f" ({shown}) AS value, count(*) OVER () AS total FROM {source} WHERE {within} AND ({condition})"
-        f" ORDER BY {order}{'' if limit is None else f' LIMIT {int(limit)}'}",
-        *params,
+        f" n.received_on AS notified_on, {extra}, ({q.shown.replace('{value}', value_param)}) AS value"
+        f"{', count(*) OVER () AS total' if with_total else ''}"
+        f" FROM {q.source} WHERE {q.within} AND ({q.condition.replace('{value}', value_param)})"
     )
-    return (rows[0]["total"] if rows else 0), [_listed(kind, r) for r in rows]
+    if limit is None:
+        return f"{select} ORDER BY {order}"
+    if q.kind in ("reviews", "responses") and q.within.startswith("r."):
+        # Reviews or responses of the period (received basis), listed in their notifications'
+        # order: read in that order, the first few could lie anywhere in it (the planner
+        # walks every notification from the first). The period's rows first, then the order.
+        return (f"WITH m AS MATERIALIZED ({select}) SELECT * FROM m"
+                f" ORDER BY m.notified_on, m.case_id, m.review_received_on, m.review_id LIMIT {int(limit)}")
+    return f"{select} ORDER BY {order} LIMIT {int(limit)}"
+
+
+async def cases(
+    conn, scope: Scope, figure: str, value: str | None = None, local_authority: str | None = None,
+    limit: int | None = None,
+) -> tuple[int, list[dict]]:
+    """The cases behind a figure (or a table's row, `value`), in the scope the report was
+    counted in, narrowed to one authority for a council: how many, and (the first `limit`
+    of) them with case id, council reference, authority, dates and the value that put each
+    case in the figure."""
+    q = _case_query(scope, figure, value, local_authority)
+    params = [*q.params, *([] if q.value is None else [q.value])]
+    rows = await conn.fetch(_case_list_sql(q, f"${len(params)}", limit, with_total=True), *params)
+    return (rows[0]["total"] if rows else 0), [_listed(q.kind, r) for r in rows]
+
+
+async def many_cases(
+    reader, scope: Scope, wanted: Sequence[tuple[str, str | None]], local_authority: str | None, limit: int,
+) -> list[tuple[int, list[dict]]]:
+    """`cases` of each (figure, value), the first `limit` of each (the HTML page's
+    drill-down section): every count of a kind in one scan (FILTER), then each list on its
+    own, without the count, so it can stop at `limit` rows read in order; none for a figure
+    that counts no case."""
+    queries = [_case_query(scope, figure, value, local_authority) for figure, value in wanted]
+    by_kind: dict[tuple, list[int]] = {}
+    for index, q in enumerate(queries):
+        by_kind.setdefault((q.source, q.within, q.params), []).append(index)
+    statements = []
+    for (source, within, params), indexes in by_kind.items():
+        values = [queries[i].value for i in indexes if queries[i].value is not None]
+        numbered, filters = len(params), []
+        for i in indexes:
+            value_param = "NULL"
+            if queries[i].value is not None:
+                numbered += 1
+                value_param = f"${numbered}"
+            filters.append(f"count(*) FILTER (WHERE {queries[i].condition.replace('{value}', value_param)})")
+        statements.append((f"SELECT {', '.join(filters)} FROM {source} WHERE {within}", *params, *values))
+    counts = [0] * len(queries)
+    for (_, indexes), rows in zip(by_kind.items(), await _fetch_all(reader, *statements), strict=True):
+        for position, i in enumerate(indexes):
+            counts[i] = rows[0][position]
+    listed: list[list[dict]] = [[] for _ in queries]
+    lists = [i for i, count in enumerate(counts) if count]
+    params_of = [[*queries[i].params, *([] if queries[i].value is None else [queries[i].value])] for i in lists]
+    for i, rows in zip(lists, await _fetch_all(reader, *(
+        (_case_list_sql(queries[i], f"${len(p)}", limit, with_total=False), *p) for i, p in zip(lists, params_of, strict=True)
+    )), strict=True):
+        listed[i] = [_listed(queries[i].kind, r) for r in rows]
+    return list(zip(counts, listed, strict=True))
 
 
 def _iso(value):
