@@ -29,12 +29,12 @@ from shared.settings import get_settings
 _acquiring = asyncio.Lock()
 
 
-# Set in each report's read-only transaction. A report reads every row of its period once
-# or twice, aggregating as it goes, in a few tens of milliseconds a query: compiling its
-# expressions to machine code (JIT) took longer than the query itself (300-800 ms of a
-# report over 125,000 notifications), and the joins and sorts of a long period or of a
-# report as of a moment spilled to disk at the default work_mem. Parallel workers are left
-# off: a report already runs its queries side by side on its own connections.
+# Set in each report's read-only transaction. A report's queries each read a period's rows
+# once, aggregating as they go: compiling their expressions to machine code (JIT, which the
+# planner chooses when it overestimates a join, as it does for a report as of a moment)
+# took 0.4-1.5 s a query over 125,000 notifications, far longer than the query, and the
+# joins and sorts of a long period spilled to disk at the default work_mem. Parallel
+# workers are left off: a report already runs its queries side by side on its connections.
 REPORT_SETTINGS = {"jit": "off", "work_mem": "64MB", "max_parallel_workers_per_gather": "0"}
 
 
