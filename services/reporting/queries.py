@@ -29,10 +29,30 @@ from shared.settings import get_settings
 _acquiring = asyncio.Lock()
 
 
+# Set in each report's read-only transaction. A report's queries each read a period's rows
+# once, aggregating as they go: compiling their expressions to machine code (JIT, which the
+# planner chooses when it overestimates a join, as it does for a report as of a moment)
+# took 0.4-1.5 s a query over 125,000 notifications, far longer than the query, and the
+# joins and sorts of a long period spilled to disk at the default work_mem. Parallel
+# workers are left off: a report already runs its queries side by side on its connections.
+REPORT_SETTINGS = {"jit": "off", "work_mem": "64MB", "max_parallel_workers_per_gather": "0"}
+
+
+async def _report_settings(conn: asyncpg.Connection) -> None:
+    await conn.execute("; ".join(f"SET LOCAL {name} = '{value}'" for name, value in REPORT_SETTINGS.items()))
+
+
+def _readers(pool: asyncpg.Pool) -> int:
+    """How many connections a report reads on: up to 4 (its queries side by side), always
+    leaving one of the pool to the rest of the service (`sir report` gives it a pool of 4)."""
+    return max(1, min(4, pool.get_max_size() - 1))
+
+
 @contextlib.asynccontextmanager
-async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[list[asyncpg.Connection]]:
+async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[repository.Readers]:
     """Connections reading the same snapshot (the first one's, exported to the others),
-    so a report's queries run side by side and still see one state of the projections."""
+    so a report's queries run side by side and still see one state of the projections;
+    each query takes whichever connection is free (repository.Readers)."""
     async with contextlib.AsyncExitStack() as stack:
         # One report at a time takes its connections: several each holding some and
         # waiting for the rest would empty the pool for good (the consumers' too).
@@ -40,10 +60,12 @@ async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[l
             held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
         await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
         snapshot = await held[0].fetchval("SELECT pg_export_snapshot()")
+        await _report_settings(held[0])
         for conn in held[1:]:
             await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        yield held
+            await _report_settings(conn)
+        yield repository.Readers(held)
 
 
 def _moment(now: dt.datetime, as_of: dt.datetime | None) -> dt.datetime:
@@ -60,12 +82,12 @@ async def compute_national(
     beyond it. `as_of`: only what the platform had recorded by then counts, and the report
     is made as it would have been made then; `basis`: the reviews and responses received in
     the period, or those of the period's notifications (cohort)."""
-    async with _one_snapshot(pool, 3) as (first, second, third):
-        now = now or await repository.database_now(first)
+    async with _one_snapshot(pool, _readers(pool)) as reader:
+        now = now or await repository.database_now(reader)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         notifications, reviews = await asyncio.gather(
-            repository.notification_counts(first, scope, third),
-            repository.review_counts(second, scope),
+            repository.notification_counts(reader, scope),
+            repository.review_counts(reader, scope),
         )
         report = national_report(
             period_from, period_to, _moment(now, as_of), notifications, reviews,
@@ -108,16 +130,17 @@ async def compute_quarterly(
     as_of: dt.datetime | None = None, basis: repository.Basis = "received", threshold: float | None = None,
 ) -> dict:
     period_from, period_to = quarter_period(year, quarter)
-    async with _one_snapshot(pool, 3) as (first, second, third):
-        now = now or await repository.database_now(first)
+    async with _one_snapshot(pool, _readers(pool)) as reader:
+        now = now or await repository.database_now(reader)
         scope = report_scope(period_from, period_to, now, as_of, basis)
-        notifications, reviews, quarter_counts = await asyncio.gather(
-            repository.notification_counts(first, scope),
-            repository.review_counts(second, scope),
-            repository.quarter_counts(third, period_from, period_to, scope.as_at, as_of),
+        notifications, reviews, quarter_counts, follow_up = await asyncio.gather(
+            repository.notification_counts(reader, scope),
+            repository.review_counts(reader, scope),
+            repository.quarter_counts(reader, period_from, period_to, scope.as_at, as_of),
+            repository.categorisation_follow_up(reader, scope),
         )
         extra = _signals(scope, notifications, reviews, threshold)
-        extra["categorisation_follow_up"] = follow_up_table(await repository.categorisation_follow_up(first, scope))
+        extra["categorisation_follow_up"] = follow_up_table(follow_up)
         report = quarterly_report(year, quarter, _moment(now, as_of), notifications, reviews, quarter_counts, extra)
         return report | known(now, as_of, basis)
 
@@ -129,7 +152,8 @@ async def compute_cases(
 ) -> dict:
     """The cases behind one figure (or table row) of the national report of the same
     period, as of the same moment, on the same basis."""
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await _report_settings(conn)
         now = now or await repository.database_now(conn)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         count, listed = await repository.cases(conn, scope, figure, value, local_authority, limit)
@@ -153,12 +177,17 @@ async def compute_all_cases(
     for name, table in report["tables"].items():
         if name in repository.TABLE_CASES:
             wanted += [(name, key) for key, row in zip(table.get("keys") or (), table["rows"], strict=False) if key is not None]
-    listed = {}
-    for figure, value in wanted:
-        listed[case_anchor(figure, value)] = await compute_cases(
-            pool, period_from, period_to, figure, value, local_authority, now, as_of, report["basis"], limit
-        )
-    return listed
+    scope = report_scope(period_from, period_to, now, as_of, report["basis"])
+    async with _one_snapshot(pool, _readers(pool)) as reader:
+        found = await repository.many_cases(reader, scope, wanted, local_authority, limit)
+    return {
+        case_anchor(figure, value): {
+            "figure": figure, "value": value, "local_authority": local_authority,
+            "period": {"from": period_from.isoformat(), "to": period_to.isoformat()},
+            **known(now, as_of, report["basis"]), "count": count, "cases": listed,
+        }
+        for (figure, value), (count, listed) in zip(wanted, found, strict=True)
+    }
 
 
 async def compute_reporting_patterns(

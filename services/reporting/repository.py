@@ -11,7 +11,7 @@ import functools
 import operator
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -435,84 +435,130 @@ def predicate(kind: str, name: str, scope: Scope) -> str:
     return text
 
 
-def _filters(kind: str, scope: Scope) -> str:
-    return ", ".join(f"count(*) FILTER (WHERE {predicate(kind, name, scope)}) AS {name}" for name in COUNTS[kind])
+def _filters(kind: str, scope: Scope, names: Iterable[str] | None = None) -> str:
+    return ", ".join(
+        f"count(*) FILTER (WHERE {predicate(kind, name, scope)}) AS {name}" for name in (names or COUNTS[kind])
+    )
 
 
-_NOTIFICATION_GROUPS = ("local_authority", "incident_type", "criterion", "signed_off_by", "order_type",
-                        "working_days_taken", "mappa_applies", "quarter")
+class Readers:
+    """Connections reading one snapshot (queries.py opens them), shared by a report's
+    queries: each query takes a free connection and gives it back, so a report's queries
+    run side by side, as many at once as there are connections. A plain connection runs
+    them one after the other."""
+
+    def __init__(self, connections: Iterable[asyncpg.Connection]) -> None:
+        self._free: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+        for conn in connections:
+            self._free.put_nowait(conn)
+
+    async def fetch(self, sql: str, *args) -> list[asyncpg.Record]:
+        conn = await self._free.get()
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            self._free.put_nowait(conn)
+
+    async def fetchval(self, sql: str, *args):
+        rows = await self.fetch(sql, *args)
+        return rows[0][0] if rows else None
+
+
+async def _fetch_all(reader, *queries: tuple) -> list[list]:
+    """Each (sql, *args)'s rows: side by side on Readers, in turn on a connection."""
+    if isinstance(reader, Readers):
+        return list(await asyncio.gather(*(reader.fetch(*q) for q in queries)))
+    return [await reader.fetch(*q) for q in queries]
+
+
+# The notifications' breakdowns the report's tables need, each over one column (or MAPPA's
+# three): counts only, so the grouping sets stay cheap. By authority and quarter comes with
+# the totals (_notification_totals_sql).
+_NOTIFICATION_GROUPS = ("incident_type", "criterion", "signed_off_by", "order_type", "working_days_taken",
+                        "mappa_applies")
 # Per authority, besides the counts: each categorisation gap (shared/categorisation.py).
 _GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS gap_{gap}" for gap in GAPS)
+# The counts that need the notification's first forward to the Scottish Government (the
+# join); the others are counted over the notifications alone.
+_FORWARD_COUNTS = tuple(name for name, text in NOTIFICATION_COUNTS.items() if "f." in text)
+_OWN_COUNTS = tuple(name for name in NOTIFICATION_COUNTS if name not in _FORWARD_COUNTS)
 
 
 def _notifications_sql(scope: Scope) -> str:
-    """The period's notifications grouped every way the report's tables need (counts only:
-    no forwards, no filters, so the many groupings stay cheap)."""
+    """The period's notifications grouped every way the report's tables need."""
     notifications = relation("notifications", scope.as_of)
     return f"""
-SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS if g != 'quarter')},
-       GROUPING(date_trunc('quarter', n.received_on)) AS g_quarter,
-       n.local_authority, n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
-       n.mappa_applies, n.mappa_category, n.mappa_level, date_trunc('quarter', n.received_on)::date AS quarter,
-       count(*) AS notifications
+SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS)},
+       n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
+       n.mappa_applies, n.mappa_category, n.mappa_level, count(*) AS notifications
 FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2
 GROUP BY GROUPING SETS ((n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
-                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level),
-                        (n.local_authority, date_trunc('quarter', n.received_on)), (n.local_authority))
+                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level))
 """
 
 
 def _notification_totals_sql(scope: Scope) -> str:
-    """Every count of NOTIFICATION_COUNTS over the period, and per authority the
-    categorisation gaps."""
-    source, within = _source("notifications", scope)
+    """The counts of NOTIFICATION_COUNTS that need no forward and the categorisation gaps,
+    by authority and calendar quarter (the report adds them up: by authority, in all)."""
+    notifications = relation("notifications", scope.as_of)
     return (
-        f"SELECT GROUPING(n.local_authority) AS g_local_authority, n.local_authority,"
-        f" {_filters('notifications', scope)}, {_GAP_COUNTS}"
-        f" FROM {source} WHERE {within} GROUP BY GROUPING SETS ((n.local_authority), ())"
+        f"SELECT n.local_authority, date_trunc('quarter', n.received_on)::date AS quarter,"
+        f" {_filters('notifications', scope, _OWN_COUNTS)}, {_GAP_COUNTS}"
+        f" FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2 GROUP BY 1, 2"
     )
 
 
-async def notification_counts(conn, scope: Scope, other_conn=None) -> NotificationCounts:
+def _forward_totals_sql(scope: Scope) -> str:
+    """The counts of NOTIFICATION_COUNTS over the notifications and their first forward to
+    the Scottish Government."""
+    source, within = _source("notifications", scope)
+    return f"SELECT {_filters('notifications', scope, _FORWARD_COUNTS)} FROM {source} WHERE {within}"
+
+
+async def notification_counts(reader, scope: Scope) -> NotificationCounts:
     """Counts of the notifications received (Scottish date) in the scope's period, as known
-    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged); the two
-    queries side by side when given a second connection (of the same snapshot)."""
+    at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged); the
+    queries side by side when `reader` is Readers (connections of one snapshot)."""
     counts = NotificationCounts()
+    counts.totals.update(dict.fromkeys(NOTIFICATION_COUNTS, 0))
     by_group = {
-        "local_authority": counts.by_authority, "incident_type": counts.by_incident_type,
-        "criterion": counts.by_criterion, "signed_off_by": counts.by_sign_off,
-        "order_type": counts.by_order_type, "working_days_taken": counts.working_days,
+        "incident_type": counts.by_incident_type, "criterion": counts.by_criterion,
+        "signed_off_by": counts.by_sign_off, "order_type": counts.by_order_type,
+        "working_days_taken": counts.working_days,
     }
-    grouped_query = conn.fetch(_notifications_sql(scope), scope.period_from, scope.period_to)
-    totals_query = (other_conn or conn).fetch(_notification_totals_sql(scope), scope.period_from, scope.period_to)
-    if other_conn is None:
-        grouped_rows, total_rows = await grouped_query, await totals_query
-    else:
-        grouped_rows, total_rows = await asyncio.gather(grouped_query, totals_query)
+    period = (scope.period_from, scope.period_to)
+    total_rows, grouped_rows, forward_rows = await _fetch_all(
+        reader, (_notification_totals_sql(scope), *period), (_notifications_sql(scope), *period),
+        (_forward_totals_sql(scope), *period),
+    )
     for row in grouped_rows:
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
         if grouped == ["mappa_applies"]:
             if row["mappa_applies"]:
                 counts.by_mappa[row["mappa_category"], row["mappa_level"]] += row["notifications"]
-        elif grouped == ["local_authority", "quarter"]:
-            counts.by_quarter[row["local_authority"], row["quarter"]] = row["notifications"]
         else:
             by_group[grouped[0]][row[grouped[0]]] += row["notifications"]
+    by_authority: dict[str, Counter] = {}
     for row in total_rows:
-        if row["g_local_authority"]:  # the grand total
-            for name in NOTIFICATION_COUNTS:
-                counts.totals[name] = row[name]
-            counts.total = row["notifications"]
-        else:
-            counts.categorisation[row["local_authority"]] = Counter(
-                notifications=row["notifications"], incomplete=row["categorisation_incomplete"],
-                **{gap: row[f"gap_{gap}"] for gap in GAPS},
-            )
+        authority = row["local_authority"]
+        counts.by_quarter[authority, row["quarter"]] = row["notifications"]
+        counts.by_authority[authority] += row["notifications"]
+        for name in _OWN_COUNTS:
+            counts.totals[name] += row[name]
+        summed = by_authority.setdefault(authority, Counter())
+        summed.update({"notifications": row["notifications"], "incomplete": row["categorisation_incomplete"],
+                       **{gap: row[f"gap_{gap}"] for gap in GAPS}})
+    for row in forward_rows:
+        for name in _FORWARD_COUNTS:
+            counts.totals[name] += row[name]
+    counts.total = counts.totals["notifications"]
+    counts.categorisation = by_authority
     return counts
 
 
-async def review_counts(conn, scope: Scope) -> ReviewCounts:
-    """Counts of the reviews, and of the responses, the scope's period holds (its basis)."""
+async def review_counts(reader, scope: Scope) -> ReviewCounts:
+    """Counts of the reviews, and of the responses, the scope's period holds (its basis);
+    the queries side by side when `reader` is Readers."""
     counts = ReviewCounts()
     reviews, in_reviews = _source("reviews", scope, with_notification=False)
     responses, in_responses = _source("responses", scope, with_notification=False)
@@ -525,29 +571,36 @@ async def review_counts(conn, scope: Scope) -> ReviewCounts:
         " GROUP BY r.review_type"
     )
     # A review lists each finding and each tool once (domain.py): findings by authority and
-    # year (the learning themes over time), their sums the findings table.
+    # year (the learning themes over time), their sums the findings table; tools in all.
+    # One scan for both lists: unnest(findings, risk_tools) pairs them up, the shorter list
+    # padded with NULLs, which each grouping leaves out. (Not flattened, OFFSET 0: the year
+    # is worked out once a review, not once a finding.)
     lists_sql = (
-        f"SELECT 'finding' AS kind, item, r.local_authority, extract(year FROM r.received_on)::int AS year,"
-        f" count(*) AS reviews FROM {reviews} CROSS JOIN LATERAL unnest(r.findings) AS item WHERE {in_reviews}"
-        " GROUP BY item, r.local_authority, year"
-        f" UNION ALL SELECT 'tool', item, NULL, NULL, count(*)"
-        f" FROM {reviews} CROSS JOIN LATERAL unnest(r.risk_tools) AS item WHERE {in_reviews} GROUP BY item"
+        "SELECT GROUPING(u.tool) AS g_tool, u.finding, u.tool, r.local_authority, r.year, count(*) AS reviews"
+        " FROM (SELECT r.local_authority, extract(year FROM r.received_on)::int AS year, r.findings, r.risk_tools"
+        f" FROM {reviews} WHERE {in_reviews} OFFSET 0) r"
+        " CROSS JOIN LATERAL unnest(r.findings, r.risk_tools) AS u(finding, tool)"
+        " GROUP BY GROUPING SETS ((u.finding, r.local_authority, r.year), (u.tool))"
     )
-    for row in await conn.fetch(reviews_sql, scope.period_from, scope.period_to):
+    period = (scope.period_from, scope.period_to)
+    list_rows, review_rows, response_rows = await _fetch_all(
+        reader, (lists_sql, *period), (reviews_sql, *period), (responses_sql, *period)
+    )
+    for row in review_rows:
         counts.by_type[row["review_type"]] = Counter({k: row[k] for k in REVIEW_SUMS})
-    for row in await conn.fetch(responses_sql, scope.period_from, scope.period_to):
+    for row in response_rows:
         counts.responses_by_type[row["review_type"]] = Counter({k: row[k] for k in RESPONSE_SUMS})
-    for row in await conn.fetch(lists_sql, scope.period_from, scope.period_to):
-        if row["kind"] == "finding":
-            counts.findings[row["item"]] += row["reviews"]
-            counts.findings_over_time.append((row["local_authority"], row["year"], row["item"], row["reviews"]))
-        else:
-            counts.risk_tools[row["item"]] = row["reviews"]
+    for row in list_rows:
+        if row["g_tool"] and row["finding"] is not None:
+            counts.findings[row["finding"]] += row["reviews"]
+            counts.findings_over_time.append((row["local_authority"], row["year"], row["finding"], row["reviews"]))
+        elif not row["g_tool"] and row["tool"] is not None:
+            counts.risk_tools[row["tool"]] = row["reviews"]
     return counts
 
 
 async def quarter_counts(
-    conn, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None,
+    reader, period_from: dt.date, period_to: dt.date, as_at: dt.datetime | None = None,
     as_of: dt.datetime | None = None,
 ) -> QuarterCounts:
     """Open cases and overdue deadlines at the end of the period, and deadlines breached
@@ -556,22 +609,22 @@ async def quarter_counts(
     OPEN_CASE_COUNTS and DEADLINE_COUNTS, which the drill-down lists too."""
     scope = Scope(period_from, period_to, as_of, "received", as_at)
     counts = QuarterCounts()
-    source, _ = _source("open_cases", scope)
-    for row in await conn.fetch(
-        f"SELECT n.local_authority, count(*) AS n FROM {source}"
-        f" WHERE {predicate('open_cases', 'open_cases', scope)} GROUP BY 1"
-    ):
+    cases, _ = _source("open_cases", scope)
+    deadlines, _ = _source("deadlines", scope, with_notification=False)
+    open_rows, overdue_rows, breach_rows = await _fetch_all(
+        reader,
+        (f"SELECT n.local_authority, count(*) AS n FROM {cases}"
+         f" WHERE {predicate('open_cases', 'open_cases', scope)} GROUP BY 1",),
+        (f"SELECT d.local_authority, count(*) AS n FROM {deadlines}"
+         f" WHERE {predicate('deadlines', 'overdue_items', scope)} GROUP BY 1",),
+        (f"SELECT d.local_authority, d.rule, count(*) AS n FROM {deadlines}"
+         f" WHERE {predicate('deadlines', 'breaches', scope)} GROUP BY 1, 2",),
+    )
+    for row in open_rows:
         counts.open_cases[row["local_authority"]] = row["n"]
-    source, _ = _source("deadlines", scope, with_notification=False)
-    for row in await conn.fetch(
-        f"SELECT d.local_authority, count(*) AS n FROM {source}"
-        f" WHERE {predicate('deadlines', 'overdue_items', scope)} GROUP BY 1"
-    ):
+    for row in overdue_rows:
         counts.overdue_items[row["local_authority"]] = row["n"]
-    for row in await conn.fetch(
-        f"SELECT d.local_authority, d.rule, count(*) AS n FROM {source}"
-        f" WHERE {predicate('deadlines', 'breaches', scope)} GROUP BY 1, 2"
-    ):
+    for row in breach_rows:
         counts.breaches[row["local_authority"]] += row["n"]
         counts.breaches_by_rule[row["rule"]] += row["n"]
     return counts
@@ -687,15 +740,22 @@ class UnknownFigure(ValueError):
     """Not a figure or table the drill-down lists (the message says which there are)."""
 
 
-async def cases(
-    conn, scope: Scope, figure: str, value: str | None = None, local_authority: str | None = None,
-    limit: int | None = None,
-) -> tuple[int, list[dict]]:
-    """The cases behind a figure (or a table's row, `value`), in the scope the report was
-    counted in, narrowed to one authority for a council: how many, and (the first `limit`
-    of) them with case id, council reference, authority, dates and the value that put each
-    case in the figure."""
-    params: list = [scope.period_from, scope.period_to]
+@dataclass(frozen=True)
+class _CaseQuery:
+    """A figure's (or table row's) cases as SQL: FROM `source` WHERE `within` AND
+    (`condition`), `shown` the value listed; `params` are those `within` uses ($1...), and
+    `{value}` in `condition` and `shown` stands for the table row's value (`value`)."""
+
+    kind: str
+    source: str
+    within: str
+    condition: str
+    shown: str
+    params: tuple
+    value: str | None
+
+
+def _case_query(scope: Scope, figure: str, value: str | None, local_authority: str | None) -> _CaseQuery:
     if figure in FIGURE_CASES:
         if value is not None:
             raise UnknownFigure(f"{figure} is a figure, not a table: it takes no value")
@@ -707,36 +767,95 @@ async def cases(
         if value is None:
             raise UnknownFigure(f"{figure} is a table: value names its row")
         kind, condition = TABLE_CASES[figure]
-        shown = "$3::text"
-        params.append(value)
+        condition, shown = condition.replace("$3", "{value}"), "{value}::text"
     else:
         raise UnknownFigure(f"no figure or table {figure!r}; figures: {', '.join(sorted(FIGURE_CASES))};"
                             f" tables: {', '.join(sorted(TABLE_CASES))}")
     source, within = _source(kind, scope)
     subject = "d" if kind == "deadlines" else "n"  # whose case id and authority
-    if kind in ("open_cases", "deadlines"):  # no period of receipt: $1, $2 are not used
-        params = params[2:]
-        condition = condition.replace("$3", "$1")
-        shown = shown.replace("$3", "$1")
+    # open cases and deadlines have no period of receipt: $1, $2 are not used
+    params: list = [] if kind in ("open_cases", "deadlines") else [scope.period_from, scope.period_to]
     if local_authority is not None:
         params.append(local_authority)
         within += f" AND {subject}.local_authority = ${len(params)}"
+    return _CaseQuery(kind, source, within, condition, shown, tuple(params), value)
+
+
+def _case_list_sql(q: _CaseQuery, value_param: str, limit: int | None, with_total: bool) -> str:
+    subject = "d" if q.kind == "deadlines" else "n"
     extra = {
         "notifications": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
         "open_cases": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
         "deadlines": "d.rule, d.due_at, d.met_at",
-    }.get(kind, "r.review_id, r.received_on AS review_received_on, r.responded_on")
+    }.get(q.kind, "r.review_id, r.received_on AS review_received_on, r.responded_on")
     order = {
         "deadlines": "d.due_at, d.case_id, d.rule",
-    }.get(kind, "n.received_on, n.case_id" + (", r.received_on, r.review_id" if kind in ("reviews", "responses") else ""))
-    rows = await conn.fetch(
+    }.get(q.kind, "n.received_on, n.case_id" + (", r.received_on, r.review_id" if q.kind in ("reviews", "responses") else ""))
+    select = (
         f"SELECT {subject}.case_id, n.council_reference, {subject}.local_authority, n.incident_date,"
-        f" n.received_on AS notified_on, {extra},"
-        f" ({shown}) AS value, count(*) OVER () AS total FROM {source} WHERE {within} AND ({condition})"
-        f" ORDER BY {order}{'' if limit is None else f' LIMIT {int(limit)}'}",
-        *params,
+        f" n.received_on AS notified_on, {extra}, ({q.shown.replace('{value}', value_param)}) AS value"
+        f"{', count(*) OVER () AS total' if with_total else ''}"
+        f" FROM {q.source} WHERE {q.within} AND ({q.condition.replace('{value}', value_param)})"
     )
-    return (rows[0]["total"] if rows else 0), [_listed(kind, r) for r in rows]
+    if limit is None:
+        return f"{select} ORDER BY {order}"
+    if q.kind in ("reviews", "responses") and q.within.startswith("r."):
+        # Reviews or responses of the period (received basis), listed in their notifications'
+        # order: read in that order, the first few could lie anywhere in it (the planner
+        # walks every notification from the first). The period's rows first, then the order.
+        return (f"WITH m AS MATERIALIZED ({select}) SELECT * FROM m"
+                f" ORDER BY m.notified_on, m.case_id, m.review_received_on, m.review_id LIMIT {int(limit)}")
+    return f"{select} ORDER BY {order} LIMIT {int(limit)}"
+
+
+async def cases(
+    conn, scope: Scope, figure: str, value: str | None = None, local_authority: str | None = None,
+    limit: int | None = None,
+) -> tuple[int, list[dict]]:
+    """The cases behind a figure (or a table's row, `value`), in the scope the report was
+    counted in, narrowed to one authority for a council: how many, and (the first `limit`
+    of) them with case id, council reference, authority, dates and the value that put each
+    case in the figure."""
+    q = _case_query(scope, figure, value, local_authority)
+    params = [*q.params, *([] if q.value is None else [q.value])]
+    rows = await conn.fetch(_case_list_sql(q, f"${len(params)}", limit, with_total=True), *params)
+    return (rows[0]["total"] if rows else 0), [_listed(q.kind, r) for r in rows]
+
+
+async def many_cases(
+    reader, scope: Scope, wanted: Sequence[tuple[str, str | None]], local_authority: str | None, limit: int,
+) -> list[tuple[int, list[dict]]]:
+    """`cases` of each (figure, value), the first `limit` of each (the HTML page's
+    drill-down section): every count of a kind in one scan (FILTER), then each list on its
+    own, without the count, so it can stop at `limit` rows read in order; none for a figure
+    that counts no case."""
+    queries = [_case_query(scope, figure, value, local_authority) for figure, value in wanted]
+    by_kind: dict[tuple, list[int]] = {}
+    for index, q in enumerate(queries):
+        by_kind.setdefault((q.source, q.within, q.params), []).append(index)
+    statements = []
+    for (source, within, params), indexes in by_kind.items():
+        values = [queries[i].value for i in indexes if queries[i].value is not None]
+        numbered, filters = len(params), []
+        for i in indexes:
+            value_param = "NULL"
+            if queries[i].value is not None:
+                numbered += 1
+                value_param = f"${numbered}"
+            filters.append(f"count(*) FILTER (WHERE {queries[i].condition.replace('{value}', value_param)})")
+        statements.append((f"SELECT {', '.join(filters)} FROM {source} WHERE {within}", *params, *values))
+    counts = [0] * len(queries)
+    for (_, indexes), rows in zip(by_kind.items(), await _fetch_all(reader, *statements), strict=True):
+        for position, i in enumerate(indexes):
+            counts[i] = rows[0][position]
+    listed: list[list[dict]] = [[] for _ in queries]
+    lists = [i for i, count in enumerate(counts) if count]
+    params_of = [[*queries[i].params, *([] if queries[i].value is None else [queries[i].value])] for i in lists]
+    for i, rows in zip(lists, await _fetch_all(reader, *(
+        (_case_list_sql(queries[i], f"${len(p)}", limit, with_total=False), *p) for i, p in zip(lists, params_of, strict=True)
+    )), strict=True):
+        listed[i] = [_listed(queries[i].kind, r) for r in rows]
+    return list(zip(counts, listed, strict=True))
 
 
 def _iso(value):

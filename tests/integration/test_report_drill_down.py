@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from services.reporting import commands, repository
+from services.reporting.queries import compute_all_cases, compute_cases, compute_national
 from shared import devstack
 from shared.auth import issue_token
 from shared.calendar import local_date
@@ -227,6 +228,27 @@ async def test_an_unknown_figure_or_a_missing_row_is_a_422_naming_it(imported):
     assert answer.status_code == 422 and "nonsense" in answer.text
     answer = await get(imported, "/v1/reports/national/cases", PERIOD | {"figure": "review_findings"})
     assert answer.status_code == 422 and "value" in answer.text
+
+
+async def test_the_html_pages_lists_are_each_figures_own_drill_down(imported):
+    """The HTML page's drill-down section (all counts of a kind in one scan, each list cut
+    at its limit) lists, for every figure and row, what that figure's own drill-down lists."""
+    between = imported.between
+    for params, as_of, basis, local_authority in (
+        (PERIOD, None, "received", None), (PERIOD, None, "received", "glasgow-city"),
+        (HALF, None, "cohort", None), (PERIOD, between, "received", None), (PERIOD, between, "cohort", "fife"),
+    ):
+        period = dt.date.fromisoformat(params["from"]), dt.date.fromisoformat(params["to"])
+        report = await compute_national(imported.pool, *period, as_of=as_of, basis=basis)
+        pages = await compute_all_cases(imported.pool, report, local_authority, 3)
+        now = dt.datetime.fromisoformat(report["generated_at"])
+        checked = 0
+        for anchor, page in pages.items():
+            own = await compute_cases(imported.pool, *period, page["figure"], page["value"], local_authority, now,
+                                      as_of, basis, limit=3)
+            assert page == own, anchor
+            checked += bool(page["count"])
+        assert checked > 20 if local_authority is None else checked > 5
 
 
 async def test_the_html_page_links_every_figure_and_row_to_its_cases(imported):
