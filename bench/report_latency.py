@@ -118,7 +118,7 @@ async def seed(pool, args: argparse.Namespace) -> None:
     await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
-        await repository.replace_all(conn, projection.tables(), versions=projection.versions)
+        await repository.replace_all(conn, projection.tables(), versions=projection.versions())
     print(f"seeded {args.notifications:,} cases ({args.notifications * 8:,} events) in memory in {folded:.1f}s"
           f" (commands.Projection), written by COPY in {time.perf_counter() - started:.1f}s")
 
