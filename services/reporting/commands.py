@@ -5,9 +5,7 @@ Rebuild: every event on `sir.case-events.v1`, `sir.routing.v1` and `sir.deadline
 read from the start with a plain aiokafka consumer (no group, big `getmany` batches)
 and folded in memory through the same deciders the live consumers run
 (services/reporting/handlers.py: domain.py's `decide_case`, `decide_forward`,
-`decide_deadline`), each case's events in sequence order (shared/ordering.py). The routing
-and deadline topics are folded in a second process, in parallel with the case events
-(`APART`). Tansu's end offsets are not to
+`decide_deadline`), each case's events in sequence order (shared/ordering.py). Tansu's end offsets are not to
 be trusted, so the end of a topic is where `idle_polls` fetches in a row bring nothing.
 Then, in one transaction: reporting's `processed_events` is locked against the live
 consumers (they wait), the topics are read again to their end, and every projection
@@ -18,14 +16,12 @@ and skip what the rebuild applied, so nothing is applied twice or lost.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import gc
 import itertools
 import json
 import logging
-import multiprocessing
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -52,10 +48,6 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 TOPICS = (CASE_EVENTS, ROUTING_EVENTS, DEADLINE_EVENTS)
-# Folded in a second process, beside the case events in this one: the topics' states are
-# independent of each other (one consumer and one decider each), so this splits nothing a
-# decider sees, and the case events keep their sequence gate here.
-APART = (ROUTING_EVENTS, DEADLINE_EVENTS)
 GROUP_ID = SERVICE.group_id
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "report.schema.json"
 PROCESSED = ("consumer", "event_id", "topic", "partition", "offset")
@@ -215,11 +207,8 @@ async def assign_from_start(consumer: AIOKafkaConsumer, topics=TOPICS) -> None:
     await consumer.seek_to_beginning(*partitions)
 
 
-async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, poll_ms: int = 300,
-                  apart: bool = True) -> RebuildResult:
-    """Drop reporting's projections and rebuild them from the topics (module docstring).
-    `apart`: fold the routing and deadline events in a second process (`APART`), in
-    parallel with the case events here; their rows join this process's before the writes."""
+async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, poll_ms: int = 300) -> RebuildResult:
+    """Drop reporting's projections and rebuild them from the topics (module docstring)."""
     started = time.perf_counter()
     projection = Projection()
     consumer = new_reader(settings)
@@ -227,21 +216,13 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
     # collector would rescan them again and again (it doubles the time at a million).
     collecting = gc.isenabled()
     gc.disable()
-    other = _Apart(settings, idle_polls, poll_ms) if apart else None
-    part: Part | None = None
     await consumer.start()
     try:
-        await assign_from_start(consumer, tuple(t for t in TOPICS if other is None or t not in APART))
-        timings: dict[str, float] = {}
-        with _timed(timings, "read_and_fold_here"):
-            records = await read_topics(consumer, projection, idle_polls, poll_ms)
-        if other is not None:
-            with _timed(timings, "wait_for_apart"):
-                read, part = await other.receive()
-            records += read
+        await assign_from_start(consumer)
+        records = await read_topics(consumer, projection, idle_polls, poll_ms)
         read_seconds = time.perf_counter() - started
         schema = repository.SCHEMA
-        timings["read_and_fold"] = read_seconds
+        timings = {"read_and_fold": read_seconds}
         async with pool.acquire() as conn, conn.transaction():
             # The live consumers write processed_events first in each transaction: once
             # this lock is held none is half-way, and the next waits for the swap.
@@ -250,120 +231,26 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
             # rebuild is then undone as a whole (the old projections stay) and can run again.
             await conn.execute("SET LOCAL synchronous_commit = off")
             with _timed(timings, "catch_up"):
-                if other is not None:
-                    other.send("catch up")
                 records += await read_topics(consumer, projection, idle_polls, poll_ms)
-                if other is not None:
-                    read, caught_up = await other.receive()
-                    records += read
-                    part = caught_up or part
-            await write_projection(conn, projection, timings, part)
+            await write_projection(conn, projection, timings)
             with _timed(timings, "commit"):
                 pass
         log.info("rebuild: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     finally:
         await consumer.stop()
-        if other is not None:
-            other.close()
         if collecting:
             gc.enable()
-    events = len(projection.processed) + (len(part.processed) if part is not None else 0)
-    skipped = projection.skipped + (part.skipped if part is not None else 0)
-    return RebuildResult(events, records, time.perf_counter() - started, read_seconds, skipped, timings)
+    return RebuildResult(
+        len(projection.processed), records, time.perf_counter() - started, read_seconds, projection.skipped, timings
+    )
 
 
-@dataclass
-class Part:
-    """A projection folded in another process, as it travels back: its tables' records,
-    replaced versions and processed_events rows (`Projection.tables`, `versions`)."""
-
-    tables: dict[str, list[tuple]]
-    versions: dict[str, list[tuple]]
-    processed: list[tuple]
-    skipped: int
-
-    @classmethod
-    def of(cls, projection: Projection) -> Part:
-        return cls(projection.tables(), projection.versions(), list(projection.processed.values()),
-                   projection.skipped)
-
-
-class _Apart:
-    """The second process of a rebuild: reads and folds `APART` while this one folds the
-    case events. It answers the number of records read to the topics' end and its `Part`;
-    told to catch up, the number read since and its `Part` again (None if it read nothing)."""
-
-    def __init__(self, settings: Settings, idle_polls: int, poll_ms: int) -> None:
-        context = multiprocessing.get_context("spawn")  # not fork: this process runs an event loop
-        self.pipe, theirs = context.Pipe()
-        self.process = context.Process(target=_fold_apart, args=(theirs, settings, idle_polls, poll_ms),
-                                       name="sir-rebuild-apart", daemon=True)
-        self.process.start()
-        theirs.close()
-
-    async def receive(self) -> Any:
-        message = await asyncio.to_thread(self.pipe.recv)  # EOFError if the process died
-        if isinstance(message, BaseException):
-            raise RuntimeError("rebuild: the second process failed") from message
-        return message
-
-    def send(self, message: str) -> None:
-        self.pipe.send(message)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.pipe.send("stop")
-        self.pipe.close()
-        self.process.join(timeout=10)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-
-
-def _fold_apart(pipe, settings: Settings, idle_polls: int, poll_ms: int) -> None:
-    """The second process (`_Apart`)."""
-    gc.disable()
-    try:
-        asyncio.run(_fold_apart_async(pipe, settings, idle_polls, poll_ms))
-    except BaseException as error:  # told to the first process, which fails the rebuild
-        with contextlib.suppress(OSError):
-            pipe.send(RuntimeError(repr(error)))
-    finally:
-        pipe.close()
-
-
-async def _fold_apart_async(pipe, settings: Settings, idle_polls: int, poll_ms: int) -> None:
-    projection = Projection()
-    consumer = new_reader(settings)
-    await consumer.start()
-    try:
-        await assign_from_start(consumer, APART)
-        # Sent while the first process still folds the case events (most of the work).
-        read = await read_topics(consumer, projection, idle_polls, poll_ms)
-        pipe.send((read, Part.of(projection)))
-        if await asyncio.to_thread(pipe.recv) != "catch up":
-            return
-        read = await read_topics(consumer, projection, idle_polls, poll_ms)
-        pipe.send((read, Part.of(projection) if read else None))  # None: as sent
-        await asyncio.to_thread(pipe.recv)  # sent, and received: the pipe may close
-    finally:
-        await consumer.stop()
-
-
-async def write_projection(conn: asyncpg.Connection, projection: Projection, timings: dict[str, float],
-                           part: Part | None = None) -> None:
+async def write_projection(conn: asyncpg.Connection, projection: Projection, timings: dict[str, float]) -> None:
     """Inside the caller's transaction: replace reporting's projection tables, the
-    consumers' processed events and case positions by the rebuilt ones (`projection`'s and
-    those of `part`, folded apart)."""
+    consumers' processed events and case positions by the rebuilt ones."""
     schema = repository.SCHEMA
     with _timed(timings, "write_projections"):
-        tables, versions = projection.tables(), projection.versions()
-        if part is not None:
-            for table, records in part.tables.items():
-                tables[table] += records
-            for table, replaced in part.versions.items():
-                versions[table] += replaced
-        await repository.replace_all(conn, tables, versions=versions)
+        await repository.replace_all(conn, projection.tables(), versions=projection.versions())
     with _timed(timings, "write_processed_events"):
         consumers = sorted(consumer_name(t) for t in TOPICS)
         # Only these consumers' rows (the usual case): empty the table and fill it bare,
@@ -374,7 +261,7 @@ async def write_projection(conn: asyncpg.Connection, projection: Projection, tim
             + " AND ".join(([f"consumer > ${i}"] if low else []) + ([f"consumer < ${i + 1}"] if high else [])) + ")"
             for i, (low, high) in enumerate(itertools.pairwise(bounds))
         ), *consumers)
-        records = list(projection.processed.values()) + (part.processed if part is not None else [])
+        records = list(projection.processed.values())
         if others:
             await conn.execute(f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])", consumers)
             await conn.copy_records_to_table("processed_events", records=records, columns=PROCESSED, schema_name=schema)
