@@ -92,7 +92,31 @@ def case_after(previous: Case | None, event: Any) -> Case:
             previous.local_authority if previous is not None else event.local_authority,
             State(carried.state), carried.sog_region, carried.responded, carried.closed_reason,
         )
-    return apply(previous, event.event_type, event.local_authority, event.data.model_dump(mode="json"))
+    return apply(previous, event.event_type, event.local_authority, _Fields(event.data))
+
+
+class _Fields(Mapping):
+    """An event's data (a model) read as the mapping `apply` takes, field by field, nested
+    models alike: what `model_dump` would give for the fields `apply` reads (booleans,
+    strings, dates), without copying the whole model for every event of a rebuild."""
+
+    __slots__ = ("_model",)
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            value = getattr(self._model, name)
+        except AttributeError:
+            raise KeyError(name) from None
+        return _Fields(value) if hasattr(type(value), "model_fields") else value
+
+    def __iter__(self):
+        return iter(type(self._model).model_fields)
+
+    def __len__(self) -> int:
+        return len(type(self._model).model_fields)
 
 
 def fold(events: Iterable[tuple[str, str, Mapping]]) -> Case | None:

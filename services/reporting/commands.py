@@ -227,6 +227,9 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
             # The live consumers write processed_events first in each transaction: once
             # this lock is held none is half-way, and the next waits for the swap.
             await conn.execute(f"LOCK TABLE {schema}.processed_events IN EXCLUSIVE MODE")
+            # Nothing is lost if the server crashes before the commit is flushed: the
+            # rebuild is then undone as a whole (the old projections stay) and can run again.
+            await conn.execute("SET LOCAL synchronous_commit = off")
             with _timed(timings, "catch_up"):
                 records += await read_topics(consumer, projection, idle_polls, poll_ms)
             await write_projection(conn, projection, timings)
