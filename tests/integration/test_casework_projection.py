@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from services.reporting import casework, handlers
-from services.reporting.domain import next_status
 from services.reporting.repository import relation
 from shared.db import COMMON, create_pool, migrate
 from shared.events import ANY_EVENT
@@ -59,23 +58,6 @@ async def _view(pool, case_id, **filters):
     rows = await casework.list_cases(pool, limit=10_000, **filters)
     found = [r for r in rows if r["case_id"] == case_id]
     return found[0] if found else None
-
-
-@pytest.mark.parametrize(
-    ("current", "event_type", "expected"),
-    [
-        (None, "deadline.opened", "open"),
-        ("open", "deadline.warning", "warning"),
-        ("warning", "deadline.breached", "breached"),
-        ("breached", "deadline.warning", "breached"),
-        ("breached", "deadline.met", "met"),
-        ("met", "deadline.cancelled", "met"),
-        ("cancelled", "deadline.opened", "cancelled"),
-        (None, "deadline.breached", "breached"),
-    ],
-)
-def test_a_later_status_never_gives_way_to_an_earlier_one(current, event_type, expected):
-    assert next_status(current, event_type) == expected
 
 
 async def test_case_events_fold_into_the_lifecycle_state(pool):

@@ -22,7 +22,7 @@ from shared.consumer import IdempotentApplier
 from shared.db import COMMON, create_pool, migrate
 from shared.lifecycle import Refused, apply
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, ROUTING_EVENTS
-from tests.factories import mappa_notification, notification, review
+from tests.factories import envelope_json, event_data, mappa_notification, notification, review
 
 # The case rows' replaced versions (reports as of a moment) too: a case's events are folded in
 # sequence order, so its versions are the same whatever the delivery order.
@@ -33,7 +33,6 @@ HANDLERS = {
     ROUTING_EVENTS: handlers.FORWARDS,
     DEADLINE_EVENTS: handlers.DEADLINES,
 }
-ACTORS = {"incident.notified": "council", "review.submitted": "council", "review.additional_info_provided": "council"}
 
 
 @pytest.fixture(scope="module")
@@ -45,26 +44,6 @@ async def pool(infra):
 
 
 # --- histories ----------------------------------------------------------------------------
-
-
-def _data(draw, event_type: str, received: dt.datetime) -> dict:
-    """Valid data for `event_type` (the lifecycle decides whether it fits the case)."""
-    if event_type == "incident.notified":
-        body = draw(st.sampled_from([notification, mappa_notification]))
-        incident = received.date() - dt.timedelta(days=draw(st.integers(0, 12)))
-        return body(incident_date=incident.isoformat(), incident_type=draw(st.sampled_from(["suicide", "stalking"])))
-    if event_type == "notification.criteria_assessed":
-        return {"meets_criteria": draw(st.booleans())}
-    if event_type == "sog.decision_recorded":
-        return {"scr_under_mappa": draw(st.booleans())}
-    if event_type == "review.submitted":
-        return review(review_type=draw(st.sampled_from(["initial_analysis", "comprehensive"])))
-    if event_type == "review.responded":
-        return {"outcome": draw(st.sampled_from(["concluded", "comprehensive_review_required"])),
-                "iar_decision_appropriate": draw(st.booleans())}
-    if event_type == "case.closed":
-        return {"reason": draw(st.sampled_from(["concluded", "withdrawn"]))}
-    return {}
 
 
 @st.composite
@@ -79,7 +58,7 @@ def case_history(draw, index: int) -> list[dict]:
         for event_type in ("incident.notified", "notification.criteria_assessed", "sog.decision_recorded",
                            "review.submitted", "review.additional_info_requested",
                            "review.additional_info_provided", "review.responded", "case.closed"):
-            data = _data(draw, event_type, received)
+            data = event_data(draw, event_type, received)
             try:
                 fitting.append((event_type, data, apply(case, event_type, local_authority, data)))
             except Refused:
@@ -87,12 +66,12 @@ def case_history(draw, index: int) -> list[dict]:
         if not fitting:
             break
         event_type, data, case = draw(st.sampled_from(fitting))
-        events.append(_envelope(event_type, case_id, received, data, sequence=len(events) + 1))
+        events.append(envelope_json(event_type, case_id, received, data, sequence=len(events) + 1))
         received += dt.timedelta(days=draw(st.integers(0, 40)), hours=draw(st.integers(0, 8)))
     notified = events[0]["received_at"]
     for attempt in range(draw(st.integers(0, 2))):  # forwards: the first delivery counts
         delivered = (dt.datetime.fromisoformat(notified) + dt.timedelta(days=draw(st.integers(0, 5)))).isoformat()
-        events.append(_envelope("notification.forwarded", case_id, dt.datetime.fromisoformat(delivered), {
+        events.append(envelope_json("notification.forwarded", case_id, dt.datetime.fromisoformat(delivered), {
             "recipient": "scottish-government", "channel": "topic", "attempts": attempt + 1, "delivered_at": delivered,
         }))
     if draw(st.booleans()):  # a deadline's events: opened, maybe warned, then settled one way
@@ -106,20 +85,8 @@ def case_history(draw, index: int) -> list[dict]:
             moment = started + dt.timedelta(days={"opened": 0, "warning": 89, "breached": 90}.get(kind, 95))
             extra = {"met": {"met_at": moment.isoformat(), "working_days_late": 3},
                      "breached": {"breached_at": deadline["due_at"]}}.get(kind, {})
-            events.append(_envelope(f"deadline.{kind}", case_id, moment, deadline | extra))
+            events.append(envelope_json(f"deadline.{kind}", case_id, moment, deadline | extra))
     return events
-
-
-def _envelope(event_type: str, case_id: uuid.UUID, received: dt.datetime, data: dict, sequence=None) -> dict:
-    derived = event_type.startswith(("notification.forward", "deadline."))
-    role = ACTORS.get(event_type, "service" if derived else "inspectorate")
-    event = {
-        "event_id": str(uuid.uuid5(case_id, f"{event_type}/{sequence}/{received}/{json.dumps(data, sort_keys=True)}")),
-        "event_type": event_type, "schema_version": 1, "case_id": str(case_id), "local_authority": "glasgow-city",
-        "received_at": received.isoformat(), "recorded_at": received.isoformat(),
-        "actor": {"role": role, "id": "tok_test"}, "data": data,
-    }
-    return event | ({"sequence": sequence} if sequence else {})
 
 
 def _topic(event: dict) -> str:
@@ -230,10 +197,10 @@ async def ordered(infra):
 
 def _case_events(count: int) -> list[ConsumerRecord]:
     case_id = uuid.uuid4()
-    events = [_envelope("incident.notified", case_id, dt.datetime(2025, 3, 3, 10, tzinfo=dt.timezone.utc),
+    events = [envelope_json("incident.notified", case_id, dt.datetime(2025, 3, 3, 10, tzinfo=dt.timezone.utc),
                         notification(incident_date="2025-02-28"), sequence=1)]
     events += [
-        _envelope("notification.criteria_assessed", case_id, dt.datetime(2025, 3, 3, 11, n, tzinfo=dt.timezone.utc),
+        envelope_json("notification.criteria_assessed", case_id, dt.datetime(2025, 3, 3, 11, n, tzinfo=dt.timezone.utc),
                   {"meets_criteria": True}, sequence=n)
         for n in range(2, count + 1)
     ]
@@ -351,13 +318,13 @@ async def test_events_stored_before_sequences_are_numbered_by_the_migration(infr
         case_a, case_b = uuid.uuid4(), uuid.uuid4()
         received = dt.datetime(2024, 5, 6, 10, tzinfo=dt.timezone.utc)
         old = [  # as stored before today: interleaved cases, a forwarding record among them
-            _envelope("incident.notified", case_a, received, notification(incident_date="2024-05-01")),
-            _envelope("incident.notified", case_b, received, notification(incident_date="2024-05-01")),
-            _envelope("notification.forwarded", case_a, received, {
+            envelope_json("incident.notified", case_a, received, notification(incident_date="2024-05-01")),
+            envelope_json("incident.notified", case_b, received, notification(incident_date="2024-05-01")),
+            envelope_json("notification.forwarded", case_a, received, {
                 "recipient": "scottish-government", "channel": "topic", "attempts": 1,
                 "delivered_at": received.isoformat()}),
-            _envelope("notification.criteria_assessed", case_a, received, {"meets_criteria": True}),
-            _envelope("case.closed", case_b, received, {"reason": "withdrawn"}),
+            envelope_json("notification.criteria_assessed", case_a, received, {"meets_criteria": True}),
+            envelope_json("case.closed", case_b, received, {"reason": "withdrawn"}),
         ]
         for case_id in (case_a, case_b):
             await pool.execute("INSERT INTO intake.cases (case_id, local_authority) VALUES ($1, 'glasgow-city')", case_id)
@@ -434,7 +401,7 @@ async def test_the_deadlines_service_gives_the_same_deadlines_and_events_in_any_
              ("review.submitted", review()), ("review.additional_info_requested", {}),
              ("review.additional_info_provided", {}), ("review.responded", {"outcome": "comprehensive_review_required"}),
              ("review.submitted", review(review_type="comprehensive")), ("case.closed", {"reason": "withdrawn"})]
-    events = [_envelope(event_type, case_id, day + dt.timedelta(days=3 * n), data, sequence=n + 1)
+    events = [envelope_json(event_type, case_id, day + dt.timedelta(days=3 * n), data, sequence=n + 1)
               for n, (event_type, data) in enumerate(steps)]
     records = _records(events)[CASE_EVENTS]
 
@@ -477,7 +444,7 @@ async def test_a_case_concluded_before_its_older_events_are_replayed_stays_concl
     steps = [("incident.notified", notification(incident_date="2026-05-29")), ("review.submitted", review()),
              ("review.additional_info_requested", {}), ("review.additional_info_provided", {}),
              ("review.responded", {"outcome": "concluded"})]
-    events = [_envelope(event_type, case_id, day + dt.timedelta(days=5 * n), data, sequence=n + 1)
+    events = [envelope_json(event_type, case_id, day + dt.timedelta(days=5 * n), data, sequence=n + 1)
               for n, (event_type, data) in enumerate(steps)]
     delivered = [events[-1]] + events  # the new event, then the whole store replayed
 

@@ -35,26 +35,10 @@ from shared.events import ANY_EVENT, CASE_EVENT_MODELS
 from shared.lifecycle import Case, Refused, State, apply
 from shared.messaging import CASE_EVENTS, DEADLINE_EVENTS, IMPORTED_HEADER, ROUTING_EVENTS
 from shared.ordering import Position, arrive
-from tests.factories import mappa_notification, notification, review
+from tests.factories import envelope_json, event_data, mappa_notification, notification, review
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 LIVE, IMPORTED = Context(NOW), Context(NOW, imported=True)
-ACTORS = {"incident.notified": "council", "review.submitted": "council", "review.additional_info_provided": "council"}
-
-
-def _envelope(event_type: str, case_id: uuid.UUID, received: dt.datetime, data: dict, sequence=None,
-              case_after: dict | None = None) -> dict:
-    derived = event_type.startswith(("notification.forward", "deadline."))
-    role = ACTORS.get(event_type, "service" if derived else "inspectorate")
-    event = {
-        "event_id": str(uuid.uuid5(case_id, f"{event_type}/{sequence}/{received}/{json.dumps(data, sort_keys=True)}")),
-        "event_type": event_type, "schema_version": 1, "case_id": str(case_id), "local_authority": "glasgow-city",
-        "received_at": received.isoformat(), "recorded_at": received.isoformat(),
-        "actor": {"role": role, "id": "tok_test"}, "data": data,
-    }
-    if case_after is not None:
-        event["case_after"] = case_after
-    return event | ({"sequence": sequence} if sequence else {})
 
 
 CASE = uuid.UUID(int=1)
@@ -63,7 +47,7 @@ CASE = uuid.UUID(int=1)
 def event(event_type: str, data: dict, *, case_id=CASE, at="2025-03-03T10:00:00+00:00",
           sequence=None, case_after=None):
     return ANY_EVENT.validate_python(
-        _envelope(event_type, case_id, dt.datetime.fromisoformat(at), data, sequence, case_after)
+        envelope_json(event_type, case_id, dt.datetime.fromisoformat(at), data, sequence, case_after)
     )
 
 
@@ -198,25 +182,6 @@ def test_a_deadline_keeps_its_times_status_and_days_late():
 # --- any history, folded three ways -------------------------------------------------------------
 
 
-def _data(draw, event_type: str, received: dt.datetime) -> dict:
-    if event_type == "incident.notified":
-        body = draw(st.sampled_from([notification, mappa_notification]))
-        incident = received.date() - dt.timedelta(days=draw(st.integers(0, 12)))
-        return body(incident_date=incident.isoformat(), incident_type=draw(st.sampled_from(["suicide", "stalking"])))
-    if event_type == "notification.criteria_assessed":
-        return {"meets_criteria": draw(st.booleans())}
-    if event_type == "sog.decision_recorded":
-        return {"scr_under_mappa": draw(st.booleans())}
-    if event_type == "review.submitted":
-        return review(review_type=draw(st.sampled_from(["initial_analysis", "comprehensive"])))
-    if event_type == "review.responded":
-        return {"outcome": draw(st.sampled_from(["concluded", "comprehensive_review_required"])),
-                "iar_decision_appropriate": draw(st.booleans())}
-    if event_type == "case.closed":
-        return {"reason": draw(st.sampled_from(["concluded", "withdrawn"]))}
-    return {}
-
-
 @st.composite
 def case_history(draw, index: int) -> list[dict]:
     """One case: a run of case events the lifecycle accepts, numbered as intake numbers
@@ -229,7 +194,7 @@ def case_history(draw, index: int) -> list[dict]:
     for _ in range(draw(st.integers(1, 8))):
         fitting = []
         for event_type in CASE_EVENT_MODELS:
-            data = _data(draw, event_type, received)
+            data = event_data(draw, event_type, received)
             try:
                 fitting.append((event_type, data, apply(case, event_type, "glasgow-city", data)))
             except Refused:
@@ -239,12 +204,12 @@ def case_history(draw, index: int) -> list[dict]:
         event_type, data, case = draw(st.sampled_from(fitting))
         after = {"state": case.state.value, "sog_region": case.sog_region, "responded": case.responded,
                  "closed_reason": case.closed_reason} if carried else None
-        events.append(_envelope(event_type, case_id, received, data, len(events) + 1, after))
+        events.append(envelope_json(event_type, case_id, received, data, len(events) + 1, after))
         received += dt.timedelta(days=draw(st.integers(0, 40)), hours=draw(st.integers(0, 8)))
     notified = dt.datetime.fromisoformat(events[0]["received_at"])
     for attempt in range(draw(st.integers(0, 2))):
         delivered = notified + dt.timedelta(days=draw(st.integers(0, 5)))
-        events.append(_envelope("notification.forwarded", case_id, delivered, {
+        events.append(envelope_json("notification.forwarded", case_id, delivered, {
             "recipient": "scottish-government", "channel": "topic", "attempts": attempt + 1,
             "delivered_at": delivered.isoformat(),
         }))
@@ -256,7 +221,7 @@ def case_history(draw, index: int) -> list[dict]:
             moment = notified + dt.timedelta(days={"opened": 0, "warning": 89, "breached": 90}.get(kind, 95))
             extra = {"met": {"met_at": moment.isoformat(), "working_days_late": 3},
                      "breached": {"breached_at": deadline["due_at"]}}.get(kind, {})
-            events.append(_envelope(f"deadline.{kind}", case_id, moment, deadline | extra))
+            events.append(envelope_json(f"deadline.{kind}", case_id, moment, deadline | extra))
     return events
 
 
