@@ -165,6 +165,20 @@ def _count_published(
     return {(topic, str(partition)) for topic, partition in highest}
 
 
+# The relays running in this process, by schema: a writer that commits outbox rows wakes
+# its own process's relay at once (`wake_relays`) instead of waiting for the NOTIFY's
+# round trip through the database (issue 15: the deadline scheduler's steady lag). The
+# NOTIFY still goes, for the relays of other processes.
+_RUNNING: dict[str, set[OutboxRelay]] = {}
+
+
+def wake_relays(schema: str) -> None:
+    """Wake every relay of `schema` running in this process (none: nothing happens).
+    Call it after the transaction that queued the rows has committed."""
+    for relay in _RUNNING.get(schema, ()):
+        relay.wake()
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -191,8 +205,10 @@ class OutboxRelay:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self.schema}")
+        _RUNNING.setdefault(self.schema, set()).add(self)
 
     async def stop(self) -> None:
+        _RUNNING.get(self.schema, set()).discard(self)
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

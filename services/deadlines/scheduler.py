@@ -40,7 +40,7 @@ from services.deadlines.repository import SCHEMA
 from shared.events import SCHEMA_VERSION
 from shared.messaging import IMPORTED_HEADER
 from shared.metrics import DEADLINE_BREACHES, DEADLINE_WARNINGS, SCHEDULER_LAG
-from shared.outbox import enqueue_serialised
+from shared.outbox import enqueue_serialised, wake_relays
 from shared.reference import LOCAL_AUTHORITY_SLUGS
 from shared.settings import Settings
 from shared.topics import topic_of
@@ -167,6 +167,8 @@ class Scheduler:
             now = None if self.now is None else await self.now(conn)
             rows = await fire(conn, now, self.batch_size)
         if rows:
+            # Committed: this process's relay publishes them now, not at the NOTIFY's return.
+            wake_relays(SCHEMA)
             _observe(rows)
         return len(rows)
 
