@@ -24,13 +24,14 @@ is parked with its error instead (`outbox_parked`), so it cannot block the rows 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -177,6 +178,14 @@ def wake_relays(schema: str) -> None:
     Call it after the transaction that queued the rows has committed."""
     for relay in _RUNNING.get(schema, ()):
         relay.wake()
+
+
+def in_process_waker(schema: str) -> Callable[[], None] | None:
+    """What wakes this process's relays of `schema`, if one is running here; None: only a
+    NOTIFY reaches a relay (intake's writes skip the NOTIFY when they have a waker)."""
+    if any(relay.running for relay in _RUNNING.get(schema, ())):
+        return functools.partial(wake_relays, schema)
+    return None
 
 
 class OutboxRelay:

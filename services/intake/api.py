@@ -17,6 +17,7 @@ from shared.events import CASE_EVENT_MODELS, IncidentNotifiedData
 from shared.http import BODY_LIMIT
 from shared.lifecycle import Refused
 from shared.logs import event_fields
+from shared.outbox import in_process_waker
 from shared.policy import Authorized, check_may_read_case
 from shared.settings import get_settings
 
@@ -209,8 +210,7 @@ async def _record(
     pool, max_bytes = request.app.state.pool, request.app.state.settings.max_message_bytes
     now = request_clock(request)  # read with the token: no round trip of its own
     # This process's outbox relay, woken here once the event is committed (no NOTIFY).
-    relay = getattr(request.app.state, "relay", None)
-    wake = relay.wake if relay is not None and relay.running else None
+    wake = in_process_waker(repository.SCHEMA)
     try:
         if case_id is None:
             recorded = await service.record_notification(
