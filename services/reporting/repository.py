@@ -5,13 +5,14 @@ computed from."""
 from __future__ import annotations
 
 import asyncio
+import calendar
 import dataclasses
 import datetime as dt
 import functools
 import operator
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -176,6 +177,7 @@ async def save_cases(
         await conn.executemany(_upsert_sql("notifications"), notifications)
     if reviews:
         await conn.executemany(_upsert_sql("reviews"), reviews)
+    await mark_stale(conn, stale_dates(before, after))
 
 
 async def load_forwards(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseForwards]:
@@ -189,6 +191,10 @@ async def save_forwards(
     conn: asyncpg.Connection, before: Mapping[uuid.UUID, CaseForwards], after: Mapping[uuid.UUID, CaseForwards],
 ) -> None:
     await _save_rows(conn, "forwards", before, after)
+    await mark_stale(conn, cases=[
+        case_id for case_id, state in after.items()
+        if state.rows.get(SCOTTISH_GOVERNMENT) != before[case_id].rows.get(SCOTTISH_GOVERNMENT)
+    ])
 
 
 async def load_deadlines(conn: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, CaseDeadlines]:
@@ -227,8 +233,10 @@ async def replace_all(
     records (each in `table_columns` order), inside the caller's transaction; `versions`:
     per table, the replaced versions as (row, recorded_to). The tables are filled bare
     (COPY, their indexes and keys dropped) and indexed again once full, which is faster
-    than keeping every index through a million inserts."""
+    than keeping every index through a million inserts; then every month is summarised
+    anew (the summaries by month, below)."""
     versions = versions or {}
+    await lock_summaries(conn)  # first: a report summarising months must not wait on these tables
     tables = [name for table in rows for name in (table, f"{table}_versions")]
     with_indexes = await drop_indexes(conn, schema, tables)
     for table, records in rows.items():
@@ -247,6 +255,8 @@ async def replace_all(
     # Fresh statistics for the tables just filled: without them the planner takes the
     # versions (read by a report as of a moment) for empty and joins them row by row.
     await conn.execute(f"ANALYZE {', '.join(f'{schema}.{t}' for t in tables)}")
+    await summarise(conn)  # every month's summaries, from the rows just written
+    await conn.execute(f"ANALYZE {', '.join(f'{schema}.{t}' for t in (*SUMMARY_TABLES, 'report_months'))}")
 
 
 async def drop_indexes(conn: asyncpg.Connection, schema: str, tables: list[str]) -> list[str]:
@@ -320,8 +330,15 @@ class Scope:
     as_at: dt.datetime | None = None
 
 
-def _source(kind: str, scope: Scope, with_notification: bool = True) -> tuple[str, str]:
-    """(FROM, WHERE): the rows of the period a figure of this kind counts ($1, $2: the period).
+def in_period(column: str) -> str:
+    """The rows whose date `column` lies in the period ($1, $2)."""
+    return f"{column} BETWEEN $1 AND $2"
+
+
+def _source(kind: str, scope: Scope, with_notification: bool = True,
+            days: Callable[[str], str] = in_period) -> tuple[str, str]:
+    """(FROM, WHERE): the rows of the period a figure of this kind counts ($1, $2: the period;
+    `days`: the condition on the date that places a row in it, for other spans of days).
 
     notifications: received in the period, with the first forward to the Scottish Government.
     reviews: received in the period (basis `received`) or of the period's notifications
@@ -338,15 +355,19 @@ def _source(kind: str, scope: Scope, with_notification: bool = True) -> tuple[st
         return (
             f"{notifications} n LEFT JOIN {forwards} f ON f.case_id = n.case_id"
             f" AND f.recipient = '{SCOTTISH_GOVERNMENT}'",
-            "n.received_on BETWEEN $1 AND $2",
+            days("n.received_on"),
         )
     reviews = relation("reviews", scope.as_of)
     if scope.basis == "cohort":
-        where = "n.received_on BETWEEN $1 AND $2" + (" AND r.responded_on IS NOT NULL" if kind == "responses" else "")
+        where = days("n.received_on") + (" AND r.responded_on IS NOT NULL" if kind == "responses" else "")
         return f"{reviews} r JOIN {notifications} n ON n.case_id = r.case_id", where
-    column = "received_on" if kind == "reviews" else "responded_on"
     joined = f" JOIN {notifications} n ON n.case_id = r.case_id" if with_notification else ""
-    return f"{reviews} r{joined}", f"r.{column} BETWEEN $1 AND $2"
+    return f"{reviews} r{joined}", days(DATE_COLUMNS[kind])
+
+
+# The date that places a row of each kind in a period (basis `received`), and so in a month
+# (the summaries by month below).
+DATE_COLUMNS = {"notifications": "n.received_on", "reviews": "r.received_on", "responses": "r.responded_on"}
 
 
 def _roles(roles) -> str:
@@ -482,43 +503,200 @@ _GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_
 # join); the others are counted over the notifications alone.
 _FORWARD_COUNTS = tuple(name for name, text in NOTIFICATION_COUNTS.items() if "f." in text)
 _OWN_COUNTS = tuple(name for name in NOTIFICATION_COUNTS if name not in _FORWARD_COUNTS)
+# Of the counts kept by month, only the forwards' depend on the report (its moment, as_at),
+# so only their summary of a month waits until all its forwards have fallen due (Summaries.usable).
+assert all("{" not in text for kind in ("reviews", "responses") for text in COUNTS[kind].values())
+assert all("{" not in NOTIFICATION_COUNTS[name] for name in _OWN_COUNTS)
+assert all(NOTIFICATION_COUNTS[name].replace("{as_at}", "").count("{") == 0 for name in _FORWARD_COUNTS)
 
 
-def _notifications_sql(scope: Scope) -> str:
+def month_of(column: str) -> str:
+    """The first day of the month of a date column: the key of the summaries by month."""
+    return f"date_trunc('month', {column}::timestamp)::date"
+
+
+def _month(column: str, by_month: bool) -> tuple[str, str]:
+    """For a statement grouped by month too: the month as an output column, and as a key."""
+    return (f", {month_of(column)} AS month", month_of(column)) if by_month else ("", "")
+
+
+def _notifications_sql(scope: Scope, days: Callable[[str], str] = in_period, by_month: bool = False) -> str:
     """The period's notifications grouped every way the report's tables need."""
     notifications = relation("notifications", scope.as_of)
+    month, key = _month("n.received_on", by_month)
     return f"""
 SELECT {', '.join(f'GROUPING(n.{g}) AS g_{g}' for g in _NOTIFICATION_GROUPS)},
        n.incident_type, n.criterion, n.signed_off_by, n.order_type, n.working_days_taken,
-       n.mappa_applies, n.mappa_category, n.mappa_level, count(*) AS notifications
-FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2
-GROUP BY GROUPING SETS ((n.incident_type), (n.criterion), (n.signed_off_by), (n.order_type),
-                        (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level))
+       n.mappa_applies, n.mappa_category, n.mappa_level, count(*) AS notifications{month}
+FROM {notifications} n WHERE {days('n.received_on')}
+GROUP BY {key + ', ' if key else ''}GROUPING SETS ((n.incident_type), (n.criterion), (n.signed_off_by),
+    (n.order_type), (n.working_days_taken), (n.mappa_applies, n.mappa_category, n.mappa_level))
 """
 
 
-def _notification_totals_sql(scope: Scope) -> str:
+def _notification_totals_sql(scope: Scope, days: Callable[[str], str] = in_period, by_month: bool = False) -> str:
     """The counts of NOTIFICATION_COUNTS that need no forward and the categorisation gaps,
     by authority and calendar quarter (the report adds them up: by authority, in all)."""
     notifications = relation("notifications", scope.as_of)
+    month, key = _month("n.received_on", by_month)
     return (
         f"SELECT n.local_authority, date_trunc('quarter', n.received_on)::date AS quarter,"
-        f" {_filters('notifications', scope, _OWN_COUNTS)}, {_GAP_COUNTS}"
-        f" FROM {notifications} n WHERE n.received_on BETWEEN $1 AND $2 GROUP BY 1, 2"
+        f" {_filters('notifications', scope, _OWN_COUNTS)}, {_GAP_COUNTS}{month}"
+        f" FROM {notifications} n WHERE {days('n.received_on')} GROUP BY 1, 2{', ' + key if key else ''}"
     )
 
 
-def _forward_totals_sql(scope: Scope) -> str:
+def _forward_totals_sql(scope: Scope, days: Callable[[str], str] = in_period, by_month: bool = False) -> str:
     """The counts of NOTIFICATION_COUNTS over the notifications and their first forward to
     the Scottish Government."""
-    source, within = _source("notifications", scope)
-    return f"SELECT {_filters('notifications', scope, _FORWARD_COUNTS)} FROM {source} WHERE {within}"
+    source, within = _source("notifications", scope, days=days)
+    month, key = _month("n.received_on", by_month)
+    return (f"SELECT {_filters('notifications', scope, _FORWARD_COUNTS)}{month} FROM {source} WHERE {within}"
+            f"{' GROUP BY ' + key if key else ''}")
 
 
-async def notification_counts(reader, scope: Scope) -> NotificationCounts:
+def _review_totals_sql(scope: Scope, days: Callable[[str], str] = in_period, by_month: bool = False) -> str:
+    """The counts of REVIEW_COUNTS and the requests for information, by review type."""
+    reviews, within = _source("reviews", scope, with_notification=False, days=days)
+    month, key = _month(DATE_COLUMNS["reviews"], by_month)
+    return (
+        f"SELECT r.review_type, {_filters('reviews', scope)}, coalesce(sum(r.info_requests), 0)::bigint AS info_requests"
+        f"{month} FROM {reviews} WHERE {within} GROUP BY r.review_type{', ' + key if key else ''}"
+    )
+
+
+def _response_totals_sql(scope: Scope, days: Callable[[str], str] = in_period, by_month: bool = False) -> str:
+    """The counts of RESPONSE_COUNTS, by the type of the review answered."""
+    responses, within = _source("responses", scope, with_notification=False, days=days)
+    month, key = _month(DATE_COLUMNS["responses"], by_month)
+    return (f"SELECT r.review_type, {_filters('responses', scope)}{month} FROM {responses} WHERE {within}"
+            f" GROUP BY r.review_type{', ' + key if key else ''}")
+
+
+def _review_lists_sql(scope: Scope, days: Callable[[str], str] = in_period, by_month: bool = False) -> str:
+    """A review lists each finding and each tool once (domain.py): findings by authority and
+    year (the learning themes over time), their sums the findings table; tools in all.
+
+    One scan for both lists: unnest(findings, risk_tools) pairs them up, the shorter list
+    padded with NULLs, which each grouping leaves out. (Not flattened, OFFSET 0: the year
+    is worked out once a review, not once a finding.)"""
+    reviews, within = _source("reviews", scope, with_notification=False, days=days)
+    month, _ = _month(DATE_COLUMNS["reviews"], by_month)
+    return (
+        f"SELECT GROUPING(u.tool) AS g_tool, u.finding, u.tool, r.local_authority, r.year, count(*) AS reviews"
+        f"{', r.month' if by_month else ''}"
+        f" FROM (SELECT r.local_authority, extract(year FROM r.received_on)::int AS year, r.findings, r.risk_tools"
+        f"{month} FROM {reviews} WHERE {within} OFFSET 0) r"
+        " CROSS JOIN LATERAL unnest(r.findings, r.risk_tools) AS u(finding, tool)"
+        f" GROUP BY {'r.month, ' if by_month else ''}GROUPING SETS ((u.finding, r.local_authority, r.year), (u.tool))"
+    )
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One of the statements a report's counts come from: `sql(scope, days, by_month)` counts
+    the rows of `kind` whose date (DATE_COLUMNS) `days` takes, its output `keys` then `sums`;
+    `by_month`: grouped by that date's month too, as its summary (`report_<name>`) keeps
+    it. Each sum adds up over disjoint sets of rows, so a period's figure is the sum of its
+    months' and its other days'. `settles`: its counts depend on the report's moment."""
+
+    name: str
+    kind: str
+    keys: tuple[str, ...]
+    sums: tuple[str, ...]
+    sql: Callable[..., str]
+    settles: bool = False
+
+
+AGGREGATES = {
+    a.name: a for a in (
+        Aggregate("notification_totals", "notifications", ("local_authority", "quarter"),
+                  (*_OWN_COUNTS, *(f"gap_{gap}" for gap in GAPS)), _notification_totals_sql),
+        Aggregate("notification_groups", "notifications",
+                  (*(f"g_{g}" for g in _NOTIFICATION_GROUPS), "incident_type", "criterion", "signed_off_by",
+                   "order_type", "working_days_taken", "mappa_applies", "mappa_category", "mappa_level"),
+                  ("notifications",), _notifications_sql),
+        Aggregate("forward_totals", "notifications", (), _FORWARD_COUNTS, _forward_totals_sql, settles=True),
+        Aggregate("review_totals", "reviews", ("review_type",), (*REVIEW_COUNTS, "info_requests"), _review_totals_sql),
+        Aggregate("response_totals", "responses", ("review_type",), tuple(RESPONSE_COUNTS), _response_totals_sql),
+        Aggregate("review_lists", "reviews", ("g_tool", "finding", "tool", "local_authority", "year"), ("reviews",),
+                  _review_lists_sql),
+    )
+}
+
+
+def _month_end(month: dt.date) -> dt.date:
+    return month.replace(day=calendar.monthrange(month.year, month.month)[1])
+
+
+@dataclass(frozen=True)
+class Summaries:
+    """The months a report may read from the summaries by month, as its snapshot has them:
+    summarised and not changed since (`report_stale`), each with the moment the last forward
+    of its notifications falls due (`settled_at`, None: no notification)."""
+
+    months: Mapping[dt.date, dt.datetime | None]
+
+    def usable(self, aggregate: Aggregate, scope: Scope) -> list[dt.date]:
+        """The whole months of the scope's period this aggregate reads from its summary: none
+        as of a moment past (the rows of then), nor on the cohort basis for reviews and
+        responses; a month of forwards only once all of them have fallen due by the
+        report's moment (as_at; the summary judges every one of them)."""
+        if scope.as_of is not None or (aggregate.kind != "notifications" and scope.basis != "received"):
+            return []
+        return [
+            month for month, settled_at in sorted(self.months.items())
+            if month >= scope.period_from and _month_end(month) <= scope.period_to
+            and not (aggregate.settles and scope.as_at is not None and settled_at is not None
+                     and settled_at > scope.as_at)
+        ]
+
+
+def _left_over(period_from: dt.date, period_to: dt.date, months: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """The spans of the period (first and last day) not in `months` (whole months in it, in order)."""
+    spans, day = [], period_from
+    for month in months:
+        if month > day:
+            spans.append((day, month - dt.timedelta(days=1)))
+        end = _month_end(month)
+        if end >= period_to:
+            return spans
+        day = end + dt.timedelta(days=1)
+    return [*spans, (day, period_to)]
+
+
+def aggregate_query(aggregate: Aggregate, scope: Scope, summaries: Summaries | None) -> tuple:
+    """(sql, *args) of an aggregate over the scope: its summaries of the whole months it may
+    read (Summaries.usable) added to the same statement over the rest of the period's days;
+    over the period's rows alone when there are none."""
+    months = [] if summaries is None else summaries.usable(aggregate, scope)
+    if not months:
+        return aggregate.sql(scope), scope.period_from, scope.period_to
+    args: list = [months]
+    spans = []
+    for first, last in _left_over(scope.period_from, scope.period_to, months):
+        args += [first, last]
+        spans.append((len(args) - 1, len(args)))
+    columns = ", ".join((*aggregate.keys, *aggregate.sums))
+    parts = [f"SELECT {columns} FROM {SCHEMA}.report_{aggregate.name} WHERE month = ANY($1::date[])"]
+    if spans:
+        def days(column: str) -> str:
+            return "(" + " OR ".join(f"{column} BETWEEN ${a} AND ${b}" for a, b in spans) + ")"
+        parts.append(f"SELECT {columns} FROM ({aggregate.sql(scope, days)}) raw")
+    keys = ", ".join(aggregate.keys)
+    sums = ", ".join(f"coalesce(sum({name}), 0)::bigint AS {name}" for name in aggregate.sums)
+    return (
+        f"SELECT {keys + ', ' if keys else ''}{sums} FROM ({' UNION ALL '.join(parts)}) summed"
+        f"{' GROUP BY ' + keys if keys else ''}",
+        *args,
+    )
+
+
+async def notification_counts(reader, scope: Scope, summaries: Summaries | None = None) -> NotificationCounts:
     """Counts of the notifications received (Scottish date) in the scope's period, as known
     at its `as_of`, as at its `as_at` (a forward not due by then is not yet judged); the
-    queries side by side when `reader` is Readers (connections of one snapshot)."""
+    queries side by side when `reader` is Readers (connections of one snapshot); from the
+    summaries of whole months where `summaries` allows."""
     counts = NotificationCounts()
     counts.totals.update(dict.fromkeys(NOTIFICATION_COUNTS, 0))
     by_group = {
@@ -526,11 +704,10 @@ async def notification_counts(reader, scope: Scope) -> NotificationCounts:
         "signed_off_by": counts.by_sign_off, "order_type": counts.by_order_type,
         "working_days_taken": counts.working_days,
     }
-    period = (scope.period_from, scope.period_to)
-    total_rows, grouped_rows, forward_rows = await _fetch_all(
-        reader, (_notification_totals_sql(scope), *period), (_notifications_sql(scope), *period),
-        (_forward_totals_sql(scope), *period),
-    )
+    total_rows, grouped_rows, forward_rows = await _fetch_all(reader, *(
+        aggregate_query(AGGREGATES[name], scope, summaries)
+        for name in ("notification_totals", "notification_groups", "forward_totals")
+    ))
     for row in grouped_rows:
         grouped = [g for g in _NOTIFICATION_GROUPS if row[f"g_{g}"] == 0]
         if grouped == ["mappa_applies"]:
@@ -556,36 +733,15 @@ async def notification_counts(reader, scope: Scope) -> NotificationCounts:
     return counts
 
 
-async def review_counts(reader, scope: Scope) -> ReviewCounts:
+async def review_counts(reader, scope: Scope, summaries: Summaries | None = None) -> ReviewCounts:
     """Counts of the reviews, and of the responses, the scope's period holds (its basis);
-    the queries side by side when `reader` is Readers."""
+    the queries side by side when `reader` is Readers; from the summaries of whole months
+    where `summaries` allows."""
     counts = ReviewCounts()
-    reviews, in_reviews = _source("reviews", scope, with_notification=False)
-    responses, in_responses = _source("responses", scope, with_notification=False)
-    reviews_sql = (
-        f"SELECT r.review_type, {_filters('reviews', scope)}, coalesce(sum(r.info_requests), 0)::bigint AS info_requests"
-        f" FROM {reviews} WHERE {in_reviews} GROUP BY r.review_type"
-    )
-    responses_sql = (
-        f"SELECT r.review_type, {_filters('responses', scope)} FROM {responses} WHERE {in_responses}"
-        " GROUP BY r.review_type"
-    )
-    # A review lists each finding and each tool once (domain.py): findings by authority and
-    # year (the learning themes over time), their sums the findings table; tools in all.
-    # One scan for both lists: unnest(findings, risk_tools) pairs them up, the shorter list
-    # padded with NULLs, which each grouping leaves out. (Not flattened, OFFSET 0: the year
-    # is worked out once a review, not once a finding.)
-    lists_sql = (
-        "SELECT GROUPING(u.tool) AS g_tool, u.finding, u.tool, r.local_authority, r.year, count(*) AS reviews"
-        " FROM (SELECT r.local_authority, extract(year FROM r.received_on)::int AS year, r.findings, r.risk_tools"
-        f" FROM {reviews} WHERE {in_reviews} OFFSET 0) r"
-        " CROSS JOIN LATERAL unnest(r.findings, r.risk_tools) AS u(finding, tool)"
-        " GROUP BY GROUPING SETS ((u.finding, r.local_authority, r.year), (u.tool))"
-    )
-    period = (scope.period_from, scope.period_to)
-    list_rows, review_rows, response_rows = await _fetch_all(
-        reader, (lists_sql, *period), (reviews_sql, *period), (responses_sql, *period)
-    )
+    list_rows, review_rows, response_rows = await _fetch_all(reader, *(
+        aggregate_query(AGGREGATES[name], scope, summaries)
+        for name in ("review_lists", "review_totals", "response_totals")
+    ))
     for row in review_rows:
         counts.by_type[row["review_type"]] = Counter({k: row[k] for k in REVIEW_SUMS})
     for row in response_rows:
@@ -597,6 +753,146 @@ async def review_counts(reader, scope: Scope) -> ReviewCounts:
         elif not row["g_tool"] and row["tool"] is not None:
             counts.risk_tools[row["tool"]] = row["reviews"]
     return counts
+
+
+# --- the summaries by month -------------------------------------------------------------
+#
+# Each aggregate above is kept by month (`report_<name>`: its statement grouped by month
+# too), so a report over years adds up a few hundred rows instead of reading every one; the
+# statements, and so the figures' rules, are the same. A transaction that changes what they
+# count notes it in `report_stale` (mark_stale: the live consumers' savers); a report reads
+# a month so noted from its rows until `refresh_summaries` has summarised it again (a
+# report does that first, in a transaction of its own); `sir report rebuild` summarises
+# every month anew (replace_all). `report_months`: the months summarised.
+
+SUMMARY_TABLES = tuple(f"report_{name}" for name in AGGREGATES)
+# Who (re)writes the summaries: one at a time (pg_advisory_xact_lock of hashtext(this)).
+_SUMMARIES_LOCK = f"{SCHEMA}.report_months"
+# The months the rows noted in report_stale are counted under: those noted, and the month
+# of each noted case's notification (a forward changed: it is counted with its notification).
+_STALE_MONTHS = (
+    "SELECT m AS month FROM {stale} s, unnest(s.months) m"
+    f" UNION SELECT {month_of('n.received_on')} FROM {SCHEMA}.notifications n"
+    " WHERE n.case_id IN (SELECT unnest(s.cases) FROM {stale} s)"
+)
+
+
+async def mark_stale(conn: asyncpg.Connection, dates: Iterable[dt.date] = (), cases: Iterable[uuid.UUID] = ()) -> None:
+    """In a writer's transaction: its changes to what the summaries count, the dates of the
+    rows changed (DATE_COLUMNS: their months) and the cases whose first forward to the
+    Scottish Government changed. One row a transaction, never updated: no writer waits."""
+    months, changed = sorted({d.replace(day=1) for d in dates}), sorted(set(cases))
+    if months or changed:
+        await conn.execute(f"INSERT INTO {SCHEMA}.report_stale (months, cases) VALUES ($1, $2)", months, changed)
+
+
+def stale_dates(before: Mapping[uuid.UUID, CaseRows | None], after: Mapping[uuid.UUID, CaseRows | None]) -> set[dt.date]:
+    """The dates (DATE_COLUMNS) of the notification and review rows a batch of cases changed."""
+    dates = set()
+    for case_id, case in after.items():
+        if case is None:
+            continue
+        old = before.get(case_id)
+        if old is None or old.notification is not case.notification:
+            dates.add(case.notification.received_on)
+        known = {id(r) for r in old.reviews} if old is not None else set()  # unchanged: the same object
+        for row in (*(r for r in case.reviews if id(r) not in known), *(row for _, row, _ in case.replaced)):
+            dates.add(row.received_on)
+            if getattr(row, "responded_on", None) is not None:
+                dates.add(row.responded_on)
+    return dates
+
+
+async def lock_summaries(conn: asyncpg.Connection, wait: bool = True) -> bool:
+    """Take the summaries' lock until the transaction ends (or, not waiting, say it is taken)."""
+    if wait:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _SUMMARIES_LOCK)
+        return True
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", _SUMMARIES_LOCK))
+
+
+async def refresh_summaries(pool: asyncpg.Pool) -> None:
+    """Summarise again the months noted stale, in a transaction of its own; skipped while
+    another does it (a report then reads those months from their rows)."""
+    if not await pool.fetchval(f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.report_stale)"):
+        return
+    async with pool.acquire() as conn, conn.transaction():
+        if not await lock_summaries(conn, wait=False):
+            return
+        # What is noted by now; a writer not yet committed keeps its note for the next time.
+        months = await conn.fetch(
+            f"WITH gone AS (DELETE FROM {SCHEMA}.report_stale RETURNING months, cases)"
+            f" {_STALE_MONTHS.format(stale='gone')}"
+        )
+        await summarise(conn, sorted(r["month"] for r in months))
+
+
+def _literal(day: dt.date) -> str:
+    return f"'{day.isoformat()}'::date"
+
+
+async def summarise(conn: asyncpg.Connection, months: Sequence[dt.date] | None = None) -> None:
+    """Inside the caller's transaction, holding the summaries' lock: summarise these months
+    (None: every month, anew) from the rows, as the aggregates count them as at no moment
+    (every forward judged: report_months keeps when each month's last one falls due)."""
+    # `days` picks the rows, not the scope's period (which these statements do not read);
+    # as_at None: as at no moment, every forward judged.
+    scope = Scope(dt.date(2000, 1, 1), dt.date(2000, 1, 1))
+    tables = [f"{SCHEMA}.{table}" for table in SUMMARY_TABLES]
+    if months is None:
+        await conn.execute(f"TRUNCATE {', '.join(tables)}, {SCHEMA}.report_months, {SCHEMA}.report_stale")
+        ends = " UNION ALL ".join(  # each by its index
+            f"SELECT {end}({column}) FROM {SCHEMA}.{table}" for end in ("min", "max")
+            for table, column in (("notifications", "received_on"), ("reviews", "received_on"),
+                                  ("reviews", "responded_on"))
+        )
+        first, last = await conn.fetchrow(f"SELECT min(d), max(d) FROM ({ends}) AS ends(d)")
+        months = []
+        while first is not None and first <= last:
+            months.append(first.replace(day=1))
+            first = _month_end(first) + dt.timedelta(days=1)
+        statements = []
+    else:
+        listed = f"ARRAY[{', '.join(map(_literal, months))}]::date[]"
+        statements = [f"DELETE FROM {table} WHERE month = ANY({listed})" for table in tables]
+    if not months:
+        return
+    spans: list[list[dt.date]] = []
+    for month in sorted(months):
+        if spans and spans[-1][1] + dt.timedelta(days=1) == month:
+            spans[-1][1] = _month_end(month)
+        else:
+            spans.append([month, _month_end(month)])
+
+    def days(column: str) -> str:
+        return "(" + " OR ".join(f"{column} BETWEEN {_literal(a)} AND {_literal(b)}" for a, b in spans) + ")"
+
+    for name, aggregate in AGGREGATES.items():
+        columns = ", ".join((*aggregate.keys, *aggregate.sums, "month"))
+        statements.append(f"INSERT INTO {SCHEMA}.report_{name} ({columns})"
+                          f" SELECT {columns} FROM ({aggregate.sql(scope, days, by_month=True)}) summary")
+    statements.append(
+        f"INSERT INTO {SCHEMA}.report_months (month, settled_at)"
+        f" SELECT m.month, s.settled_at FROM unnest(ARRAY[{', '.join(map(_literal, months))}]::date[]) AS m(month)"
+        f" LEFT JOIN (SELECT {month_of('n.received_on')} AS month, max(n.sg_forward_due_at) AS settled_at"
+        f" FROM {SCHEMA}.notifications n WHERE {days('n.received_on')} GROUP BY 1) s USING (month)"
+        " ON CONFLICT (month) DO UPDATE SET settled_at = EXCLUDED.settled_at"
+    )
+    await conn.execute(";\n".join(statements))
+
+
+async def summaries(reader, scope: Scope) -> Summaries | None:
+    """The months of the scope's period a report may read from the summaries, in its
+    snapshot (None: as of a moment past, which reads the rows of then)."""
+    if scope.as_of is not None:
+        return None
+    rows = await reader.fetch(
+        f"WITH stale AS ({_STALE_MONTHS.format(stale=f'{SCHEMA}.report_stale')})"
+        f" SELECT month, settled_at FROM {SCHEMA}.report_months WHERE month BETWEEN $1 AND $2"
+        " AND month NOT IN (SELECT month FROM stale)",
+        scope.period_from, scope.period_to,
+    )
+    return Summaries({r["month"]: r["settled_at"] for r in rows})
 
 
 async def quarter_counts(
