@@ -498,7 +498,9 @@ async def _fetch_all(reader, *queries: tuple) -> list[list]:
 _NOTIFICATION_GROUPS = ("incident_type", "criterion", "signed_off_by", "order_type", "working_days_taken",
                         "mappa_applies")
 # Per authority, besides the counts: each categorisation gap (shared/categorisation.py).
-_GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS gap_{gap}" for gap in GAPS)
+_GAP_COLUMNS = tuple((gap, f"gap_{gap}") for gap in GAPS)
+_GAP_COUNTS = ", ".join(f"count(*) FILTER (WHERE '{gap}' = ANY(n.categorisation_gaps)) AS {column}"
+                        for gap, column in _GAP_COLUMNS)
 # The counts that need the notification's first forward to the Scottish Government (the
 # join); the others are counted over the notifications alone.
 _FORWARD_COUNTS = tuple(name for name, text in NOTIFICATION_COUNTS.items() if "f." in text)
@@ -611,7 +613,7 @@ class Aggregate:
 AGGREGATES = {
     a.name: a for a in (
         Aggregate("notification_totals", "notifications", ("local_authority", "quarter"),
-                  (*_OWN_COUNTS, *(f"gap_{gap}" for gap in GAPS)), _notification_totals_sql),
+                  (*_OWN_COUNTS, *(column for _, column in _GAP_COLUMNS)), _notification_totals_sql),
         Aggregate("notification_groups", "notifications",
                   (*(f"g_{g}" for g in _NOTIFICATION_GROUPS), "incident_type", "criterion", "signed_off_by",
                    "order_type", "working_days_taken", "mappa_applies", "mappa_category", "mappa_level"),
@@ -716,15 +718,20 @@ async def notification_counts(reader, scope: Scope, summaries: Summaries | None 
         else:
             by_group[grouped[0]][row[grouped[0]]] += row["notifications"]
     by_authority: dict[str, Counter] = {}
-    for row in total_rows:
-        authority = row["local_authority"]
-        counts.by_quarter[authority, row["quarter"]] = row["notifications"]
-        counts.by_authority[authority] += row["notifications"]
+    totals = counts.totals
+    for row in total_rows:  # a row an authority and quarter: thousands over years (plain additions)
+        authority, notified = row["local_authority"], row["notifications"]
+        counts.by_quarter[authority, row["quarter"]] = notified
+        counts.by_authority[authority] += notified
         for name in _OWN_COUNTS:
-            counts.totals[name] += row[name]
-        summed = by_authority.setdefault(authority, Counter())
-        summed.update({"notifications": row["notifications"], "incomplete": row["categorisation_incomplete"],
-                       **{gap: row[f"gap_{gap}"] for gap in GAPS}})
+            totals[name] += row[name]
+        summed = by_authority.get(authority)
+        if summed is None:
+            summed = by_authority[authority] = Counter()
+        summed["notifications"] += notified
+        summed["incomplete"] += row["categorisation_incomplete"]
+        for gap, column in _GAP_COLUMNS:
+            summed[gap] += row[column]
     for row in forward_rows:
         for name in _FORWARD_COUNTS:
             counts.totals[name] += row[name]
