@@ -29,23 +29,6 @@ from shared.settings import get_settings
 _acquiring = asyncio.Lock()
 
 
-# Set in each report's read-only transaction. A report's queries each read a period's rows
-# once, aggregating as they go: compiling their expressions to machine code (JIT, which the
-# planner chooses when it overestimates a join, as it does for a report as of a moment)
-# took 0.4-1.5 s a query over 125,000 notifications, far longer than the query, and the
-# joins and sorts of a long period spilled to disk at the default work_mem. Parallel
-# workers are left off: a report already runs its queries side by side on its connections.
-# The projections are read from memory, not disk: at the default random_page_cost (4) the
-# planner read every forward to join a month's few hundred notifications (25-70 ms against
-# 4 ms by their key).
-REPORT_SETTINGS = {"jit": "off", "work_mem": "64MB", "max_parallel_workers_per_gather": "0",
-                   "random_page_cost": "1.1"}
-
-
-async def _report_settings(conn: asyncpg.Connection) -> None:
-    await conn.execute("; ".join(f"SET LOCAL {name} = '{value}'" for name, value in REPORT_SETTINGS.items()))
-
-
 def _readers(pool: asyncpg.Pool) -> int:
     """How many connections a report reads on: up to 4 (its queries side by side), always
     leaving one of the pool to the rest of the service (`sir report` gives it a pool of 4)."""
@@ -64,11 +47,11 @@ async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[r
             held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
         await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
         snapshot = await held[0].fetchval("SELECT pg_export_snapshot()")
-        await _report_settings(held[0])
+        await repository.report_settings(held[0])
         for conn in held[1:]:
             await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            await _report_settings(conn)
+            await repository.report_settings(conn)
         yield repository.Readers(held)
 
 
@@ -169,7 +152,7 @@ async def compute_cases(
     """The cases behind one figure (or table row) of the national report of the same
     period, as of the same moment, on the same basis."""
     async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await _report_settings(conn)
+        await repository.report_settings(conn)
         now = now or await repository.database_now(conn)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         count, listed = await repository.cases(conn, scope, figure, value, local_authority, limit)

@@ -26,7 +26,7 @@ from services.reporting import handlers, repository
 from services.reporting.app import SERVICE
 from services.reporting.commands import Projection
 from services.reporting.domain import national_report
-from services.reporting.queries import _report_settings, _signals, compute_national, report_scope
+from services.reporting.queries import _signals, compute_national, report_scope
 from shared.db import COMMON, create_pool, migrate
 from shared.events import ANY_EVENT
 from shared.messaging import CASE_EVENTS, ROUTING_EVENTS
@@ -177,7 +177,7 @@ async def _both(pool, period_from, period_to, now=None, as_of=None, basis="recei
     """The report from the summaries where they may be read, and from the rows alone, in
     one snapshot; and the months read from the summaries."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        await _report_settings(conn)
+        await repository.report_settings(conn)
         now = now or await repository.database_now(conn)
         scope = report_scope(period_from, period_to, now, as_of, basis)
         summaries = await repository.summaries(conn, scope)
