@@ -859,9 +859,11 @@ def _literal(day: dt.date) -> str:
 async def summarise(conn: asyncpg.Connection, months: Sequence[dt.date] | None = None) -> None:
     """Inside the caller's transaction, holding the summaries' lock: summarise these months
     (None: every month, anew) from the rows, as the aggregates count them as at no moment
-    (every forward judged: report_months keeps when each month's last one falls due)."""
-    # `days` picks the rows, not the scope's period (which these statements do not read);
-    # as_at None: as at no moment, every forward judged.
+    (every forward judged: report_months keeps when each month's last one falls due).
+
+    Each statement reads the rows as committed when it starts: a writer that commits in
+    between noted its months after the notes this refresh took, so they stay stale."""
+    # `days` picks the rows; the scope's period is not read by these statements.
     scope = Scope(dt.date(2000, 1, 1), dt.date(2000, 1, 1))
     tables = [f"{SCHEMA}.{table}" for table in SUMMARY_TABLES]
     # As a report's statements (REPORT_SETTINGS), for the rest of the caller's transaction:
