@@ -33,7 +33,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -71,10 +71,13 @@ def report_row(path: str, figure: str, ceiling: str | None = None, ratio: float 
 # --- rebuild: raw consumption ------------------------------------------------------------
 
 async def raw_consume(bootstrap: str, topics: Sequence[str], expected: int, *, fetch_max_wait_ms: int = 100,
-                      idle_polls: int = 10, poll_ms: int = 500) -> tuple[int, float]:
+                      idle_polls: int = 10, poll_ms: int = 500,
+                      each: Callable[[bytes], object] | None = None) -> tuple[int, float]:
     """Read every record of `topics` from the start with a bare aiokafka consumer (no
     group, no decoding): the count read and the seconds until the last one arrived (it
-    stops at `expected`, or after `idle_polls` empty fetches, whose time is not counted)."""
+    stops at `expected`, or after `idle_polls` empty fetches, whose time is not counted).
+    `each`, if given, is called on every record's value (not the ceiling: a diagnostic,
+    e.g. the rebuild's floor of consuming and validating every event and nothing more)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms, max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -93,6 +96,10 @@ async def raw_consume(bootstrap: str, topics: Sequence[str], expected: int, *, f
             if batches:
                 idle = 0
                 count += sum(len(records) for records in batches.values())
+                if each is not None:
+                    for records in batches.values():
+                        for record in records:
+                            each(record.value)
                 last = time.perf_counter()
             else:
                 idle += 1

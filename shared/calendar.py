@@ -77,8 +77,15 @@ def _running_count(year: int) -> tuple[int, ...]:
     return tuple(counts)
 
 
+@functools.cache
+def _year_counts(year: int) -> tuple[int, tuple[int, ...]]:
+    """The ordinal of 1 January of `year`, and `_running_count(year)`."""
+    return dt.date(year, 1, 1).toordinal(), _running_count(year)
+
+
 def _working_days_so_far(day: dt.date) -> int:
-    return _running_count(day.year)[day.timetuple().tm_yday - 1]
+    first, counts = _year_counts(day.year)
+    return counts[day.toordinal() - first]
 
 
 def working_days_between(start: dt.date, end: dt.date) -> int:
@@ -86,7 +93,9 @@ def working_days_between(start: dt.date, end: dt.date) -> int:
     From a count per day of each year, so the reports' rebuild pays no loop per event."""
     if end <= start:
         return 0
-    whole_years = sum(_running_count(year)[-1] for year in range(start.year, end.year))
+    whole_years = 0
+    for year in range(start.year, end.year):
+        whole_years += _running_count(year)[-1]
     return whole_years + _working_days_so_far(end) - _working_days_so_far(start)
 
 
@@ -173,10 +182,25 @@ def judge(
     return _judge_days(_day_of(started), timescale, None if stopped is None else _day_of(stopped))
 
 
-@functools.lru_cache(maxsize=65536)
 def _judge_days(start_day: dt.date, timescale: Timescale, stop_day: dt.date | None) -> Verdict:
-    """`judge` by days (all it depends on), remembered: a rebuild judges a million events
-    over a few thousand distinct days."""
+    """`judge` by days (all it depends on)."""
+    limits = _limits(start_day, timescale)
+    if stop_day is None:
+        return limits
+    # By days, so a moment and its date give the same answer: a moment is in time exactly
+    # when it is before `due_at`.
+    taken = working_days_between(start_day, stop_day)
+    if timescale.working_days is not None:
+        late = late_by(taken, timescale.working_days)
+    else:  # late after the last day, by at least one working day (a Saturday after a Friday)
+        late = 0 if stop_day <= limits.last_day else max(1, working_days_between(limits.last_day, stop_day))
+    return Verdict(limits.last_day, limits.due_at, limits.warn_at, late == 0, taken, late)
+
+
+@functools.lru_cache(maxsize=65536)
+def _limits(start_day: dt.date, timescale: Timescale) -> Verdict:
+    """The verdict of a start with no stop yet, remembered: a rebuild judges a million
+    events over a few thousand distinct days."""
     if timescale.working_days is not None:
         last_day = add_working_days(start_day, timescale.working_days)
         breach_day = add_working_days(last_day, 1)
@@ -193,16 +217,7 @@ def _judge_days(start_day: dt.date, timescale: Timescale, stop_day: dt.date | No
             end_of_day(subtract_working_days(last_day, timescale.warning_working_days))
             if timescale.warning_working_days else None
         )
-    if stop_day is None:
-        return Verdict(last_day, due_at, warn_at)
-    # By days, so a moment and its date give the same answer: a moment is in time exactly
-    # when it is before `due_at`.
-    taken = working_days_between(start_day, stop_day)
-    if timescale.working_days is not None:
-        late = late_by(taken, timescale.working_days)
-    else:  # late after the last day, by at least one working day (a Saturday after a Friday)
-        late = 0 if stop_day <= last_day else max(1, working_days_between(last_day, stop_day))
-    return Verdict(last_day, due_at, warn_at, late == 0, taken, late)
+    return Verdict(last_day, due_at, warn_at)
 
 
 def late_by(working_days_taken: int, limit: int) -> int:

@@ -23,6 +23,7 @@ VIOLENT_OR_SEXUAL = frozenset({
     "death_from_serious_assault", "assault_weapon_breach_of_peace", "stalking", "abduction",
 })
 NOTIFICATION_WORKING_DAYS = 5  # SPEC §4: a notification later than this should say when the council became aware
+_NOTIFICATION_TIMESCALE = Timescale(working_days=NOTIFICATION_WORKING_DAYS)
 
 # gap -> why it matters (the warning's text)
 GAPS = {
@@ -42,7 +43,7 @@ def gaps(data: Any, received_at: dt.datetime) -> list[str]:
     if data.incident_type in VIOLENT_OR_SEXUAL and data.domestic_abuse_aggravated is None:
         found.append("domestic_abuse_aggravated")
     if data.became_aware_date is None:
-        taken = judge(data.incident_date, Timescale(working_days=NOTIFICATION_WORKING_DAYS), received_at).working_days_taken
+        taken = judge(data.incident_date, _NOTIFICATION_TIMESCALE, received_at).working_days_taken
         if taken is not None and taken > NOTIFICATION_WORKING_DAYS:  # never None: a stop is given
             found.append("became_aware_date")
     return found

@@ -38,11 +38,20 @@ def arrive(position: Position[Item], sequence: int | None, item: Item) -> tuple[
             return position, []
         if sequence > position.applied + 1:
             return Position(position.applied, {**position.held, sequence: item}), []
+    if not position.held:  # the usual case: nothing held, so only this one is ready
+        return _position(position.applied + 1, position.held), [item]
     ready, held, applied = [item], dict(position.held), position.applied + 1
     while applied + 1 in held:
         applied += 1
         ready.append(held.pop(applied))
     return Position(applied, held), ready
+
+
+def _position(applied: int, held: Mapping[int, Item]) -> Position[Item]:
+    """`Position(applied, held)` without the frozen __init__ (a rebuild moves a million)."""
+    position: Position[Item] = object.__new__(Position)
+    position.__dict__.update(applied=applied, held=held)
+    return position
 
 
 def stop_before(position: Position[Item], failed: int, rest: list[Item]) -> Position[Item]:

@@ -70,17 +70,31 @@ def consumer_name(topic: str) -> str:
 CONSUMERS = {topic: consumer_name(topic) for topic in TOPICS}
 
 
+_START: Position = Position()  # a case none of whose events has come yet
+
+
+def _imported(record: ConsumerRecord) -> bool:
+    """Whether the record came in imported history (as shared.consumer.Delivery reads it)."""
+    imported = False
+    for name, value in record.headers or ():
+        if name == IMPORTED_HEADER:
+            imported = value == b"true"  # the last one counts, as in a dict of the headers
+    return imported
+
+
 @dataclass
 class Projection:
     """Reporting's projections, in memory, fed one record at a time: each topic's events
     folded through its live consumer's decider (handlers.py), state by case."""
 
-    # topic -> case_id -> the decider's state (as the live consumers load and save it)
-    states: dict[str, dict[uuid.UUID, Any]] = field(default_factory=lambda: {t: {} for t in TOPICS})
-    # processed_events rows by (topic, event_id), as the live consumers write them
-    processed: dict[tuple[str, uuid.UUID], tuple] = field(default_factory=dict)
-    # Each case's place in its sequence, as the live case-events consumer keeps it
-    positions: dict[uuid.UUID, Position] = field(default_factory=dict)
+    # The dicts are keyed by the UUIDs' integers: a uuid.UUID hashes and compares in Python,
+    # an int in C, and each event looks up three of them.
+    # topic -> case_id.int -> the decider's state (as the live consumers load and save it)
+    states: dict[str, dict[int, Any]] = field(default_factory=lambda: {t: {} for t in TOPICS})
+    # processed_events rows by (topic, event_id.int), as the live consumers write them
+    processed: dict[tuple[str, int], tuple] = field(default_factory=dict)
+    # Each case's place in its sequence, as the live case-events consumer keeps it, by case_id.int
+    positions: dict[int, Position] = field(default_factory=dict)
     skipped: int = 0  # invalid or failing events: the live consumers send them to the dead letters
 
     def add(self, record: ConsumerRecord) -> None:
@@ -89,48 +103,50 @@ class Projection:
         except ValidationError:
             self.skipped += 1
             return
-        key = (record.topic, event.event_id)
-        if key in self.processed:
+        topic, event_id = record.topic, event.event_id
+        key = (topic, event_id.int)
+        processed = self.processed
+        if key in processed:
             return
-        self.processed[key] = (CONSUMERS[record.topic], event.event_id, record.topic, record.partition, record.offset)
-        if record.topic != CASE_EVENTS or event.event_type not in CASE_EVENT_MODELS:
+        processed[key] = (CONSUMERS[topic], event_id, topic, record.partition, record.offset)
+        if topic != CASE_EVENTS or event.event_type not in CASE_EVENT_MODELS:
             self._apply_or_skip(record, event)
             return
         # A case's events in sequence order, whatever the topic's order: the live
         # consumers' gate (shared/ordering.py), positions kept here in memory.
-        position, ready = arrive(self.positions.get(event.case_id, Position()), event.sequence, (record, event))
+        case_id = event.case_id.int
+        position, ready = arrive(self.positions.get(case_id, _START), event.sequence, (record, event))
         for index, (ready_record, ready_event) in enumerate(ready):
             if not self._apply_or_skip(ready_record, ready_event):
                 failed = position.applied - (len(ready) - 1 - index)
                 position = stop_before(position, failed, ready[index + 1:])
                 break
-        self.positions[event.case_id] = position
+        self.positions[case_id] = position
 
     def _apply_or_skip(self, record: ConsumerRecord, event: Envelope) -> bool:
+        topic = record.topic
+        process, empty = PROCESSES[topic]
+        if not process.wants(event):
+            return True
+        case_id = event.case_id.int
         try:
-            self._apply(record.topic, event, bool(record.headers) and dict(record.headers).get(IMPORTED_HEADER) == b"true")
+            states = self.states[topic]
+            before = states.get(case_id, empty)
+            decision = process.decide(before, event, CONTEXTS[_imported(record)])
         except Exception as error:  # as the live consumer would fail on it
             log.warning("rebuild: event %s not applied: %r", event.event_id, error)
             self.skipped += 1
-            del self.processed[record.topic, event.event_id]
+            del self.processed[topic, event.event_id.int]
             return False
-        return True
-
-    def _apply(self, topic: str, event: Envelope, imported: bool = False) -> None:
-        process, empty = PROCESSES[topic]
-        if not process.wants(event):
-            return
-        states = self.states[topic]
-        before = states.get(event.case_id, empty)
-        decision = process.decide(before, event, CONTEXTS[imported])
         if decision.state is not before:
-            states[event.case_id] = decision.state
+            states[case_id] = decision.state
+        return True
 
     def position_rows(self) -> list[tuple]:
         """`case_positions` rows of the live case-events consumer."""
         consumer = consumer_name(CASE_EVENTS)
         return [
-            (consumer, case_id, p.applied, {str(k): held_record(v) for k, v in p.held.items()})
+            (consumer, uuid.UUID(int=case_id), p.applied, {str(k): held_record(v) for k, v in p.held.items()})
             for case_id, p in self.positions.items()
         ]
 
@@ -262,24 +278,44 @@ async def write_projection(conn: asyncpg.Connection, projection: Projection, tim
             for i, (low, high) in enumerate(itertools.pairwise(bounds))
         ), *consumers)
         records = list(projection.processed.values())
-        if others:
-            await conn.execute(f"DELETE FROM {schema}.processed_events WHERE consumer = ANY($1::text[])", consumers)
-            await conn.copy_records_to_table("processed_events", records=records, columns=PROCESSED, schema_name=schema)
-        else:
-            await conn.execute(f"TRUNCATE {schema}.processed_events")
-            again = await repository.drop_indexes(conn, schema, ["processed_events"])
-            await conn.copy_records_to_table("processed_events", records=records, columns=PROCESSED, schema_name=schema)
-            for statement in again:
-                await conn.execute(statement)
-        await conn.execute(f"DELETE FROM {schema}.case_positions WHERE consumer = $1", consumer_name(CASE_EVENTS))
-        # Not COPY: the pool's jsonb codec is text, and COPY is binary.
-        await conn.execute(
-            f"INSERT INTO {schema}.case_positions (consumer, case_id, applied, held)"
-            " SELECT * FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::jsonb[])",
-            *[list(column) for column in zip(*projection.position_rows(), strict=True)] or [[], [], [], []],
+        await _replace_rows(conn, "processed_events", PROCESSED, records, others)
+    with _timed(timings, "write_positions"):
+        # Positions: most cases hold nothing (the column's default, '{}'), and those go by
+        # COPY; the few holding early events by INSERT (the pool's jsonb codec is text,
+        # and COPY is binary).
+        positions = projection.position_rows()
+        bare = [row[:3] for row in positions if not row[3]]
+        holding = [row for row in positions if row[3]]
+        others = await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {schema}.case_positions WHERE consumer < $1)"
+            f" OR EXISTS (SELECT 1 FROM {schema}.case_positions WHERE consumer > $1)", consumer_name(CASE_EVENTS),
         )
+        await _replace_rows(conn, "case_positions", ("consumer", "case_id", "applied"), bare, others,
+                            consumers=[consumer_name(CASE_EVENTS)])
+        if holding:
+            await conn.execute(
+                f"INSERT INTO {schema}.case_positions (consumer, case_id, applied, held)"
+                " SELECT * FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::jsonb[])",
+                *[list(column) for column in zip(*holding, strict=True)],
+            )
 
 
+async def _replace_rows(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], records: list[tuple],
+                        others: bool, consumers: list[str] | None = None) -> None:
+    """Replace the reporting consumers' rows of `table` by `records` (COPY). When the table
+    holds no other consumer's rows (the usual case) it is emptied and filled bare, its key
+    made again once full; else their rows are deleted and the new ones added."""
+    schema = repository.SCHEMA
+    consumers = consumers if consumers is not None else sorted(consumer_name(t) for t in TOPICS)
+    if others:
+        await conn.execute(f"DELETE FROM {schema}.{table} WHERE consumer = ANY($1::text[])", consumers)
+        await conn.copy_records_to_table(table, records=records, columns=columns, schema_name=schema)
+        return
+    await conn.execute(f"TRUNCATE {schema}.{table}")
+    again = await repository.drop_indexes(conn, schema, [table])
+    await conn.copy_records_to_table(table, records=records, columns=columns, schema_name=schema)
+    for statement in again:
+        await conn.execute(statement)
 
 
 @contextlib.contextmanager

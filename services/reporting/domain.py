@@ -15,6 +15,7 @@ Report: the repository aggregates the rows of a period in SQL (counts only, grou
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -22,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +63,30 @@ def replace(row, **changes):
     new = object.__new__(type(row))
     new.__dict__.update(row.__dict__, **changes)
     return new
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+Row = TypeVar("Row")
+
+
+def make(row_type: type[Row], **values: Any) -> Row:
+    """`row_type(**values)` for these frozen rows (no __post_init__; a field with a default
+    factory must be given), without the frozen __init__'s setattr per field."""
+    defaults = _DEFAULTS.get(row_type)
+    if defaults is None:
+        defaults = _DEFAULTS[row_type] = {
+            f.name: f.default for f in dataclasses.fields(row_type)  # type: ignore[arg-type]
+            if f.default is not dataclasses.MISSING
+        }
+    row: Row = object.__new__(row_type)
+    row.__dict__.update(defaults, **values)
+    return row
+
+
+def same(a, b) -> bool:
+    """`a == b` for two of these rows (or None): the same type and field values, compared
+    as their dicts (every field is in each: made by __init__, `make` or `replace`)."""
+    return a is b or (a is not None and b is not None and a.__class__ is b.__class__ and a.__dict__ == b.__dict__)
 
 
 @dataclass(frozen=True)
@@ -217,7 +242,8 @@ def notification_of(event: Envelope) -> Notification:
     received_on = local_date(event.received_at)
     notified = judge(data.incident_date, NOTIFICATION_TIMESCALE, received_on)  # by days: the same verdict
     assert notified.working_days_taken is not None  # a stop (received_at) was given
-    return Notification(
+    return make(
+        Notification,
         case_id=event.case_id,
         local_authority=event.local_authority,
         received_at=event.received_at,
@@ -245,7 +271,8 @@ def notification_of(event: Envelope) -> Notification:
 def _review_of(event: Envelope, owed_since: dt.date) -> Review:
     data = event.data
     received_on = local_date(event.received_at)
-    return Review(
+    return make(
+        Review,
         review_id=event.event_id,
         case_id=event.case_id,
         local_authority=event.local_authority,
@@ -295,7 +322,7 @@ def apply_case_event(case: CaseRows | None, event: Envelope, imported: bool = Fa
     if event.event_type == "incident.notified":
         if case is not None:
             return case
-        return CaseRows(notification_of(event), case=lifecycle_after(None, event), imported=imported)
+        return _rows(notification_of(event), (), lifecycle_after(None, event), imported, ())
     if case is None or event.event_type not in POSTED_BY:
         return case
     lifecycle = lifecycle_after(case.case, event)
@@ -380,9 +407,9 @@ def forward_of(event: Envelope) -> Forward | None:
     if event.event_type != "notification.forwarded":
         return None
     delivered_at = event.data.delivered_at
-    return Forward(
-        event.case_id, event.data.recipient, event.local_authority, delivered_at, local_date(delivered_at),
-        event.recorded_at,
+    return make(
+        Forward, case_id=event.case_id, recipient=event.data.recipient, local_authority=event.local_authority,
+        delivered_at=delivered_at, delivered_on=local_date(delivered_at), recorded_from=event.recorded_at,
     )
 
 
@@ -398,17 +425,20 @@ def decide_forward(state: CaseForwards, event: Envelope, context: Context) -> De
         return Decision(state)
     current = state.rows.get(forward.recipient)
     chosen = first_forward(current, forward)
-    if chosen is current or chosen == current:
+    if same(chosen, current):
         return Decision(state)
     replaced = state.replaced if current is None else state.replaced + ((current, chosen.recorded_from),)
-    return Decision(CaseForwards({**state.rows, forward.recipient: chosen}, replaced))
+    return Decision(make(CaseForwards, rows={**state.rows, forward.recipient: chosen}, replaced=replaced))
 
 
 def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline | None:
     kind, data = event.event_type, event.data
     if kind not in DEADLINE_STATUS:
         return None
-    row = current or Deadline(event.case_id, data.rule, data.started_at, event.local_authority, data.due_at)
+    row = current or make(
+        Deadline, case_id=event.case_id, rule=data.rule, started_at=data.started_at,
+        local_authority=event.local_authority, due_at=data.due_at,
+    )
     # Known from the latest event folded into it (whatever the order they came in, as the
     # row itself): so the live projection is the same in any delivery order.
     known = event.recorded_at if row.recorded_from is None else max(row.recorded_from, event.recorded_at)
@@ -422,7 +452,7 @@ def apply_deadline_event(current: Deadline | None, event: Envelope) -> Deadline 
         status=next_status(row.status if current is not None else None, kind),
         working_days_late=data.working_days_late if data.working_days_late is not None else row.working_days_late,
     )
-    return current if changed == current else changed
+    return current if same(changed, current) else changed
 
 
 def decide_deadline(state: CaseDeadlines, event: Envelope, context: Context) -> Decision[CaseDeadlines]:
@@ -435,7 +465,7 @@ def decide_deadline(state: CaseDeadlines, event: Envelope, context: Context) -> 
     if row is None or row is current:
         return Decision(state)
     replaced = state.replaced if current is None else state.replaced + ((current, row.recorded_from),)
-    return Decision(CaseDeadlines({**state.rows, key: row}, replaced))
+    return Decision(make(CaseDeadlines, rows={**state.rows, key: row}, replaced=replaced))
 
 
 # The figures the timeliness table's rows show (its keys: the drill-down lists their cases).
