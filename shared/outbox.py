@@ -271,8 +271,12 @@ class OutboxRelay:
             # Shared with every other relay, exclusive for a restore: nothing new goes out
             # while a restorer re-publishes the record. The second lock keeps two relays of
             # one schema from interleaving their batches.
+            # The claim below is planned afresh each time (set in this statement: no round trip
+            # of its own): the plan cache's generic plan, made while the record was small,
+            # merge-joins the queue with the whole record from its first event (issue 15).
             if not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock_shared($1) AND pg_try_advisory_xact_lock(hashtext($2))",
+                "SELECT pg_try_advisory_xact_lock_shared($1) AND pg_try_advisory_xact_lock(hashtext($2)),"
+                " set_config('plan_cache_mode', 'force_custom_plan', true)",
                 record.RESTORE_LOCK, f"{self.schema}.outbox",
             ):
                 return 0  # a restore is running, or another relay is publishing these rows
