@@ -271,17 +271,15 @@ class OutboxRelay:
             # Shared with every other relay, exclusive for a restore: nothing new goes out
             # while a restorer re-publishes the record. The second lock keeps two relays of
             # one schema from interleaving their batches.
-            # The claim below is planned afresh each time (set here: no round trip of its own),
-            # never from a generic plan cached while the record was small (issue 15).
             if not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock_shared($1) AND pg_try_advisory_xact_lock(hashtext($2)),"
-                " set_config('plan_cache_mode', 'force_custom_plan', true)",
+                "SELECT pg_try_advisory_xact_lock_shared($1) AND pg_try_advisory_xact_lock(hashtext($2))",
                 record.RESTORE_LOCK, f"{self.schema}.outbox",
             ):
                 return 0  # a restore is running, or another relay is publishing these rows
-            # The queue's first rows, then their events by position: a join of the two let the
-            # planner merge-join the queue with the whole record from its first event, every
-            # batch reading every event ever emitted (issue 15).
+            # The queue's first rows, then their events by position, by index whatever the
+            # plan (one cached while the tables were empty too). A join of the two was planned
+            # as a merge join reading the record from its first event: every batch read every
+            # event ever emitted (issue 15).
             rows = await conn.fetch(
                 f"SELECT position, topic, key, value, headers FROM {self.schema}.emitted_events"
                 f" WHERE position = ANY(ARRAY(SELECT position FROM {self.schema}.outbox"
