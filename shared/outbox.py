@@ -276,10 +276,15 @@ class OutboxRelay:
                 record.RESTORE_LOCK, f"{self.schema}.outbox",
             ):
                 return 0  # a restore is running, or another relay is publishing these rows
+            # The queue's first rows, then their events by position, by index whatever the
+            # plan (one cached while the tables were empty too). A join of the two was planned
+            # as a merge join reading the record from its first event: every batch read every
+            # event ever emitted (issue 15).
             rows = await conn.fetch(
-                f"SELECT o.position, e.topic, e.key, e.value, e.headers FROM {self.schema}.outbox o"
-                f" JOIN {self.schema}.emitted_events e USING (position)"
-                " ORDER BY o.position LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
+                f"SELECT position, topic, key, value, headers FROM {self.schema}.emitted_events"
+                f" WHERE position = ANY(ARRAY(SELECT position FROM {self.schema}.outbox"
+                "                            ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED))"
+                " ORDER BY position",
                 self.batch_size,
             )
             if not rows:

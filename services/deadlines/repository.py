@@ -210,7 +210,14 @@ async def fire_due(conn: asyncpg.Connection, now: dt.datetime | None, limit: int
     database's now()) and move them on, in one statement: past their due time → breached;
     else warned (next: the due time). Rows another transaction holds are skipped (`SKIP
     LOCKED`); the caller's transaction holds these until it commits the events with them.
-    Each row carries the time fired against (`now`) and the database's now() (`recorded_at`)."""
+    Each row carries the time fired against (`now`) and the database's now() (`recorded_at`).
+
+    The statement is planned for the table as it is at each call (a custom plan), never
+    from the plan cache's generic plan: a generic plan made while the table was small (a
+    service started on an empty database, then a million deadlines loaded) joins back to
+    the table by a hash over a sequential scan of all of it, and keeps doing so until an
+    ANALYZE: 300-700 ms a round instead of a few (issue 15, the steady breach lag)."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     return await conn.fetch(
         f"""
         UPDATE {SCHEMA}.deadlines AS d SET
