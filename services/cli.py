@@ -198,6 +198,9 @@ async def _migrate_emitting(pool) -> None:
 
 # Rows a relay of `sir import` publishes per batch (a service's relay: 500).
 IMPORT_PUBLISH_BATCH = 5000
+# Connections of `sir import` storing batches of cases at once (history.import_history):
+# the database writes one while the import decides the next.
+IMPORT_WRITERS = 2
 
 
 async def _publish_outbox(pool, settings: Settings, schema: str = "intake", batch_size: int = 500) -> None:
@@ -279,7 +282,8 @@ async def _import(path: Path, settings: Settings) -> int:
         await relay.start()
         try:
             report = await history.import_history(
-                pool, history.read_file(path), max_line_bytes=settings.max_message_bytes, progress=progress
+                pool, history.read_file(path), max_line_bytes=settings.max_message_bytes, progress=progress,
+                writers=IMPORT_WRITERS,
             )
         finally:
             await relay.stop()
@@ -295,8 +299,8 @@ async def _import(path: Path, settings: Settings) -> int:
         return report
 
     try:
-        # The import's connection, and the relay's listener and batch.
-        report = await _with_pool(run, max_size=3)
+        # The import's connection and its writers, and the relay's listener and batch.
+        report = await _with_pool(run, max_size=3 + IMPORT_WRITERS)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
         print(
             f"sir import: the database at {_redacted(settings.database_url)} failed ({type(error).__name__}:"
