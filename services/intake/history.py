@@ -19,7 +19,8 @@ before the last line is read. Pass 1 reads the input in chunks, validates each l
 spools the valid ones into a temporary table of the import's connection (COPY, in
 batches), remembering only which cases have a bad line and a short digest of each event
 (to find repeats). Pass 2 reads the spooled cases back 200 at a time, skipping the
-refused ones, and stores them in one transaction: the cases locked and read with one
+refused ones, and stores them in one transaction (`writers`: by that many more
+connections at once, each a batch while the next is read): the cases locked and read with one
 statement, their events appended with one (a case the lifecycle refuses is left out
 whole; should the database refuse the batch, case by case, each in its own savepoint).
 
