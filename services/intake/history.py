@@ -19,7 +19,8 @@ before the last line is read. Pass 1 reads the input in chunks, validates each l
 spools the valid ones into a temporary table of the import's connection (COPY, in
 batches), remembering only which cases have a bad line and a short digest of each event
 (to find repeats). Pass 2 reads the spooled cases back 200 at a time, skipping the
-refused ones, and stores them in one transaction: the cases locked and read with one
+refused ones, and stores them in one transaction (`writers`: by that many more
+connections at once, each a batch while the next is read): the cases locked and read with one
 statement, their events appended with one (a case the lifecycle refuses is left out
 whole; should the database refuse the batch, case by case, each in its own savepoint).
 
@@ -31,13 +32,15 @@ database refuses) refuses its case with the line's number and the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -64,10 +67,12 @@ REASSIGNED = {"sequence", "case_after"}
 # A reason is about the line, never a copy of it: long values are cut.
 MAX_REASON_CHARS = 300
 
-# What PostgreSQL's jsonb cannot store, as JSON text spells it: \u0000, a UTF-16
-# surrogate escape (only a valid pair survives json.loads as one character), and
-# numbers with a large exponent (1e400 becomes infinity).
-_SUSPECT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|[eE][+-]?\d{3,}|Infinity|NaN")
+# What PostgreSQL's jsonb cannot store, as JSON text spells it: \u0000 and a UTF-16
+# surrogate escape (only a valid pair survives json.loads as one character). A number
+# that is not finite (1e400, Infinity, NaN) is seen as it is parsed (`Validator._float`):
+# a pattern for exponents also matched the hex digits of most UUIDs ("e123"), so half of
+# all lines were walked for nothing (issue 15).
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class TooLarge(Exception):
@@ -123,6 +128,24 @@ class Validator:
         self.repeated: Counter[uuid.UUID] = Counter()
         # event_id -> digest of its content: 16 + 8 bytes an event, not the event.
         self._seen: dict[bytes, bytes] = {}
+        # json.loads with hooks that note a number that is not finite in the line parsed.
+        self._decoder = json.JSONDecoder(parse_float=self._float, parse_constant=self._float)
+        self._not_finite = False
+
+    def _float(self, text: str) -> float:
+        value = float(text)
+        if value != value or value in (math.inf, -math.inf):
+            self._not_finite = True
+        return value
+
+    def _loads(self, raw: bytes | str) -> object:
+        """json.loads(raw), noting in `_not_finite` whether a number is not finite."""
+        self._not_finite = False
+        if isinstance(raw, str):
+            if raw.startswith("\ufeff"):
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+            return self._decoder.decode(raw)
+        return self._decoder.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
 
     def check(self, number: int, raw: bytes | str | None) -> Spooled | None:
         """The line to spool, or None (blank, repeated, or refused with its reason)."""
@@ -132,7 +155,7 @@ class Validator:
         if not raw.strip():
             return None
         try:
-            obj = json.loads(raw)
+            obj = self._loads(raw)
         except RecursionError:
             self._refuse(number, None, "not JSON this platform reads: nested too deeply")
             return None
@@ -141,7 +164,7 @@ class Validator:
             return None
         case_id = _case_id_of(obj)
         try:
-            if _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
+            if self._not_finite or _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
                 _check_storable(obj)
             event = _validate(obj)
             # What pass 2 reads back, and what must match for a repeat: the event without
@@ -178,8 +201,14 @@ async def import_history(
     max_line_bytes: int = 1_000_000,
     max_bytes: int | None = None,
     progress: Progress | None = None,
+    writers: int = 0,
 ) -> Report:
     """Import the NDJSON `chunks` (any split), each case whole or not at all.
+
+    `writers`: connections of `pool` that store batches of cases at the same time, beside
+    the one that spools and reads the spool back (0: that one stores them too, one batch
+    after another). With some, the database writes one batch while this process reads
+    and decides the next (`sir import`; the API keeps to one connection a request).
 
     Raises TooLarge (having stored nothing) when the input exceeds `max_bytes`.
     """
@@ -192,7 +221,9 @@ async def import_history(
         )
         try:
             await _spool(conn, validator, _lines(chunks, max_line_bytes, max_bytes), report, progress)
-            await _store(conn, validator, report, progress)
+            async with contextlib.AsyncExitStack() as stack:
+                others = [await stack.enter_async_context(pool.acquire()) for _ in range(writers)]
+                await _store(conn, validator, report, progress, others)
         finally:
             if not conn.is_closed():
                 await conn.execute("DROP TABLE IF EXISTS import_spool")
@@ -227,8 +258,11 @@ async def _spool(conn, validator: Validator, lines: AsyncIterator[tuple[int, byt
         await flush()
 
 
-async def _store(conn: asyncpg.Connection, validator: Validator, report: Report, progress) -> None:
-    """Pass 2: the spooled cases that had no bad line, 200 to a transaction."""
+async def _store(
+    conn: asyncpg.Connection, validator: Validator, report: Report, progress, writers: Sequence[asyncpg.Connection]
+) -> None:
+    """Pass 2: the spooled cases that had no bad line, 200 to a transaction, stored by
+    `writers` (each a batch at a time, while `conn` reads the next), or by `conn`."""
     report.errors = validator.errors
     report.rejected = len(validator.errors)
     if validator.refused:
@@ -242,6 +276,34 @@ async def _store(conn: asyncpg.Connection, validator: Validator, report: Report,
         report.rejected += dropped + sum(validator.repeated[c] for c in refused)
     report.skipped += sum(n for c, n in validator.repeated.items() if c not in validator.refused)
     await conn.execute("CREATE INDEX ON import_spool (case_id, line)")
+    if not writers:
+        async for cases in _spooled_cases(conn):
+            await _store_batch(conn, cases, report, progress)
+        return
+    # Each batch to the first writer free; at most one batch read ahead a writer.
+    batches: asyncio.Queue[dict[uuid.UUID, list[tuple[int, Envelope]]] | None] = asyncio.Queue(len(writers))
+
+    async def read() -> None:
+        async for cases in _spooled_cases(conn):
+            await batches.put(cases)
+        for _ in writers:
+            await batches.put(None)
+
+    async def write(writer: asyncpg.Connection) -> None:
+        while (cases := await batches.get()) is not None:
+            await _store_batch(writer, cases, report, progress)
+
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing stops the others
+            group.create_task(read())
+            for writer in writers:
+                group.create_task(write(writer))
+    except ExceptionGroup as failed:  # the first failure, as with one connection (the caller reports it)
+        raise failed.exceptions[0] from None
+
+
+async def _spooled_cases(conn: asyncpg.Connection) -> AsyncIterator[dict[uuid.UUID, list[tuple[int, Envelope]]]]:
+    """The spooled cases, 200 at a time, each with its (line, event)s in file order."""
     after = uuid.UUID(int=0)
     while True:
         case_ids = [r["case_id"] for r in await conn.fetch(
@@ -249,7 +311,7 @@ async def _store(conn: asyncpg.Connection, validator: Validator, report: Report,
             after, CASES_PER_TRANSACTION,
         )]
         if not case_ids:
-            break
+            return
         after = case_ids[-1]
         rows = await conn.fetch(
             "SELECT case_id, line, envelope FROM import_spool WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, line",
@@ -258,13 +320,21 @@ async def _store(conn: asyncpg.Connection, validator: Validator, report: Report,
         cases: dict[uuid.UUID, list[tuple[int, Envelope]]] = {}
         for row in rows:
             cases.setdefault(row["case_id"], []).append((row["line"], ANY_EVENT.validate_json(row["envelope"])))
-        recorded = await _store_cases(conn, cases, report)
-        report.imported += len(recorded)
+        yield cases
+
+
+async def _store_batch(
+    conn: asyncpg.Connection, cases: dict[uuid.UUID, list[tuple[int, Envelope]]], report: Report, progress
+) -> None:
+    recorded = await _store_cases(conn, cases, report)
+    report.imported += len(recorded)
+    for event_type, count in Counter(event.event_type for event in recorded).items():
+        EVENTS_RECORDED.labels(event_type).inc(count)
+    if log.isEnabledFor(logging.DEBUG):
         for event in recorded:
-            EVENTS_RECORDED.labels(event.event_type).inc()
             log.debug("imported %s", event.event_type, extra=event_fields(event))
-        if progress:
-            progress(report.lines, report.imported)
+    if progress:
+        progress(report.lines, report.imported)
 
 
 async def _store_cases(

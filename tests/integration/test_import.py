@@ -263,6 +263,31 @@ async def test_a_large_body_goes_through_the_streaming_path_in_batches(platform,
     ) == len(cases) - 1
 
 
+async def test_writers_storing_batches_at_once_give_the_same_answer(platform, tokens, monkeypatch):
+    """`sir import`'s writers (history.import_history(writers=2)): many small batches at
+    once; a case the lifecycle refuses and one whose event is stored with other content are
+    refused whole with their line, every other case stored whole and numbered."""
+    from services.intake import history
+
+    monkeypatch.setattr(history, "CASES_PER_TRANSACTION", 3)
+    stored_before = uuid.uuid4()
+    assert (await _import(platform, tokens, _ndjson(*_concluded_case(stored_before)[:3]))).json()["imported"] == 3
+    cases = [uuid.uuid4() for _ in range(30)]
+    lines = [event for case_id in cases for event in _concluded_case(case_id)]
+    lines[7 * 6 + 3] |= {"received_at": "2024-06-12T10:00:00Z"}  # case 7's review, after the case closed
+    changed = _concluded_case(stored_before)[2] | {"data": {"meets_criteria": False}}
+    lines += [changed, _event("review.submitted", review(), stored_before, "2024-05-20T10:00:00Z")]
+    report = await history.import_history(platform.pool, [_ndjson(*lines[0::2], *lines[1::2])], writers=2)
+    assert (report.imported, report.skipped, report.rejected) == (6 * 29, 0, 6 + 2)
+    assert sorted(str(e.case_id) for e in report.errors) == sorted([str(cases[7]), str(stored_before)])
+    assert await _stored(platform, cases[7]) == [] and len(await _stored(platform, stored_before)) == 3
+    sequences = await platform.pool.fetch(
+        "SELECT case_id, array_agg(sequence ORDER BY position) AS s FROM intake.events"
+        " WHERE case_id = ANY($1::uuid[]) GROUP BY case_id", cases,
+    )
+    assert len(sequences) == 29 and all(r["s"] == [1, 2, 3, 4, 5, None] for r in sequences)  # the forwarding record last
+
+
 def test_sir_import_refuses_poisoned_lines_by_number_without_a_traceback(cli_environment, tmp_path, capsys):
     path = tmp_path / "history.ndjson"
     path.write_text("\n".join(_poisoned_lines([uuid.uuid4() for _ in range(4)])) + "\n", encoding="utf-8", errors="surrogatepass")
