@@ -10,13 +10,15 @@ Rounds alternate intake and ceiling; the median round of each is reported.
 
     .venv/bin/python bench/intake.py                          # 2 rounds of 15 s each
     .venv/bin/python bench/intake.py --seconds 10 --rounds 1
-    .venv/bin/python bench/intake.py --profile /tmp/intake.svg   # py-spy of intake (pip install py-spy)
+    .venv/bin/python bench/intake.py --profile /tmp/intake.svg   # py-spy of intake and of the ceiling
+                                                                 # (/tmp/intake.ceiling.svg; pip install py-spy)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,15 +57,21 @@ class Load:
     requests: int
     failed: int  # answers that were not 2xx, and socket errors
     cpu_ms: float = 0.0  # the server process's CPU per request: steadier than req/s on a busy machine
+    # The CPU per request of the processes serving it: the database's backends for the
+    # bench's database (both sides), and the broker (intake's relay publishes to it).
+    database_cpu_ms: float = 0.0
+    broker_cpu_ms: float = 0.0
 
     def __str__(self) -> str:
         return (f"{self.requests_per_second:,.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms,"
-                f" {self.cpu_ms:.2f} ms CPU a request")
+                f" {self.cpu_ms:.2f} ms CPU a request (+ database {self.database_cpu_ms:.2f} ms,"
+                f" broker {self.broker_cpu_ms:.2f} ms)")
 
 
 def wrk(url: str, headers: dict[str, str], body: str, *, connections: int, threads: int, seconds: int,
-        pid: int | None = None) -> Load:
-    """One wrk run of POSTs of `body` to `url` (served by process `pid`, whose CPU is counted)."""
+        pid: int | None = None, database: Sequence[int] = (), broker: Sequence[int] = ()) -> Load:
+    """One wrk run of POSTs of `body` to `url` (served by process `pid`, whose CPU is
+    counted, and by the `database`'s and `broker`'s processes, each counted apart)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     script = "wrk.method = 'POST'\n" + f"wrk.body = {json.dumps(body)}\n" + "".join(
@@ -72,16 +81,41 @@ def wrk(url: str, headers: dict[str, str], body: str, *, connections: int, threa
         file.write(script)
         file.flush()
         cpu_before = cpu_seconds(pid) if pid else 0.0
+        database_before, broker_before = _cpu_of(database), _cpu_of(broker)
         done = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url],
             capture_output=True, text=True, check=True,
         )
     cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
+    database_cpu, broker_cpu = _cpu_of(database) - database_before, _cpu_of(broker) - broker_before
     try:
         load = parse_wrk(done.stdout)
     except (AttributeError, ValueError):
         raise SystemExit(f"could not read wrk's output:\n{done.stdout}\n{done.stderr}") from None
-    return replace(load, cpu_ms=cpu * 1000 / max(load.requests, 1))
+    per_request = 1000 / max(load.requests, 1)
+    return replace(load, cpu_ms=cpu * per_request, database_cpu_ms=database_cpu * per_request,
+                   broker_cpu_ms=broker_cpu * per_request)
+
+
+def _cpu_of(pids: Sequence[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):  # a backend gone since: its CPU is lost to both readings
+            pass
+    return total
+
+
+async def _backends(database_url: str) -> list[int]:
+    """The pids of the database server's backends connected to the bench's database."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )]
+    finally:
+        await conn.close()
 
 
 def parse_wrk(output: str) -> Load:
@@ -138,8 +172,8 @@ def start_ceiling(database_url: str, port: int) -> subprocess.Popen:
     )
 
 
-def intake_pid(port: int) -> int:
-    """The pid of the process listening on `port` (intake, started by bench_platform)."""
+def listening_pid(port: int) -> int:
+    """The pid of the process listening on `port` (intake started by bench_platform; the broker)."""
     found = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
     return int(re.search(r"pid=(\d+)", found).group(1))  # type: ignore[union-attr]
 
@@ -156,7 +190,7 @@ def main() -> None:
     body = json.dumps(NOTIFICATION)
     load = dict(connections=args.connections, threads=args.threads, seconds=args.seconds)
 
-    with bench_platform({"intake": "intake"}) as (database_url, _, ports):
+    with bench_platform({"intake": "intake"}) as (database_url, broker, ports):
         intake = f"http://127.0.0.1:{ports['intake']}"
         wait_ready(f"{intake}/readyz")
         headers = {"Content-Type": "application/json",
@@ -170,20 +204,19 @@ def main() -> None:
             wrk(f"{intake}/v1/notifications", headers, body, **load | {"seconds": 2})
             wrk(f"{ceiling}/v1/notifications", headers, body, **load | {"seconds": 2})
             intake_runs, ceiling_runs = [], []
-            intake_process = intake_pid(ports["intake"])
+            intake_process = listening_pid(ports["intake"])
+            broker_process = listening_pid(int(broker.rsplit(":", 1)[1]))
             for round_ in range(args.rounds):
-                profiler = None
-                if args.profile and round_ == 0:
-                    profiler = subprocess.Popen(
-                        [str(Path(sys.executable).parent / "py-spy"), "record", "-o", args.profile, "-d",
-                         str(args.seconds), "-p", str(intake_process), "-r", "200",
-                         "-f", "raw" if args.profile.endswith(".txt") else "flamegraph"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )
-                intake_runs.append(wrk(f"{intake}/v1/notifications", headers, body, **load, pid=intake_process))
-                if profiler is not None:
-                    profiler.wait(timeout=60)
-                ceiling_runs.append(wrk(f"{ceiling}/v1/notifications", headers, body, **load, pid=ceiling_process.pid))
+                # Each side's database backends (and intake's broker), read after the warm-up
+                # filled the pools: the work each request causes outside the server process.
+                backends = asyncio.run(_backends(database_url))
+                profile = args.profile if args.profile and round_ == 0 else None
+                with _profiled(profile, intake_process, args.seconds):
+                    intake_runs.append(wrk(f"{intake}/v1/notifications", headers, body, **load, pid=intake_process,
+                                           database=backends, broker=[broker_process]))
+                with _profiled(profile and _beside(profile, "ceiling"), ceiling_process.pid, args.seconds):
+                    ceiling_runs.append(wrk(f"{ceiling}/v1/notifications", headers, body, **load,
+                                            pid=ceiling_process.pid, database=backends))
                 waiting = asyncio.run(_outbox_waiting(database_url))
                 print(f"round {round_ + 1}: intake {intake_runs[-1]} (outbox still to publish after it and the"
                       f" ceiling's run: {waiting}); ceiling {ceiling_runs[-1]}", flush=True)
@@ -208,6 +241,30 @@ def main() -> None:
     ]))
 
 
+@contextlib.contextmanager
+def _profiled(output: str | None, pid: int, seconds: int) -> Iterator[None]:
+    """py-spy records process `pid` for `seconds` into `output` (None: no profile): an SVG
+    flame graph, or collapsed stacks for a name ending .txt."""
+    if output is None:
+        yield
+        return
+    profiler = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "-o", output, "-d", str(seconds), "-p", str(pid),
+         "-r", "200", "-f", "raw" if output.endswith(".txt") else "flamegraph"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        profiler.wait(timeout=60)
+
+
+def _beside(path: str, name: str) -> str:
+    """`/tmp/intake.svg` -> `/tmp/intake.ceiling.svg`."""
+    stem, dot, suffix = path.rpartition(".")
+    return f"{stem}.{name}.{suffix}" if dot else f"{path}.{name}"
+
+
 def wait_ready_post(url: str, seconds: float = 60) -> None:
     """The ceiling has no /readyz: wait until it answers at all."""
     deadline = time.monotonic() + seconds
@@ -227,7 +284,7 @@ def _median(runs: list[Load]) -> Load:
     return Load(
         statistics.mean(r.requests_per_second for r in middle), statistics.mean(r.p50_ms for r in middle),
         statistics.mean(r.p99_ms for r in middle), sum(r.requests for r in runs), sum(r.failed for r in runs),
-        statistics.mean(r.cpu_ms for r in middle),
+        *(statistics.mean(getattr(r, f) for r in middle) for f in ("cpu_ms", "database_cpu_ms", "broker_cpu_ms")),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from shared.auth import Principal, current_principal
+from shared.auth import BearerToken, Principal
 from shared.lifecycle import POSTED_BY
 from shared.reference import MAPPA_REGIONS, ROLES, mappa_region_of
 
@@ -75,13 +75,17 @@ def check_route(principal: Principal, key: str) -> None:
         raise Forbidden(f"role {principal.role} may not call {key}; allowed: {', '.join(sorted(allowed))}")
 
 
-async def authorized(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    """FastAPI dependency: the caller's principal (401 without a valid token), or 403
-    unless `ROUTES` lets its role call this route."""
-    check_route(principal, route_key(request.method, request.scope["route"].path))
-    return principal
+class _Authorized(BearerToken):
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        """FastAPI dependency: the caller's principal (401 without a valid token), or 403
+        unless `ROUTES` lets its role call this route. The token's check itself, not a
+        dependency on it: one level of FastAPI's dependency tree a request, not two."""
+        principal = await super().__call__(request)
+        check_route(principal, route_key(request.method, request.scope["route"].path))
+        return principal
 
 
+authorized = _Authorized()
 Authorized = Annotated[Principal, Depends(authorized)]
 
 

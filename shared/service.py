@@ -49,6 +49,8 @@ class Service:
     # Long-running tasks (a scheduler, a delivery loop) started after the subscribers,
     # each given the pool and the settings, cancelled at shutdown.
     workers: list[Worker] = field(default_factory=list)
+    # The outbox relay's linger under load (shared/outbox.py LINGER_FROM_ROWS); 0: none.
+    relay_linger_seconds: float = 0.0
 
     @property
     def group_id(self) -> str:
@@ -72,6 +74,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             settings.kafka_bootstrap,
             poll_seconds=settings.outbox_poll_seconds,
             partitions=settings.kafka_partitions,
+            linger_seconds=service.relay_linger_seconds,
         )
         await relay.start()
         app.state.relay = relay

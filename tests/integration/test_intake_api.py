@@ -183,6 +183,11 @@ async def test_an_idempotency_key_gives_the_first_answer_again(platform, tokens)
     assert other_body.status_code == 409
     assert await _events_stored(platform) == before
 
+    too_long = await _notify(platform, tokens["glasgow"], **{"Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 422
+    assert [(e["loc"], e["type"]) for e in too_long.json()["detail"]] == [(["header", "Idempotency-Key"], "string_too_long")]
+    assert await _events_stored(platform) == before
+
 
 async def test_a_notification_is_checked_before_it_is_sent_and_nothing_is_stored(platform, tokens):
     """POST /v1/notifications/check: the warnings the 201 would carry, or the 422 it would
