@@ -343,17 +343,12 @@ def _import_relay() -> None:
             pool, "intake", settings.kafka_bootstrap, partitions=settings.kafka_partitions,
             batch_size=IMPORT_PUBLISH_BATCH,
         )
-        running = asyncio.create_task(relay.run())
+        await relay.start()
         try:
             await asyncio.to_thread(sys.stdin.buffer.read)
         finally:
-            # Cancelled until it ends: a cancel can be lost in a wait that ends as it
-            # arrives (asyncio.wait_for of Python 3.11), and this process then never ended.
-            while not running.done():
-                running.cancel()
-                await asyncio.wait({running}, timeout=1)
             await relay.stop()
-            pool.terminate()  # a relay cancelled as it started may not have given its listener back
+            await pool.close()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(relay())

@@ -231,8 +231,13 @@ class OutboxRelay:
     async def stop(self) -> None:
         _RUNNING.get(self.schema, set()).discard(self)
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Cancelled until it has ended: a cancel arriving just as a wait inside a library
+            # ends can be lost, and a relay cancelled once would then run on.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1)
+            if not self._task.cancelled():
+                self._task.exception()  # retrieved, so asyncio does not log it as lost
         await self._close_producer()
         # A stopped relay reports no offsets: a series left behind would be compared with
         # the consumers' offsets (the lag) long after it meant anything.
@@ -244,11 +249,13 @@ class OutboxRelay:
         self._offset_series.clear()
 
     async def run(self) -> None:
-        listener = await self.pool.acquire()
         channel = f"{self.schema}_outbox"
-        await listener.add_listener(channel, self._on_notify)
+        listener = await self.pool.acquire()
         backoff = 0.1
+        # The listener is given back however the relay ends, a cancel while it was being set
+        # up included: otherwise the pool's close waits for it for ever.
         try:
+            await listener.add_listener(channel, self._on_notify)
             while True:
                 try:
                     self._batch_started = time.monotonic()
@@ -265,8 +272,10 @@ class OutboxRelay:
                 if published < self.batch_size:
                     await self._wait_for_rows()
         finally:
-            await listener.remove_listener(channel, self._on_notify)
-            await self.pool.release(listener)
+            try:
+                await listener.remove_listener(channel, self._on_notify)
+            finally:
+                await self.pool.release(listener)
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows left the queue (published or parked)."""
@@ -348,8 +357,11 @@ class OutboxRelay:
         self._wake.set()
 
     async def _wait_for_rows(self) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a cancel that arrives
+        # as the wake does, and the relay then never stops.
         try:
-            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            async with asyncio.timeout(self.poll_seconds):
+                await self._wake.wait()
         except TimeoutError:
             pass
         if self.linger_seconds and self._last_batch >= LINGER_FROM_ROWS:  # under load: gather (LINGER_FROM_ROWS)

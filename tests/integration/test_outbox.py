@@ -87,3 +87,24 @@ async def test_two_relays_keep_each_cases_order_and_lose_nothing(infra):
 
 async def _drained(pool) -> bool:
     return (await backlog(pool, "relaytest"))[0] == 0
+
+
+async def test_a_relay_stopped_at_any_moment_ends_and_gives_its_connections_back(infra):
+    """A cancel while the relay takes its listener, or one arriving just as a wake does,
+    once left the listener out of the pool (whose close then waited for ever) or the relay
+    running on (`sir import`'s relay process never ended)."""
+    settings = infra.settings(infra.new_database())
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        await migrate(pool, "relaystop", COMMON)
+        for delay in (0, 0, 0.001, 0.005, 0.02, 0.1, 0.3):
+            relay = OutboxRelay(pool, "relaystop", settings.kafka_bootstrap, poll_seconds=0.01)
+            await relay.start()
+            await asyncio.sleep(delay)
+            relay._wake.set()  # a wake at the moment of the cancel
+            async with asyncio.timeout(15):
+                await relay.stop()
+            assert pool.get_idle_size() == pool.get_size(), f"a connection not given back (stopped after {delay}s)"
+    finally:
+        async with asyncio.timeout(15):
+            await pool.close()
