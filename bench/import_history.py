@@ -87,8 +87,9 @@ def run_import(
     env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=bootstrap, SIR_LOG_LEVEL="WARNING")
     command = [sys.executable, "-m", "services.cli", "import", str(path)]
     if profile:
-        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "100", "--idle", "-o", profile,
-                   "--", *command]
+        # --subprocesses: the relay's process too (its stacks begin with its pid).
+        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "100", "--idle",
+                   "--subprocesses", "-o", profile, "--", *command]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
