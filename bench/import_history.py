@@ -78,21 +78,28 @@ def write_history(path: Path, megabytes: int) -> int:
     return lines
 
 
-def run_import(path: Path, database_url: str, bootstrap: str, profile: str | None = None) -> tuple[float, int, str]:
-    """Seconds, peak RSS in kB of the `sir import` process, and its stdout. `profile`: record
+def run_import(
+    path: Path, database_url: str, bootstrap: str, profile: str | None = None
+) -> tuple[float, int, float, str]:
+    """Seconds, peak RSS in kB of the `sir import` process, the CPU seconds of it and its
+    relay (user + system: what holds on a shared machine where wall time does not), and its stdout. `profile`: record
     it with py-spy (collapsed stacks) into that file (the RSS is then py-spy's or the import's)."""
     env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=bootstrap, SIR_LOG_LEVEL="WARNING")
     command = [sys.executable, "-m", "services.cli", "import", str(path)]
     if profile:
-        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "100", "--idle", "-o", profile,
-                   "--", *command]
+        # --subprocesses: the relay's process too (its stacks begin with its pid).
+        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "100", "--idle",
+                   "--subprocesses", "-o", profile, "--", *command]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"sir import failed ({done.returncode}): {done.stderr[-2000:]}")
     # The largest peak of the children waited for so far: only this one.
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.stdout + done.stderr
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds, after.ru_maxrss, cpu, done.stdout + done.stderr
 
 
 def ceiling_rows(path: Path, lines: int, sample: int = 50_000) -> list[tuple]:
@@ -123,7 +130,7 @@ def main() -> None:
         lines = write_history(path, args.megabytes)
         size = path.stat().st_size
         print(f"history: {size / 1e6:.1f} MB, {lines:,} events in {lines // len(STEPS):,} cases")
-        seconds, peak_kb, output = run_import(path, database_url, broker.bootstrap, args.profile)
+        seconds, peak_kb, cpu, output = run_import(path, database_url, broker.bootstrap, args.profile)
         for line in output.strip().splitlines():
             if line.startswith("imported ") or "events/s stored" in line:
                 print(line)
@@ -131,6 +138,7 @@ def main() -> None:
     rate = lines / seconds
     print(f"sir import: {seconds:.1f} s (storing and publishing), {rate:,.0f} events/s, peak RSS {peak_kb / 1024:.0f} MB"
           f" ({'under' if peak_kb < 200 * 1024 else 'OVER'} the 200 MB bound)")
+    print(f"CPU of sir import and its relay: {cpu:.1f} s, {cpu / lines * 1e6:.0f} us an event")
     print(f"ceiling: asyncpg executemany of the same rows {ceiling:,.0f} events/s; ratio import/ceiling {rate / ceiling:.2f}")
     print(f"         COPY of the same rows {copy_ceiling:,.0f} events/s; ratio import/COPY {rate / copy_ceiling:.2f}")
     report_row(f"history import, {size / 1e6:.0f} MB, {lines:,} events",

@@ -92,7 +92,12 @@ def case_after(previous: Case | None, event: Any) -> Case:
             previous.local_authority if previous is not None else event.local_authority,
             State(carried.state), carried.sog_region, carried.responded, carried.closed_reason,
         )
-    return apply(previous, event.event_type, event.local_authority, _Fields(event.data))
+    return apply_event(previous, event)
+
+
+def apply_event(case: Case | None, event: Any) -> Case:
+    """`apply` to a case event (an envelope model), its data read field by field."""
+    return apply(case, event.event_type, event.local_authority, _Fields(event.data))
 
 
 class _Fields(Mapping):

@@ -10,7 +10,7 @@ import uuid
 from pydantic import BaseModel
 
 from shared.events import CASE_EVENT_MODELS, Actor, CaseAfter, Envelope
-from shared.lifecycle import Case, Refused, apply
+from shared.lifecycle import Case, Refused, apply_event
 from shared.principal import Principal
 
 # Not a case event, but history may carry it: the forwarding that already happened.
@@ -49,8 +49,9 @@ def next_case(case: Case | None, event: Envelope) -> Case:
         if case is None:
             raise Refused(f"no case {event.case_id}: a forwarding record follows its case's notification")
         return case
-    # The data as plain values (the lifecycle reads strings, booleans and dates).
-    return apply(case, event.event_type, event.local_authority, event.data.model_dump())
+    # The data read field by field, as plain values (the lifecycle reads strings,
+    # booleans and dates), without copying the whole model for every event (issue 15).
+    return apply_event(case, event)
 
 
 def decide(case: Case | None, event: Envelope, **changes: object) -> tuple[Case, Envelope]:

@@ -42,6 +42,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import asyncpg
 from pydantic import ValidationError
@@ -107,9 +108,9 @@ class Report:
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class Spooled:
-    """A valid line, as pass 2 will read it back."""
+class Spooled(NamedTuple):
+    """A valid line, as pass 2 will read it back (a tuple: made for every line, and a
+    frozen dataclass's __init__ cost more than checking the line's encoding)."""
 
     line: int
     case_id: uuid.UUID
@@ -145,7 +146,10 @@ class Validator:
             if raw.startswith("\ufeff"):
                 raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
             return self._decoder.decode(raw)
-        return self._decoder.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        # A line that begins with "{" then a byte other than NUL is UTF-8 (what
+        # json.detect_encoding decides for it, without its calls: issue 15).
+        utf8 = raw[:1] == b"{" and raw[1:2] not in (b"\x00", b"")
+        return self._decoder.decode(raw.decode("utf-8" if utf8 else json.detect_encoding(raw), "surrogatepass"))
 
     def check(self, number: int, raw: bytes | str | None) -> Spooled | None:
         """The line to spool, or None (blank, repeated, or refused with its reason)."""

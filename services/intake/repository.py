@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,8 +128,9 @@ async def append(
         "     $11::int[], $12::text[]) WITH ORDINALITY AS x(i, c, y, a, r, w, s, e, n) ORDER BY n),"
         f" emitted AS (INSERT INTO {SCHEMA}.emitted_events (event_id, event_type, topic, key, value, headers)"
         "   SELECT i, y, t, convert_to(c::text, 'UTF8'), convert_to(e, 'UTF8'), h"
-        "   FROM unnest($5::uuid[], $7::text[], $13::text[], $6::uuid[], $12::text[], $14::jsonb[])"
-        "     WITH ORDINALITY AS x(i, y, t, c, e, h, n) ORDER BY n RETURNING position)"
+        "   FROM unnest($5::uuid[], $7::text[], $13::text[], $6::uuid[], $12::text[]) WITH ORDINALITY AS x(i, y, t, c, e, n)"
+        "   JOIN jsonb_array_elements($14::text::jsonb) WITH ORDINALITY AS hs(h, n) USING (n) ORDER BY n"
+        "   RETURNING position)"
         f"{remembered}"
         + (", quiet AS (SELECT set_config('sir.outbox_woken_in_process', 'on', true) AS quiet)" if woken_in_process else "")
         + f" INSERT INTO {SCHEMA}.outbox (position) SELECT position FROM emitted"
@@ -139,7 +141,8 @@ async def append(
         [e.local_authority for e, _ in events], [e.received_at for e, _ in events],
         [e.recorded_at for e, _ in events], [e.sequence for e, _ in events], [text for _, text in events],
         [topic_of(e.event_type) for e, _ in events],
-        [cloudevent_headers(e, "intake", imported) for e, _ in events],
+        # The headers as one JSON array (one encoding a statement, not one an event).
+        json.dumps([cloudevent_headers(e, "intake", imported) for e, _ in events]),
         *((remember.token_id, remember.key, remember.request_sha256, remember.response) if remember else ()),
     )
 
