@@ -33,7 +33,6 @@ import os
 import random
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from pipeline import bench_database
@@ -52,17 +51,6 @@ WHOLE_SPAN = (dt.date(2010, 1, 1), dt.date(2025, 12, 31))
 AS_OF = dt.datetime(2018, 1, 1, tzinfo=dt.timezone.utc)
 
 
-@dataclass
-class _Record:
-    """What Projection.add reads of a consumer record."""
-
-    topic: str
-    value: bytes
-    partition: int
-    offset: int
-    headers: tuple = ()
-
-
 def seed_projection(notifications: int, seed: int) -> commands.Projection:
     rng = random.Random(seed)
     projection = commands.Projection()
@@ -71,7 +59,7 @@ def seed_projection(notifications: int, seed: int) -> commands.Projection:
         for topic, _key, value in case_events(rng, number):
             offset = offsets.get(topic, 0)
             offsets[topic] = offset + 1
-            projection.add(_Record(topic, value, 0, offset))  # type: ignore[arg-type,unused-ignore]
+            projection.add(commands.record_of(topic, value, offset))
     return projection
 
 

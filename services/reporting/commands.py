@@ -82,6 +82,12 @@ def _imported(record: ConsumerRecord) -> bool:
     return imported
 
 
+def record_of(topic: str, value: bytes, offset: int, partition: int = 0) -> ConsumerRecord:
+    """A consumer record holding one event, as the broker would give it to `Projection.add`
+    (for folding events held elsewhere: the benches' and tests' generated histories)."""
+    return ConsumerRecord(topic, partition, offset, 0, 0, None, value, None, -1, len(value), ())
+
+
 @dataclass
 class Projection:
     """Reporting's projections, in memory, fed one record at a time: each topic's events

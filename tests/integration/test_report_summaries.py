@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import random
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from services.reporting import handlers, repository
 from services.reporting.app import SERVICE
-from services.reporting.commands import Projection
+from services.reporting.commands import Projection, record_of
 from services.reporting.domain import national_report
 from services.reporting.queries import _signals, compute_national, report_scope
 from shared.db import COMMON, create_pool, migrate
@@ -123,22 +122,11 @@ async def _apply(pool, events: list[dict], batch: int = 25) -> None:
                 await process.apply(conn, [(event, False) for event in arrivals[start:start + batch]])
 
 
-@dataclass
-class _Record:
-    """What Projection.add reads of a consumer record."""
-
-    topic: str
-    value: bytes
-    partition: int
-    offset: int
-    headers: tuple = ()
-
-
 def _rebuilt(events: list[dict]) -> Projection:
     """The projection `sir report rebuild` folds from these events."""
     projection = Projection()
     for offset, event in enumerate(sorted(events, key=lambda e: e["received_at"])):
-        projection.add(_Record(_topic(event), json.dumps(event).encode(), 0, offset))  # type: ignore[arg-type]
+        projection.add(record_of(_topic(event), json.dumps(event).encode(), offset))
     return projection
 
 
