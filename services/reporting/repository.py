@@ -871,7 +871,11 @@ async def summarise(conn: asyncpg.Connection, months: Sequence[dt.date] | None =
     # (125,000 notifications: 0.9-1.2 s for the learning themes alone, 0.34 s without).
     await report_settings(conn)
     if months is None:
-        await conn.execute(f"TRUNCATE {', '.join(tables)}, {SCHEMA}.report_months, {SCHEMA}.report_stale")
+        # DELETE, not TRUNCATE: a report reading during a rebuild holds a read lock on these
+        # tables while it waits for the rebuild's projections; TRUNCATE would wait for it in
+        # turn, and PostgreSQL would end the rebuild as a deadlock. They are small.
+        for table in [*tables, f"{SCHEMA}.report_months", f"{SCHEMA}.report_stale"]:
+            await conn.execute(f"DELETE FROM {table}")
         ends = " UNION ALL ".join(  # each by its index
             f"SELECT {end}({column}) FROM {SCHEMA}.{table}" for end in ("min", "max")
             for table, column in (("notifications", "received_on"), ("reviews", "received_on"),

@@ -11,6 +11,7 @@ already there."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import random
@@ -31,6 +32,7 @@ from shared.events import ANY_EVENT
 from shared.messaging import CASE_EVENTS, ROUTING_EVENTS
 from shared.reference import LOCAL_AUTHORITY_SLUGS, MAPPA_REGIONS, VOCABULARIES
 from tests.factories import envelope_json, notification, review
+from tests.integration.helpers import eventually
 
 UTC = dt.timezone.utc
 # The history: Scottish dates from 25 November 2019 to mid-February 2021 (BST included:
@@ -277,3 +279,30 @@ async def test_migration_103_summarises_the_rows_already_there(infra, tmp_path):
         assert report["figures"] == raw["figures"] and report["figures"]["notifications"] == len(tables["notifications"])
     finally:
         await pool.close()
+
+
+async def test_a_report_during_a_rebuild_waits_for_it_and_neither_fails(seeded):
+    """A report that reads while a rebuild holds the projections waits for it, holding read
+    locks on the summaries' tables; the rebuild's summarising must not wait for the report
+    in turn (it emptied them with TRUNCATE, and PostgreSQL ended the rebuild as a deadlock)."""
+    pool, _ = seeded
+    async with pool.acquire() as rebuild:
+        transaction = rebuild.transaction()
+        await transaction.start()
+        try:
+            await repository.lock_summaries(rebuild)  # as replace_all does first
+            await rebuild.execute(f"LOCK TABLE {repository.SCHEMA}.notifications IN ACCESS EXCLUSIVE MODE")
+            report = asyncio.create_task(compute_national(pool, dt.date(2019, 1, 1), dt.date(2020, 12, 31)))
+            await eventually(lambda: _waiting_for_a_lock(rebuild), timeout=20, what="the report to wait for the rebuild")
+            await repository.summarise(rebuild, None)
+        finally:
+            await transaction.rollback()
+        async with asyncio.timeout(30):
+            assert (await report)["figures"]["notifications"] > 0
+
+
+async def _waiting_for_a_lock(conn) -> bool:
+    """On the rebuild's own connection: the report holds every other one of the pool."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")  # else read once a transaction
+    return bool(await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"))
