@@ -472,7 +472,7 @@ def _filters(kind: str, scope: Scope, names: Iterable[str] | None = None) -> str
 # planner read every forward to join a month's few hundred notifications (25-70 ms against
 # 4 ms by their key).
 REPORT_SETTINGS = {"jit": "off", "work_mem": "64MB", "max_parallel_workers_per_gather": "0",
-                   "random_page_cost": "1.1"}
+                   "random_page_cost": "1.1", "DateStyle": "ISO"}  # a date as text: date.isoformat()
 
 
 async def report_settings(conn: asyncpg.Connection) -> None:
@@ -1112,20 +1112,37 @@ def _case_query(scope: Scope, figure: str, value: str | None, local_authority: s
     return _CaseQuery(kind, source, within, condition, shown, tuple(params), value)
 
 
+# A listed case's fields, in the order the SELECT reads them and the list shows them
+# (_case_list_sql, _listed); the case id, review id and dates come as text (the list's
+# strings: PostgreSQL's ISO date is date.isoformat()), the value and deadline moments
+# as their types (_iso).
+_LISTED = {
+    "notifications": ("case_id", "council_reference", "local_authority", "incident_date", "notified_on", "value"),
+    "deadlines": ("case_id", "council_reference", "local_authority", "incident_date", "notified_on",
+                  "rule", "due_at", "met_at", "value"),
+    "reviews": ("case_id", "council_reference", "local_authority", "incident_date", "notified_on",
+                "review_id", "review_received_on", "responded_on", "value"),
+}
+_LISTED["open_cases"], _LISTED["responses"] = _LISTED["notifications"], _LISTED["reviews"]
+
+
 def _case_list_sql(q: _CaseQuery, value_param: str, limit: int | None, with_total: bool) -> str:
+    """The cases' list (with the total `count(*) OVER ()` if `with_total` and there is a
+    `limit`: without one the total is the rows read). Text for the strings listed: an
+    88,698-row list converted each uuid and date in Python in 0.27 s, in SQL in 0.03 s."""
     subject = "d" if q.kind == "deadlines" else "n"
     extra = {
-        "notifications": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
-        "open_cases": "NULL::uuid AS review_id, NULL::date AS review_received_on, NULL::date AS responded_on",
-        "deadlines": "d.rule, d.due_at, d.met_at",
-    }.get(q.kind, "r.review_id, r.received_on AS review_received_on, r.responded_on")
+        "notifications": "",
+        "open_cases": "",
+        "deadlines": ", d.rule, d.due_at, d.met_at",
+    }.get(q.kind, ", r.review_id::text, r.received_on::text AS review_received_on, r.responded_on::text")
     order = {
         "deadlines": "d.due_at, d.case_id, d.rule",
     }.get(q.kind, "n.received_on, n.case_id" + (", r.received_on, r.review_id" if q.kind in ("reviews", "responses") else ""))
     select = (
-        f"SELECT {subject}.case_id, n.council_reference, {subject}.local_authority, n.incident_date,"
-        f" n.received_on AS notified_on, {extra}, ({q.shown.replace('{value}', value_param)}) AS value"
-        f"{', count(*) OVER () AS total' if with_total else ''}"
+        f"SELECT {subject}.case_id::text, n.council_reference, {subject}.local_authority, n.incident_date::text,"
+        f" n.received_on::text AS notified_on{extra}, ({q.shown.replace('{value}', value_param)}) AS value"
+        f"{', count(*) OVER () AS total' if with_total and limit is not None else ''}"
         f" FROM {q.source} WHERE {q.within} AND ({q.condition.replace('{value}', value_param)})"
     )
     if limit is None:
@@ -1134,8 +1151,11 @@ def _case_list_sql(q: _CaseQuery, value_param: str, limit: int | None, with_tota
         # Reviews or responses of the period (received basis), listed in their notifications'
         # order: read in that order, the first few could lie anywhere in it (the planner
         # walks every notification from the first). The period's rows first, then the order.
+        # (The dates and ids are text here: ISO dates and lowercase hex, byte by byte ("C"),
+        # sort as the dates and uuids do.)
         return (f"WITH m AS MATERIALIZED ({select}) SELECT * FROM m"
-                f" ORDER BY m.notified_on, m.case_id, m.review_received_on, m.review_id LIMIT {int(limit)}")
+                f' ORDER BY m.notified_on COLLATE "C", m.case_id COLLATE "C", m.review_received_on COLLATE "C",'
+                f' m.review_id COLLATE "C" LIMIT {int(limit)}')
     return f"{select} ORDER BY {order} LIMIT {int(limit)}"
 
 
@@ -1150,7 +1170,8 @@ async def cases(
     q = _case_query(scope, figure, value, local_authority)
     params = [*q.params, *([] if q.value is None else [q.value])]
     rows = await conn.fetch(_case_list_sql(q, f"${len(params)}", limit, with_total=True), *params)
-    return (rows[0]["total"] if rows else 0), [_listed(q.kind, r) for r in rows]
+    total = len(rows) if limit is None or not rows else rows[0]["total"]
+    return total, _listed(q.kind, rows)
 
 
 async def many_cases(
@@ -1185,7 +1206,7 @@ async def many_cases(
     for i, rows in zip(lists, await _fetch_all(reader, *(
         (_case_list_sql(queries[i], f"${len(p)}", limit, with_total=False), *p) for i, p in zip(lists, params_of, strict=True)
     )), strict=True):
-        listed[i] = [_listed(queries[i].kind, r) for r in rows]
+        listed[i] = _listed(queries[i].kind, rows)
     return list(zip(counts, listed, strict=True))
 
 
@@ -1193,18 +1214,15 @@ def _iso(value):
     return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
 
 
-def _listed(kind: str, r) -> dict:
-    row = {
-        "case_id": str(r["case_id"]), "council_reference": r["council_reference"],
-        "local_authority": r["local_authority"], "incident_date": _iso(r["incident_date"]),
-        "notified_on": _iso(r["notified_on"]),
-    }
-    if kind in ("reviews", "responses"):
-        row |= {"review_id": str(r["review_id"]), "review_received_on": _iso(r["review_received_on"]),
-                "responded_on": _iso(r["responded_on"])}
-    if kind == "deadlines":
-        row |= {"rule": r["rule"], "due_at": _iso(r["due_at"]), "met_at": _iso(r["met_at"])}
-    return row | {"value": _iso(r["value"])}
+def _listed(kind: str, rows) -> list[dict]:
+    """The rows of _case_list_sql as the list shows them: its fields (_LISTED) by name
+    (a total after them left out), the value and deadline moments in ISO form."""
+    fields = _LISTED[kind]
+    listed = [dict(zip(fields, r, strict=False)) for r in rows]  # a total after the fields: not listed
+    for moment in ("value", "due_at", "met_at") if kind == "deadlines" else ("value",):
+        for row in listed:
+            row[moment] = _iso(row[moment])
+    return listed
 
 
 async def database_now(conn) -> dt.datetime:
