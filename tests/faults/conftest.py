@@ -27,6 +27,7 @@ import pytest
 
 from shared import devstack
 from shared.settings import SERVICES
+from tests.integration.helpers import Service
 
 
 def _postgres_bin() -> Path:
@@ -52,18 +53,6 @@ class PrivatePostgres(devstack.EmbeddedPostgres):
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-@dataclass
-class Service:
-    name: str
-    port: int
-    log: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @dataclass

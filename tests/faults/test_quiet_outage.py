@@ -9,7 +9,8 @@ import subprocess
 import uuid
 
 from shared import devstack
-from tests.faults.conftest import SIR, FaultPlatform, Service
+from tests.faults.conftest import SIR, FaultPlatform
+from tests.integration.helpers import Service
 
 OUTAGE_SECONDS = 6
 SERVICES = ("intake", "routing")  # a relay and a relay with a consumer

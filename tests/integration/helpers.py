@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from prometheus_client import REGISTRY
@@ -53,3 +56,17 @@ def header(record: ConsumerRecord, name: str) -> str | None:
 def metric_value(name: str, **labels: str) -> float:
     """A sample of this process's Prometheus registry (0 before its first increment)."""
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@dataclass
+class Service:
+    """One service's process that a test starts itself, on a port of its own, with its log."""
+
+    name: str
+    port: int
+    log: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"

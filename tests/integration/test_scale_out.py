@@ -31,7 +31,7 @@ from shared import devstack
 from shared.messaging import CASE_EVENTS
 from shared.settings import SERVICES
 from tests.faults.load import Load, assert_nothing_lost_nothing_twice
-from tests.integration.helpers import eventually
+from tests.integration.helpers import Service, eventually
 
 SIR = [sys.executable, "-m", "services.cli"]
 CONSUMERS = tuple(s for s in SERVICES if s != "intake")
@@ -45,22 +45,10 @@ SETTLED_SECONDS = 120.0
 
 
 @dataclass
-class Member:
-    service: str
-    port: int
-    log: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@dataclass
 class Run:
     database_url: str
     bootstrap: str
-    members: dict[str, list[Member]] = field(default_factory=dict)  # service -> its processes
+    members: dict[str, list[Service]] = field(default_factory=dict)  # service -> its processes
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -86,7 +74,7 @@ async def consumer_processes(infra, logs: Path, processes: int) -> AsyncIterator
         for service in SERVICES:
             count = 1 if service == "intake" else processes
             run.members[service] = [
-                Member(service, devstack.free_port(), logs / f"{service}-{i}.log") for i in range(count)
+                Service(service, devstack.free_port(), logs / f"{service}-{i}.log") for i in range(count)
             ]
         try:
             for members in run.members.values():
@@ -114,11 +102,11 @@ def _log_folder(folder: Path) -> Path:
     return folder
 
 
-def _spawn(member: Member, env: dict[str, str]) -> None:
+def _spawn(member: Service, env: dict[str, str]) -> None:
     member.log.parent.mkdir(parents=True, exist_ok=True)
     with member.log.open("ab") as log:
         member.process = subprocess.Popen(
-            [*SIR, "serve", member.service], env=env | {f"{member.service.upper()}_PORT": str(member.port)},
+            [*SIR, "serve", member.name], env=env | {f"{member.name.upper()}_PORT": str(member.port)},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 
@@ -130,21 +118,21 @@ async def _ready(run: Run) -> None:
                 async def ready(member=member) -> bool:
                     assert member.process is not None
                     if member.process.poll() is not None:
-                        raise AssertionError(f"{member.service} exited:\n{_tail(member.log)}")
+                        raise AssertionError(f"{member.name} exited:\n{_tail(member.log)}")
                     with contextlib.suppress(httpx.HTTPError):
                         return (await client.get(f"{member.url}/readyz")).status_code == 200
                     return False
 
-                await eventually(ready, timeout=90, what=f"{member.service} on {member.port} ready")
+                await eventually(ready, timeout=90, what=f"{member.name} on {member.port} ready")
 
 
-async def _metrics(client: httpx.AsyncClient, member: Member) -> list:
+async def _metrics(client: httpx.AsyncClient, member: Service) -> list:
     answer = await client.get(f"{member.url}/metrics")
     answer.raise_for_status()
     return [sample for family in text_string_to_metric_families(answer.text) for sample in family.samples]
 
 
-async def _owned_case_partitions(client: httpx.AsyncClient, member: Member) -> set[int]:
+async def _owned_case_partitions(client: httpx.AsyncClient, member: Service) -> set[int]:
     """The case topic's partitions this process owns now (its applied-offset series: set on
     assignment, removed on revocation)."""
     return {
@@ -153,7 +141,7 @@ async def _owned_case_partitions(client: httpx.AsyncClient, member: Member) -> s
     }
 
 
-async def _consumed(client: httpx.AsyncClient, member: Member) -> float:
+async def _consumed(client: httpx.AsyncClient, member: Service) -> float:
     return sum(s.value for s in await _metrics(client, member) if s.name == "sir_events_consumed_total")
 
 
@@ -188,7 +176,7 @@ async def _settled(conn: asyncpg.Connection) -> bool:
     return True
 
 
-async def _figures(conn: asyncpg.Connection, reporting: Member, admin_token: str) -> dict:
+async def _figures(conn: asyncpg.Connection, reporting: Service, admin_token: str) -> dict:
     today = dt.date.today()
     async with httpx.AsyncClient(timeout=30) as client:
         national = (await client.get(
