@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     # The reporting-patterns test flags an authority whose notifications are this improbably
     # few against the national rate (one-sided Poisson, P(X <= observed); docs/reports.md).
     under_reporting_p_value: float = Field(0.05, gt=0, lt=1, validation_alias="SIR_UNDER_REPORTING_P_VALUE")
+    # `sir report rebuild` waits at most this long for any lock: the reports under way (a
+    # report holds it off from its start to its end), then the live consumers' batches. It
+    # then gives up with an error, nothing changed; the reports asked for while it waits
+    # wait too (docs/reports.md, a report during a rebuild).
+    rebuild_lock_timeout_seconds: float = Field(60.0, gt=0, validation_alias="SIR_REBUILD_LOCK_TIMEOUT_SECONDS")
     log_level: str = Field("INFO", validation_alias="SIR_LOG_LEVEL")
     # Serve /docs, /redoc and /openapi.json (off where the API description need not be public).
     api_docs: bool = Field(True, validation_alias="SIR_API_DOCS")

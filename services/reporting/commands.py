@@ -7,11 +7,14 @@ and folded in memory through the same deciders the live consumers run
 (services/reporting/handlers.py: domain.py's `decide_case`, `decide_forward`,
 `decide_deadline`), each case's events in sequence order (shared/ordering.py). Tansu's end offsets are not to
 be trusted, so the end of a topic is where `idle_polls` fetches in a row bring nothing.
-Then, in one transaction: reporting's `processed_events` is locked against the live
+Then, in one transaction: the reports under way are waited for and the next ones held
+off (repository.REBUILD_GATE: a report reads the projections before the rebuild or
+after it, never between), reporting's `processed_events` is locked against the live
 consumers (they wait), the topics are read again to their end, and every projection
 table and the reporting consumers' `processed_events` rows are replaced by the rebuilt
 ones (TRUNCATE and COPY). The live consumers then carry on from their committed offsets
-and skip what the rebuild applied, so nothing is applied twice or lost.
+and skip what the rebuild applied, so nothing is applied twice or lost. No lock is
+waited for longer than SIR_REBUILD_LOCK_TIMEOUT_SECONDS (RebuildBlocked, nothing changed).
 """
 
 from __future__ import annotations
@@ -180,6 +183,11 @@ class Projection:
         return versions
 
 
+class RebuildBlocked(Exception):
+    """The rebuild waited longer than SIR_REBUILD_LOCK_TIMEOUT_SECONDS for a lock and gave
+    up, having changed nothing (the message says what it waited for)."""
+
+
 @dataclass
 class RebuildResult:
     events: int  # events applied (each once)
@@ -245,18 +253,35 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
         read_seconds = time.perf_counter() - started
         schema = repository.SCHEMA
         timings = {"read_and_fold": read_seconds}
-        async with pool.acquire() as conn, conn.transaction():
-            # The live consumers write processed_events first in each transaction: once
-            # this lock is held none is half-way, and the next waits for the swap.
-            await conn.execute(f"LOCK TABLE {schema}.processed_events IN EXCLUSIVE MODE")
-            # Nothing is lost if the server crashes before the commit is flushed: the
-            # rebuild is then undone as a whole (the old projections stay) and can run again.
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            with _timed(timings, "catch_up"):
-                records += await read_topics(consumer, projection, idle_polls, poll_ms)
-            await write_projection(conn, projection, timings)
-            with _timed(timings, "commit"):
-                pass
+        waiting_for = "the reports under way to end"
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                # No lock waited for longer (a report, a live consumer's batch): the
+                # rebuild then ends with RebuildBlocked, nothing changed.
+                await conn.execute(f"SET LOCAL lock_timeout = {round(settings.rebuild_lock_timeout_seconds * 1000)}")
+                # First the reports (repository.REBUILD_GATE): the live consumers flow
+                # on while the rebuild waits for them; the reports asked for from now on
+                # wait for the commit and read the rebuilt projections.
+                with _timed(timings, "wait_for_reports"):
+                    await repository.shut_out_reports(conn)
+                waiting_for = "the live consumers' batches, or another reader of reporting's tables"
+                # The live consumers write processed_events first in each transaction: once
+                # this lock is held none is half-way, and the next waits for the swap.
+                await conn.execute(f"LOCK TABLE {schema}.processed_events IN EXCLUSIVE MODE")
+                # Nothing is lost if the server crashes before the commit is flushed: the
+                # rebuild is then undone as a whole (the old projections stay) and can run again.
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                with _timed(timings, "catch_up"):
+                    records += await read_topics(consumer, projection, idle_polls, poll_ms)
+                await write_projection(conn, projection, timings)
+                with _timed(timings, "commit"):
+                    pass
+        except asyncpg.LockNotAvailableError:
+            raise RebuildBlocked(
+                f"sir report rebuild waited {settings.rebuild_lock_timeout_seconds:g} s for {waiting_for}"
+                " and gave up: nothing was changed. Run it again (SIR_REBUILD_LOCK_TIMEOUT_SECONDS"
+                " sets how long it waits)."
+            ) from None
         log.info("rebuild: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     finally:
         await consumer.stop()
@@ -388,7 +413,11 @@ async def run(args, settings: Settings) -> int:
                                   args.as_of, args.basis)
         if args.report == "quarterly":
             return await quarterly(pool, args.year, args.quarter, args.format, args.output, args.as_of, args.basis)
-        result = await rebuild(pool, settings, idle_polls=args.idle_polls)
+        try:
+            result = await rebuild(pool, settings, idle_polls=args.idle_polls)
+        except RebuildBlocked as blocked:
+            print(blocked)
+            return 1
         print(
             f"rebuilt reporting's projections from {result.events} events ({result.records} records read,"
             f" {result.skipped} not applied) in {result.seconds:.1f}s"

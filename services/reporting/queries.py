@@ -39,13 +39,17 @@ def _readers(pool: asyncpg.Pool) -> int:
 async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[repository.Readers]:
     """Connections reading the same snapshot (the first one's, exported to the others),
     so a report's queries run side by side and still see one state of the projections;
-    each query takes whichever connection is free (repository.Readers)."""
+    each query takes whichever connection is free (repository.Readers). The snapshot is
+    taken before `sir report rebuild` begins or after it commits, never between (the
+    first connection holds the rebuild off from before it until the report ends)."""
     async with contextlib.AsyncExitStack() as stack:
         # One report at a time takes its connections: several each holding some and
         # waiting for the rest would empty the pool for good (the consumers' too).
         async with _acquiring:
             held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
+        # The first to begin, the last to end (the stack ends the others' first).
         await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
+        await repository.hold_off_rebuild(held[0])
         snapshot = await held[0].fetchval("SELECT pg_export_snapshot()")
         await repository.report_settings(held[0])
         for conn in held[1:]:

@@ -236,8 +236,8 @@ async def replace_all(
     than keeping every index through a million inserts; then every month is summarised
     anew (the summaries by month, below)."""
     versions = versions or {}
-    await lock_summaries(conn)  # first: a report summarising months must not wait on these tables
     tables = [name for table in rows for name in (table, f"{table}_versions")]
+    await lock_for_rebuild(conn, tables)
     with_indexes = await drop_indexes(conn, schema, tables)
     for table, records in rows.items():
         await conn.execute(f"TRUNCATE {schema}.{table}, {schema}.{table}_versions")
@@ -257,6 +257,42 @@ async def replace_all(
     await conn.execute(f"ANALYZE {', '.join(f'{schema}.{t}' for t in tables)}")
     await summarise(conn)  # every month's summaries, from the rows just written
     await conn.execute(f"ANALYZE {', '.join(f'{schema}.{t}' for t in (*SUMMARY_TABLES, 'report_months'))}")
+
+
+# The gate between the reports and the rebuild (migration 104_rebuild_gate.sql): a table
+# with no rows, only its lock. The rebuild empties the projections with TRUNCATE, which is
+# not MVCC-safe: a report whose snapshot was taken before the rebuild committed would find
+# them empty once it touched them after (beside the old summaries, emptied with DELETE: a
+# mix no state of the platform ever had). A report locks the gate before its snapshot and
+# holds it to its end, the rebuild before it empties anything: a report's snapshot is taken
+# before the rebuild begins (the rebuild waits for it) or after it commits, never between.
+# Not the projections themselves: a report reads them on several connections, which would
+# queue behind a rebuild waiting for the report's first connection, and neither would move
+# until the rebuild gave up.
+REBUILD_GATE = f"{SCHEMA}.rebuild_gate"
+
+
+async def hold_off_rebuild(conn: asyncpg.Connection) -> None:
+    """First in a report's transaction, before anything takes its snapshot (LOCK TABLE
+    takes none): wait for a rebuild under way to commit, and keep the next from emptying
+    the projections until this transaction ends."""
+    await conn.execute(f"LOCK TABLE {REBUILD_GATE} IN ACCESS SHARE MODE")
+
+
+async def shut_out_reports(conn: asyncpg.Connection) -> None:
+    """In the rebuild's transaction, before it empties any projection: wait for the reports
+    under way to end (as long as the transaction's lock_timeout lets it); the next ones wait
+    until this transaction ends, then read what it wrote."""
+    await conn.execute(f"LOCK TABLE {REBUILD_GATE} IN ACCESS EXCLUSIVE MODE")
+
+
+async def lock_for_rebuild(conn: asyncpg.Connection, tables: Sequence[str], schema: str = SCHEMA) -> None:
+    """Every lock replace_all needs, in one order: the gate (`sir report rebuild` holds it
+    already), the summaries' (before the tables: a report's summarising holds it while it
+    reads them), then the tables, in one statement, before any of them is changed."""
+    await shut_out_reports(conn)
+    await lock_summaries(conn)
+    await conn.execute(f"LOCK TABLE {', '.join(f'{schema}.{t}' for t in tables)} IN ACCESS EXCLUSIVE MODE")
 
 
 async def drop_indexes(conn: asyncpg.Connection, schema: str, tables: list[str]) -> list[str]:

@@ -290,7 +290,7 @@ async def test_a_report_during_a_rebuild_waits_for_it_and_neither_fails(seeded):
         transaction = rebuild.transaction()
         await transaction.start()
         try:
-            await repository.lock_summaries(rebuild)  # as replace_all does first
+            await repository.lock_summaries(rebuild)  # as replace_all does before the tables (the gate left out)
             await rebuild.execute(f"LOCK TABLE {repository.SCHEMA}.notifications IN ACCESS EXCLUSIVE MODE")
             report = asyncio.create_task(compute_national(pool, dt.date(2019, 1, 1), dt.date(2020, 12, 31)))
             await eventually(lambda: _waiting_for_a_lock(rebuild), timeout=20, what="the report to wait for the rebuild")
