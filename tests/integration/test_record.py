@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 import asyncpg
 import pytest
@@ -247,6 +248,8 @@ async def test_sir_replay_restores_routings_and_deadlines_events(infra, monkeypa
 async def test_a_broker_replaced_while_notifications_arrive_loses_nothing_and_applies_each_once(infra, caplog):
     if infra.tansu is None:
         pytest.skip("needs a broker this test can restart: runs with the suite's own Tansu")
+    # The restore's progress is said at INFO: heard whatever level an earlier test left.
+    caplog.set_level(logging.INFO, logger="shared.record")
     total, restart_after = 30, 10
     with devstack.Tansu() as broker:
         settings = infra.settings(infra.new_database(), kafka_bootstrap=broker.bootstrap)
