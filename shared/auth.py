@@ -75,14 +75,15 @@ async def authenticate(pool: asyncpg.Pool, token: str) -> Principal | None:
 
 
 async def authenticate_at(
-    pool: asyncpg.Pool | asyncpg.Connection, token: str
+    database: asyncpg.Pool | asyncpg.Connection, token: str
 ) -> tuple[Principal | None, dt.datetime | None]:
     """The token's principal (None: not a valid token), and the database clock read in the
-    same round trip (None for a token not even shaped like one)."""
+    same round trip (None for a token not even shaped like one). `database`: the pool, or
+    the connection the request holds (`request_database`)."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "sir":
         return None, None
-    row = await pool.fetchrow(
+    row = await database.fetchrow(
         "SELECT now() AS now, t.token_id, t.secret_sha256, t.role, t.local_authority, t.region"
         " FROM (SELECT 1) one LEFT JOIN auth.tokens t ON t.token_id = $1 AND t.revoked_at IS NULL",
         parts[1],

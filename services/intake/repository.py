@@ -109,9 +109,10 @@ _ROWS_FROM_ARRAYS = (
     " JOIN jsonb_array_elements($14::text::jsonb) WITH ORDINALITY AS hs(h, n) USING (n) ORDER BY n",
 )
 # One event (a live request's), and the case it begins if any ($1 null: none), as plain
-# values in the same places: a plan of a few nodes rather than unnests, sorts and a join
-# to start and run for one row, and scalars rather than arrays to encode (about a sixth
-# of the database's CPU for the statement and a tenth of its encoding; issue 15).
+# values in the same places: a plan of a few nodes to start and run for one row rather
+# than unnests, sorts and a join (the executor's start-up was about 15% of the database's
+# time under intake's bench), and scalars rather than arrays to build and encode (issue 15;
+# docs/performance.md).
 _ROW_FROM_VALUES = (
     "SELECT $1::uuid, $2::text, $3::text WHERE $1::uuid IS NOT NULL",
     "VALUES ($5::uuid, $6::uuid, $7::text, $8::text, $9::timestamptz, $10::timestamptz, $4::boolean, $11::int,"

@@ -120,8 +120,9 @@ async def record_notification(
     wake: Callable[[], None] | None = None,
 ) -> Recorded:
     """A council notifies a serious incident: a new case. `database`: the pool, or a
-    connection the caller holds for the request (the token was checked on it). `now`: the database clock when
-    the request was received, if the caller read it already (else it is read here).
+    connection the caller holds for the request (the token was checked on it). `now`: the
+    database clock when the request was received, if the caller read it already (else it
+    is read here).
     `wake`: wakes the outbox relay of this process, called once the event is committed
     (then the store sends no NOTIFY for it); None: the relay is woken by NOTIFY."""
     return await _record(database, principal, idempotency_key, "incident.notified", None, data, max_bytes, now, wake)
