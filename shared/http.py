@@ -164,6 +164,10 @@ class Guard:
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
         self.service = service
+        # The request metrics' children, looked up once per series rather than once a
+        # request (`labels()` builds and checks its key under a lock each time; issue 15).
+        # Bounded as the series are: route templates, METHODS and statuses.
+        self._counted: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -204,8 +208,15 @@ class Guard:
             # Any token is a method to HTTP: a bounded label set keeps the series bounded.
             method = scope.get("method", "")
             method = method if method in METHODS else "other"
-            HTTP_REQUESTS.labels(self.service, route, method, str(status)).inc()
-            HTTP_SECONDS.labels(self.service, route).observe(time.perf_counter() - started)
+            counted = self._counted.get((route, method, status))
+            if counted is None:
+                counted = self._counted[route, method, status] = (
+                    HTTP_REQUESTS.labels(self.service, route, method, str(status)),
+                    HTTP_SECONDS.labels(self.service, route),
+                )
+            requests, seconds = counted
+            requests.inc()
+            seconds.observe(time.perf_counter() - started)
 
     @staticmethod
     async def _answer(send: Send, status: int, detail: str) -> None:

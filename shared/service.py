@@ -141,9 +141,11 @@ async def serve(service: str, app: FastAPI, settings: Settings) -> None:
     def server(asgi: FastAPI, port: int, lifespan: Literal["on", "off"]) -> uvicorn.Server:
         # log_config=None: uvicorn's lines go through the root handler (JSON by default).
         # server_header=False: no `server: uvicorn` telling a caller what to attack.
+        # access_log=False: its lines are INFO, never written at "warning", yet with a
+        # handler reachable uvicorn formatted each one's client and quoted path first.
         return uvicorn.Server(uvicorn.Config(
             asgi, host=settings.host, port=port, log_level="warning", log_config=None,
-            server_header=False, lifespan=lifespan,
+            server_header=False, lifespan=lifespan, access_log=False,
         ))
 
     servers = [server(app, settings.port_of(service), "on")]

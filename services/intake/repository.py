@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
+from pydantic_core import to_json
 
 from shared.events import CASE_EVENT_MODELS, Envelope
 from shared.lifecycle import Case, fold
@@ -97,6 +97,31 @@ class Remember:
     response: dict
 
 
+# Where `append`'s rows come from. Any number of cases and events as arrays: $1-$3 the
+# cases begun, $4 imported, $5-$13 the events' columns, $14 their headers as one JSON array.
+_ROWS_FROM_ARRAYS = (
+    "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
+    "SELECT i, c, y, a, r, w, $4, s, e::jsonb"
+    " FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[],"
+    "   $11::int[], $12::text[]) WITH ORDINALITY AS x(i, c, y, a, r, w, s, e, n) ORDER BY n",
+    "SELECT i, y, t, convert_to(c::text, 'UTF8'), convert_to(e, 'UTF8'), h"
+    " FROM unnest($5::uuid[], $7::text[], $13::text[], $6::uuid[], $12::text[]) WITH ORDINALITY AS x(i, y, t, c, e, n)"
+    " JOIN jsonb_array_elements($14::text::jsonb) WITH ORDINALITY AS hs(h, n) USING (n) ORDER BY n",
+)
+# One event (a live request's), and the case it begins if any ($1 null: none), as plain
+# values in the same places: a plan of a few nodes to start and run for one row rather
+# than unnests, sorts and a join (the executor's start-up was about 15% of the database's
+# time under intake's bench), and scalars rather than arrays to build and encode (issue 15;
+# docs/performance.md).
+_ROW_FROM_VALUES = (
+    "SELECT $1::uuid, $2::text, $3::text WHERE $1::uuid IS NOT NULL",
+    "VALUES ($5::uuid, $6::uuid, $7::text, $8::text, $9::timestamptz, $10::timestamptz, $4::boolean, $11::int,"
+    " $12::text::jsonb)",
+    "VALUES ($5::uuid, $7::text, $13::text, convert_to($6::uuid::text, 'UTF8'), convert_to($12::text, 'UTF8'),"
+    " $14::text::jsonb)",
+)
+
+
 async def append(
     conn: asyncpg.Connection,
     new_cases: Sequence[NewCase],
@@ -114,27 +139,40 @@ async def append(
     `woken_in_process`: the caller wakes the outbox relay of its own process once this
     commits (`OutboxRelay.wake`), so the outbox's trigger sends no NOTIFY for it (see
     migrations/003_outbox_woken_in_process.sql)."""
+    one = len(events) == 1 and len(new_cases) <= 1
+    cases, stored, emitted = _ROW_FROM_VALUES if one else _ROWS_FROM_ARRAYS
     remembered = (
         f", remembered AS (INSERT INTO {SCHEMA}.idempotency_keys (token_id, key, request_sha256, response)"
         " VALUES ($15, $16, $17, $18))"
     ) if remember is not None else ""
-    await conn.execute(
-        f"WITH new_cases AS (INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region)"
-        "   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])),"
+    statement = (
+        f"WITH new_cases AS (INSERT INTO {SCHEMA}.cases (case_id, local_authority, sog_region) {cases}),"
         f" stored AS (INSERT INTO {SCHEMA}.events (event_id, case_id, event_type, local_authority,"
-        "   received_at, recorded_at, imported, sequence, envelope)"
-        "   SELECT i, c, y, a, r, w, $4, s, e::jsonb"
-        "   FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[],"
-        "     $11::int[], $12::text[]) WITH ORDINALITY AS x(i, c, y, a, r, w, s, e, n) ORDER BY n),"
+        f"   received_at, recorded_at, imported, sequence, envelope) {stored}),"
         f" emitted AS (INSERT INTO {SCHEMA}.emitted_events (event_id, event_type, topic, key, value, headers)"
-        "   SELECT i, y, t, convert_to(c::text, 'UTF8'), convert_to(e, 'UTF8'), h"
-        "   FROM unnest($5::uuid[], $7::text[], $13::text[], $6::uuid[], $12::text[]) WITH ORDINALITY AS x(i, y, t, c, e, n)"
-        "   JOIN jsonb_array_elements($14::text::jsonb) WITH ORDINALITY AS hs(h, n) USING (n) ORDER BY n"
-        "   RETURNING position)"
+        f"   {emitted} RETURNING position)"
         f"{remembered}"
         + (", quiet AS (SELECT set_config('sir.outbox_woken_in_process', 'on', true) AS quiet)" if woken_in_process else "")
         + f" INSERT INTO {SCHEMA}.outbox (position) SELECT position FROM emitted"
-        + (" WHERE (SELECT quiet FROM quiet) = 'on'" if woken_in_process else ""),
+        + (" WHERE (SELECT quiet FROM quiet) = 'on'" if woken_in_process else "")
+    )
+    remembering = (remember.token_id, remember.key, remember.request_sha256, remember.response) if remember else ()
+    if one:
+        [(event, text)] = events
+        begun = (new_cases[0].case_id, new_cases[0].local_authority, new_cases[0].sog_region) if new_cases else (
+            None, None, None)  # no case begun: $1 null
+        await conn.execute(
+            statement,
+            *begun, imported,
+            event.event_id, event.case_id, event.event_type, event.local_authority, event.received_at,
+            event.recorded_at, event.sequence, text, topic_of(event.event_type),
+            # pydantic's serialiser: a fraction of `json.dumps`'s time.
+            to_json(cloudevent_headers(event, "intake", imported)).decode(),
+            *remembering,
+        )
+        return
+    await conn.execute(
+        statement,
         [c.case_id for c in new_cases], [c.local_authority for c in new_cases], [c.sog_region for c in new_cases],
         imported,
         [e.event_id for e, _ in events], [e.case_id for e, _ in events], [e.event_type for e, _ in events],
@@ -142,8 +180,8 @@ async def append(
         [e.recorded_at for e, _ in events], [e.sequence for e, _ in events], [text for _, text in events],
         [topic_of(e.event_type) for e, _ in events],
         # The headers as one JSON array (one encoding a statement, not one an event).
-        json.dumps([cloudevent_headers(e, "intake", imported) for e, _ in events]),
-        *((remember.token_id, remember.key, remember.request_sha256, remember.response) if remember else ()),
+        to_json([cloudevent_headers(e, "intake", imported) for e, _ in events]).decode(),
+        *remembering,
     )
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -114,18 +115,21 @@ def append_to_case(
 
 
 async def record_notification(
-    pool: asyncpg.Pool, principal: Principal, data: BaseModel, *, idempotency_key: str | None, max_bytes: int,
-    now: dt.datetime | None = None, wake: Callable[[], None] | None = None,
+    database: asyncpg.Pool | asyncpg.Connection, principal: Principal, data: BaseModel, *,
+    idempotency_key: str | None, max_bytes: int, now: dt.datetime | None = None,
+    wake: Callable[[], None] | None = None,
 ) -> Recorded:
-    """A council notifies a serious incident: a new case. `now`: the database clock when
-    the request was received, if the caller read it already (else it is read here).
+    """A council notifies a serious incident: a new case. `database`: the pool, or a
+    connection the caller holds for the request (the token was checked on it). `now`: the
+    database clock when the request was received, if the caller read it already (else it
+    is read here).
     `wake`: wakes the outbox relay of this process, called once the event is committed
     (then the store sends no NOTIFY for it); None: the relay is woken by NOTIFY."""
-    return await _record(pool, principal, idempotency_key, "incident.notified", None, data, max_bytes, now, wake)
+    return await _record(database, principal, idempotency_key, "incident.notified", None, data, max_bytes, now, wake)
 
 
 async def record_case_event(
-    pool: asyncpg.Pool,
+    database: asyncpg.Pool | asyncpg.Connection,
     principal: Principal,
     case_id: uuid.UUID,
     event_type: str,
@@ -136,12 +140,12 @@ async def record_case_event(
     now: dt.datetime | None = None,
     wake: Callable[[], None] | None = None,
 ) -> Recorded:
-    """Any later event of an existing case (`now`, `wake`: as for `record_notification`)."""
-    return await _record(pool, principal, idempotency_key, event_type, case_id, data, max_bytes, now, wake)
+    """Any later event of an existing case (`database`, `now`, `wake`: as for `record_notification`)."""
+    return await _record(database, principal, idempotency_key, event_type, case_id, data, max_bytes, now, wake)
 
 
 async def _record(
-    pool: asyncpg.Pool,
+    database: asyncpg.Pool | asyncpg.Connection,
     principal: Principal,
     idempotency_key: str | None,
     event_type: str,
@@ -156,7 +160,7 @@ async def _record(
     ).digest() if idempotency_key is not None else b""
     for _ in range(2):  # a second pass finds the answer of a concurrent twin request
         try:
-            async with pool.acquire() as conn:
+            async with _connection(database) as conn:
                 if case_id is None:
                     # A new case: nothing to lock, and its row, event, outbox row and
                     # idempotency answer are one statement (all or nothing).
@@ -175,6 +179,11 @@ async def _record(
             if idempotency_key is None:
                 raise
     raise IdempotencyInProgress("a request with this Idempotency-Key is still in progress")
+
+
+def _connection(database: asyncpg.Pool | asyncpg.Connection) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A connection of the pool for the time of the block, or the one the caller holds."""
+    return database.acquire() if isinstance(database, asyncpg.Pool) else nullcontext(database)
 
 
 async def _append_live(

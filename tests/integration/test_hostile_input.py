@@ -255,6 +255,7 @@ async def test_the_database_away_is_503_json_with_retry_after_and_counted(infra)
     settings = infra.settings(urlunsplit(dsn._replace(netloc=f"{dsn.username}@127.0.0.1:{port}")))
     async with run_services(settings, ("intake",)) as platform:
         token = await issue_token(platform.pool, "inspectorate")
+        council = await issue_token(platform.pool, "council", local_authority="glasgow-city")
         client = platform.clients["intake"]
         assert (await client.get("/v1/cases/00000000-0000-0000-0000-000000000001", headers=bearer(token))).status_code == 404
         await proxy.cut()
@@ -265,6 +266,12 @@ async def test_the_database_away_is_503_json_with_retry_after_and_counted(infra)
             assert answer.headers["content-type"] == "application/json"
             assert int(answer.headers["retry-after"]) > 0 and isinstance(answer.json()["detail"], str)
         assert _count("intake", "/v1/cases/{case_id}", "GET", "503") == before + 3
+        # A notification (its token checked on the connection its write takes): 503 with a
+        # token, and without one the 401 that needs no database.
+        for _ in range(2):
+            notified = await client.post("/v1/notifications", json=notification(), headers=bearer(council))
+            assert notified.status_code == 503, notified.text
+            assert (await client.post("/v1/notifications", json=notification())).status_code == 401
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
 

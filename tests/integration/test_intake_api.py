@@ -189,6 +189,49 @@ async def test_an_idempotency_key_gives_the_first_answer_again(platform, tokens)
     assert await _events_stored(platform) == before
 
 
+@pytest.mark.parametrize(("content_type", "encode"), [
+    ("application/json", lambda text: text.encode()),
+    ("application/json; charset=utf-8", lambda text: text.encode()),
+    ("application/json", lambda text: text.encode("utf-8-sig")),  # a byte-order mark: json.loads reads it
+    ("application/json", lambda text: text.encode("utf-16")),  # so does it UTF-16
+    ("application/vnd.sir+json", lambda text: text.encode()),
+])
+async def test_a_notification_is_read_as_fastapi_reads_json(platform, tokens, content_type, encode):
+    """POST /v1/notifications parses a usual body with pydantic's own parser, and hands
+    every other body to FastAPI's handler (api.py _NotificationRoute): each body FastAPI
+    took is taken still."""
+    answer = await platform.clients["intake"].post(
+        "/v1/notifications", content=encode(json.dumps(notification())),
+        headers={**bearer(tokens["glasgow"]), "Content-Type": content_type},
+    )
+    assert answer.status_code == 201, answer.text
+    case = await platform.clients["intake"].get(f"/v1/cases/{answer.json()['case_id']}", headers=bearer(tokens["glasgow"]))
+    stored, sent = case.json()["events"][0]["data"], notification()
+    assert {field: stored[field] for field in sent if field != "mappa"} == {f: v for f, v in sent.items() if f != "mappa"}
+
+
+async def test_a_bad_notification_is_answered_in_fastapi_order(platform, tokens):
+    """Bad JSON is a 422 before the token is looked at; a field refused is a 422 only for a
+    valid token (401 before it); a body that is not JSON is refused as FastAPI refuses it."""
+    intake, before = platform.clients["intake"], await _events_stored(platform)
+    as_json = {"Content-Type": "application/json"}
+    broken = await intake.post("/v1/notifications", content=b'{"council_reference": ', headers=as_json)
+    assert broken.status_code == 422
+    assert broken.json()["detail"] == [{"loc": ["body", 22], "msg": "JSON decode error", "type": "json_invalid"}]
+    refused_field = notification(incident_type="arson")
+    assert (await intake.post("/v1/notifications", json=refused_field)).status_code == 401
+    answer = await _notify(platform, tokens["glasgow"], refused_field)
+    assert answer.status_code == 422 and [e["loc"] for e in answer.json()["detail"]] == [["body", "incident_type"]]
+    as_text = await intake.post(
+        "/v1/notifications", content=json.dumps(notification()),
+        headers={**bearer(tokens["glasgow"]), "Content-Type": "text/plain"},
+    )
+    assert as_text.status_code == 422 and as_text.json()["detail"][0]["loc"] == ["body"]
+    empty = await intake.post("/v1/notifications", content=b"", headers={**bearer(tokens["glasgow"]), **as_json})
+    assert empty.status_code == 422 and empty.json()["detail"][0]["type"] == "missing"
+    assert await _events_stored(platform) == before
+
+
 async def test_a_notification_is_checked_before_it_is_sent_and_nothing_is_stored(platform, tokens):
     """POST /v1/notifications/check: the warnings the 201 would carry, or the 422 it would
     give (dates judged against now), with nothing stored."""
