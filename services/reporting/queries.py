@@ -50,13 +50,15 @@ async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[r
         # The first to begin, the last to end (the stack ends the others' first).
         await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
         await repository.hold_off_rebuild(held[0])
-        snapshot = await held[0].fetchval("SELECT pg_export_snapshot()")
+        # The report's moment with its snapshot: now() is when the transaction began,
+        # before any wait for a rebuild at the gate (its write, or up to its lock timeout).
+        snapshot, moment = await held[0].fetchrow("SELECT pg_export_snapshot(), statement_timestamp()")
         await repository.report_settings(held[0])
         for conn in held[1:]:
             await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             await repository.report_settings(conn)
-        yield repository.Readers(held)
+        yield repository.Readers(held, moment)
 
 
 async def _summarised(pool: asyncpg.Pool, as_of: dt.datetime | None) -> None:

@@ -522,7 +522,10 @@ class Readers:
     run side by side, as many at once as there are connections. A plain connection runs
     them one after the other."""
 
-    def __init__(self, connections: Iterable[asyncpg.Connection]) -> None:
+    def __init__(self, connections: Iterable[asyncpg.Connection], now: dt.datetime | None = None) -> None:
+        # The moment the snapshot was taken (database_now), not now(): the first
+        # connection's transaction began before it waited at the rebuild's gate.
+        self.now = now
         self._free: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
         for conn in connections:
             self._free.put_nowait(conn)
@@ -1262,6 +1265,8 @@ def _listed(kind: str, rows) -> list[dict]:
 
 
 async def database_now(conn) -> dt.datetime:
+    if isinstance(conn, Readers) and conn.now is not None:
+        return conn.now
     return await conn.fetchval("SELECT now()")
 
 

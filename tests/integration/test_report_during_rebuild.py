@@ -217,8 +217,8 @@ async def test_a_report_begun_before_a_rebuild_and_half_read_finishes_on_all_its
     connections) the rebuild starts: the report reads its remaining tables on every
     connection while the rebuild waits (nothing of the rebuild stands in their way), and
     gives the figures before."""
-    # Passing: the moment, then the summaries' months (which reads `notifications`).
-    with _PausedReads(monkeypatch, passing=2) as paused:
+    # Passing: the summaries' months (which reads `notifications`; the moment comes with the snapshot).
+    with _PausedReads(monkeypatch, passing=1) as paused:
         async with _started(_quarterly(rebuilding.pool, rebuilding.base), paused) as report:
             await paused.reached.wait()
             async with _started(rebuilding.rebuild()) as rebuild:
@@ -277,3 +277,30 @@ async def test_a_rebuild_waits_for_a_long_report_only_so_long_and_changes_nothin
     # The next rebuild, with no report in its way, goes through.
     await rebuilding.rebuild()
     assert await _national(rebuilding.pool, rebuilding.base) != rebuilding.before["national"]
+
+
+async def test_a_report_that_waited_for_a_rebuild_is_made_at_the_moment_it_reads(infra):
+    """A report asked for while a rebuild holds the gate waits for its commit and reads
+    what is committed then: its moment (`generated_at`, the moment a running period is
+    counted to, never beyond) is then too, not the moment its first connection began its
+    transaction and started waiting (now(), up to the rebuild's write and lock timeout
+    earlier), or it would count what was recorded after the moment it says it was made at."""
+    database_url = infra.new_database()
+    pool = await create_pool(database_url, max_size=5)
+    observer = await asyncpg.connect(database_url)
+    rebuild = await asyncpg.connect(database_url)
+    try:
+        await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
+        await rebuild.execute("BEGIN")
+        await repository.shut_out_reports(rebuild)  # as the rebuild holds it until its commit
+        async with _started(compute_national(pool, dt.date(2021, 1, 1), dt.date(2021, 12, 31))) as report:
+            await eventually(lambda: _waiting_for_locks(observer), what="the report to wait for the rebuild")
+            await asyncio.sleep(1.5)
+            committed = await rebuild.fetchval("SELECT clock_timestamp()")
+            await rebuild.execute("COMMIT")
+            made = dt.datetime.fromisoformat((await report)["generated_at"])
+        assert made >= committed, f"made at {made}, though it read what was committed at {committed}"
+    finally:
+        await rebuild.close()
+        await observer.close()
+        await pool.close()
