@@ -253,17 +253,21 @@ async def rebuild(pool: asyncpg.Pool, settings: Settings, idle_polls: int = 3, p
         read_seconds = time.perf_counter() - started
         schema = repository.SCHEMA
         timings = {"read_and_fold": read_seconds}
-        waiting_for = "the reports under way to end"
+        waiting_for = "the reports (or anything else reading reporting's tables) under way to end"
         try:
             async with pool.acquire() as conn, conn.transaction():
                 # No lock waited for longer (a report, a live consumer's batch): the
                 # rebuild then ends with RebuildBlocked, nothing changed.
-                await conn.execute(f"SET LOCAL lock_timeout = {round(settings.rebuild_lock_timeout_seconds * 1000)}")
+                # (At least 1 ms: a lock_timeout of 0 would wait for ever.)
+                await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(settings.rebuild_lock_timeout_seconds * 1000))}")
                 # First the reports (repository.REBUILD_GATE): the live consumers flow
                 # on while the rebuild waits for them; the reports asked for from now on
                 # wait for the commit and read the rebuilt projections.
                 with _timed(timings, "wait_for_reports"):
                     await repository.shut_out_reports(conn)
+                    # And a report's summarising under way (it skips while this is held,
+                    # reading those months from rows): none starts during the rebuild.
+                    await repository.lock_summaries(conn)
                 waiting_for = "the live consumers' batches, or another reader of reporting's tables"
                 # The live consumers write processed_events first in each transaction: once
                 # this lock is held none is half-way, and the next waits for the swap.

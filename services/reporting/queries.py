@@ -44,12 +44,14 @@ async def _one_snapshot(pool: asyncpg.Pool, connections: int) -> AsyncIterator[r
     first connection holds the rebuild off from before it until the report ends)."""
     async with contextlib.AsyncExitStack() as stack:
         # One report at a time takes its connections: several each holding some and
-        # waiting for the rest would empty the pool for good (the consumers' too).
+        # waiting for the rest would empty the pool for good (the consumers' too). And
+        # one at a time waits at the gate for a rebuild: reports queued there each
+        # holding their connections would leave none to the live consumers.
         async with _acquiring:
             held = [await stack.enter_async_context(pool.acquire()) for _ in range(connections)]
-        # The first to begin, the last to end (the stack ends the others' first).
-        await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
-        await repository.hold_off_rebuild(held[0])
+            # The first to begin, the last to end (the stack ends the others' first).
+            await stack.enter_async_context(held[0].transaction(isolation="repeatable_read", readonly=True))
+            await repository.hold_off_rebuild(held[0])
         # The report's moment with its snapshot: now() is when the transaction began,
         # before any wait for a rebuild at the gate (its write, or up to its lock timeout).
         snapshot, moment = await held[0].fetchrow("SELECT pg_export_snapshot(), statement_timestamp()")
