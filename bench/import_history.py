@@ -87,7 +87,7 @@ class ImportRun:
     stored_seconds: float  # until it said every event is stored (what the import answers)
     published_seconds: float  # until it ended: every event published too
     peak_kb: int  # peak RSS of the `sir import` process (or py-spy's, when profiled)
-    cpu_seconds: float  # user + system of `sir import` and its processes (relay, checkers)
+    cpu_seconds: float  # user + system of `sir import` and the processes under it (its relay)
     database_cpu_seconds: float  # of the PostgreSQL backends serving the run's database
     output: str
 
@@ -96,8 +96,8 @@ def run_import(path: Path, database_url: str, bootstrap: str, profile: str | Non
     """Run `sir import` on `path` and time it twice: until it reports the events stored
     (the line its progress ends with: the events are in the system of record, and the
     outbox guarantees they are published) and until it has ended (its relay has published
-    them all). CPU: of it and its relay (what holds on a shared machine where wall time
-    does not), and of the PostgreSQL backends of the run's database. `profile`: record it
+    them all). CPU: of it and the processes under it (its relay), which holds on a shared
+    machine where wall time does not, and of the PostgreSQL backends of the run's database. `profile`: record it
     with py-spy (collapsed stacks) into that file (the RSS is then py-spy's or the import's)."""
     env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP=bootstrap, SIR_LOG_LEVEL="WARNING")
     command = [sys.executable, "-m", "services.cli", "import", str(path)]
@@ -127,7 +127,6 @@ def run_import(path: Path, database_url: str, bootstrap: str, profile: str | Non
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     reaped = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     cpu = max(reaped, processes.descendant_seconds())  # sampled: a little short of the reaped
-    print(f"(CPU reaped {reaped:.1f} s, sampled {processes.descendant_seconds():.1f} s)")
     return ImportRun(
         (stored_at or started + seconds) - started, seconds, after.ru_maxrss, cpu, processes.backend_seconds(), output
     )
@@ -138,8 +137,7 @@ class ProcessCpu:
     one process and all its descendants, while it is entered: read from /proc by a thread
     ten times a second (the server titles its processes `postgres: USER DATABASE ...`),
     so a process's last tenth of a second may be missed. Descendants count whoever
-    reaps them (a checker process forked by a multiprocessing server, which outlives
-    the import by a moment, is in no rusage of ours)."""
+    reaps them (a process reparented when its parent ends is in no rusage of ours)."""
 
     def __init__(self, database: str):
         self.title = f" {database} ".encode()

@@ -202,9 +202,6 @@ IMPORT_PUBLISH_BATCH = 5000
 # Connections of `sir import` storing batches of cases at once (history.import_history):
 # the database writes one while the import decides the next.
 IMPORT_WRITERS = 2
-# Processes of `sir import` reading and validating lines in pass 1 (history.import_history),
-# while the import spools what they read: without them pass 1 ran on one core of two.
-IMPORT_CHECKERS = 2
 
 
 async def _publish_outbox(pool, settings: Settings, schema: str = "intake", batch_size: int = 500) -> None:
@@ -285,7 +282,7 @@ async def _import(path: Path, settings: Settings) -> int:
         try:
             report = await history.import_history(
                 pool, history.read_file(path), max_line_bytes=settings.max_message_bytes, progress=progress,
-                writers=IMPORT_WRITERS, checkers=IMPORT_CHECKERS,
+                writers=IMPORT_WRITERS,
             )
         finally:
             assert relay.stdin is not None

@@ -33,38 +33,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
-import multiprocessing
-import os
-import threading
+import math
+import re
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import asyncpg
-from asyncpg.pgproto.pgproto import UUID as FastUUID
+from pydantic import ValidationError
 
 from services.intake import repository, service
-from services.intake.history_lines import BadLine, Event, LineReader, printable, read_lines
-from shared.events import ANY_EVENT, Envelope
+from services.intake.domain import FORWARDED
+from shared.events import ANY_EVENT, CASE_EVENT_MODELS, Envelope
 from shared.logs import event_fields
 from shared.metrics import EVENTS_RECORDED
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+IMPORTABLE = frozenset(CASE_EVENT_MODELS) | {FORWARDED}
 # Largest body `POST /v1/import` takes; bigger files go through `sir import`.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 # Cases written per transaction, their events with one statement (all of a case or nothing).
 CASES_PER_TRANSACTION = 200
 # Lines validated and spooled together (one COPY).
 LINES_PER_BATCH = 2000
-# Batches a checker process is given ahead (`import_history(checkers=...)`), so that it
-# reads the next while this process spools the one before.
-BATCHES_AHEAD_A_CHECKER = 2
+# Fields of a line that intake sets itself when it stores the event.
+REASSIGNED = {"sequence", "case_after"}
+# A reason is about the line, never a copy of it: long values are cut.
+MAX_REASON_CHARS = 300
+
+# What PostgreSQL's jsonb cannot store, as JSON text spells it: \u0000 and a UTF-16
+# surrogate escape (only a valid pair survives json.loads as one character). A number
+# that is not finite (1e400, Infinity, NaN) is seen as it is parsed (`Validator._float`):
+# a pattern for exponents also matched the hex digits of most UUIDs ("e123"), so half of
+# all lines were walked for nothing (issue 15).
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class TooLarge(Exception):
@@ -109,12 +118,10 @@ class Spooled(NamedTuple):
 
 
 class Validator:
-    """Pass 1's memory: the bad lines, the refused cases and a digest of each event seen.
-    It reads a line itself (`check`) or takes what a checker process read (`admit`)."""
+    """Pass 1's memory: the bad lines, the refused cases and a digest of each event seen."""
 
     def __init__(self, max_line_bytes: int):
         self.max_line_bytes = max_line_bytes
-        self.reader = LineReader(max_line_bytes)
         self.errors: list[LineError] = []
         self.refused: set[uuid.UUID] = set()
         # Lines repeating an earlier line of the file (same event_id and content), by
@@ -122,40 +129,72 @@ class Validator:
         self.repeated: Counter[uuid.UUID] = Counter()
         # event_id -> digest of its content: 16 + 8 bytes an event, not the event.
         self._seen: dict[bytes, bytes] = {}
+        # json.loads with hooks that note a number that is not finite in the line parsed.
+        self._decoder = json.JSONDecoder(parse_float=self._float, parse_constant=self._float)
+        self._not_finite = False
+
+    def _float(self, text: str) -> float:
+        value = float(text)
+        if value != value or value in (math.inf, -math.inf):
+            self._not_finite = True
+        return value
+
+    def _loads(self, raw: bytes | str) -> object:
+        """json.loads(raw), noting in `_not_finite` whether a number is not finite."""
+        self._not_finite = False
+        if isinstance(raw, str):
+            if raw.startswith("\ufeff"):
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+            return self._decoder.decode(raw)
+        # A line that begins with "{" then a byte other than NUL is UTF-8 (what
+        # json.detect_encoding decides for it, without its calls: issue 15).
+        utf8 = raw[:1] == b"{" and raw[1:2] not in (b"\x00", b"")
+        return self._decoder.decode(raw.decode("utf-8" if utf8 else json.detect_encoding(raw), "surrogatepass"))
 
     def check(self, number: int, raw: bytes | str | None) -> Spooled | None:
         """The line to spool, or None (blank, repeated, or refused with its reason)."""
-        return self.admit(self.reader.read(number, raw))
-
-    def read(self, batch: Sequence[tuple[int, bytes | None]]) -> list[Event | BadLine | None]:
-        """`LineReader.read` of each line of `batch` (in a thread: it keeps no memory)."""
-        return [self.reader.read(number, raw) for number, raw in batch]
-
-    def admit(self, read: Event | BadLine | None) -> Spooled | None:
-        """What reading a line found (here or in a checker process), against the lines
-        before it: the line to spool, or None. Lines are admitted in the file's order."""
-        if read is None:
+        if raw is None:
+            self._refuse(number, None, f"longer than {self.max_line_bytes} bytes: one event a line")
             return None
-        if isinstance(read, BadLine):
-            self._refuse(read.line, read.case_id, read.reason)
+        if not raw.strip():
             return None
-        # asyncpg's UUID: made from the bytes in C (uuid.UUID's are Python), equal to and
-        # hashed as the uuid.UUID it stands for.
-        case_id = FastUUID(read.case_id)
-        earlier = self._seen.get(read.event_id)
-        if earlier is not None and earlier != read.digest:
-            self._refuse(
-                read.line, case_id, f"event {uuid.UUID(bytes=read.event_id)} appears earlier in the file with other content"
-            )
+        try:
+            obj = self._loads(raw)
+        except RecursionError:
+            self._refuse(number, None, "not JSON this platform reads: nested too deeply")
+            return None
+        except ValueError as error:  # also bad UTF-8 and integers of thousands of digits
+            self._refuse(number, None, f"not JSON: {error}")
+            return None
+        try:
+            if self._not_finite or _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
+                _check_storable(obj)
+            event = _validate(obj)
+            # What pass 2 reads back, and what must match for a repeat: the event without
+            # what intake gives it (sequence, case_after; recorded_at is received_at here),
+            # so equal to another line's exactly when `event_content` is.
+            content = event.model_dump_json(exclude=REASSIGNED)
+        # The case a refused line names is read only then (a uuid.UUID made from text,
+        # about 1 µs, was made for every line).
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            self._refuse(number, _case_id_of(obj), _explain(error))
+            return None
+        except Exception as error:
+            self._refuse(number, _case_id_of(obj), f"cannot be read: {type(error).__name__}")
+            return None
+        digest = hashlib.blake2b(content.encode(), digest_size=8).digest()
+        earlier = self._seen.get(event.event_id.bytes)
+        if earlier is not None and earlier != digest:
+            self._refuse(number, event.case_id, f"event {event.event_id} appears earlier in the file with other content")
             return None
         if earlier is not None:
-            self.repeated[case_id] += 1
+            self.repeated[event.case_id] += 1
             return None
-        self._seen[read.event_id] = read.digest
-        return Spooled(read.line, case_id, read.content)
+        self._seen[event.event_id.bytes] = digest
+        return Spooled(number, event.case_id, content)
 
     def _refuse(self, number: int, case_id: uuid.UUID | None, reason: str) -> None:
-        self.errors.append(LineError(number, str(case_id) if case_id else None, printable(reason)))
+        self.errors.append(LineError(number, str(case_id) if case_id else None, _printable(reason)))
         if case_id is not None:
             self.refused.add(case_id)
 
@@ -168,7 +207,6 @@ async def import_history(
     max_bytes: int | None = None,
     progress: Progress | None = None,
     writers: int = 0,
-    checkers: int = 0,
 ) -> Report:
     """Import the NDJSON `chunks` (any split), each case whole or not at all.
 
@@ -176,9 +214,6 @@ async def import_history(
     the one that spools and reads the spool back (0: that one stores them too, one batch
     after another). With some, the database writes one batch while this process reads
     and decides the next (`sir import`; the API keeps to one connection a request).
-    `checkers`: processes that read and validate the lines in pass 1, a batch each, while
-    this one spools the batches before (0: a thread of this process reads them, one batch
-    at a time). Validation is most of pass 1, and Python runs it on one core at a time.
 
     Raises TooLarge (having stored nothing) when the input exceeds `max_bytes`.
     """
@@ -190,8 +225,7 @@ async def import_history(
             " CREATE TEMPORARY TABLE import_spool (line int, case_id uuid, envelope text)"
         )
         try:
-            async with _checker_processes(checkers) as processes:
-                await _spool(conn, validator, _lines(chunks, max_line_bytes, max_bytes), report, progress, processes)
+            await _spool(conn, validator, _lines(chunks, max_line_bytes, max_bytes), report, progress)
             async with contextlib.AsyncExitStack() as stack:
                 others = [await stack.enter_async_context(pool.acquire()) for _ in range(writers)]
                 await _store(conn, validator, report, progress, others)
@@ -205,98 +239,28 @@ async def import_history(
     return report
 
 
-@dataclass(frozen=True)
-class _Checkers:
-    """Processes reading lines for pass 1 (`history_lines.read_lines`)."""
+async def _spool(conn, validator: Validator, lines: AsyncIterator[tuple[int, bytes | None]], report, progress) -> None:
+    """Pass 1: validate every line, spool the valid ones; nothing is stored yet."""
+    batch: list[tuple[int, bytes | None]] = []
 
-    processes: Executor
-    count: int
-    ready: asyncio.Future  # done once one has started (until then this process reads)
-
-
-@contextlib.asynccontextmanager
-async def _checker_processes(count: int) -> AsyncIterator[_Checkers | None]:
-    """`count` processes that read lines, or None for none. Forked from a server process
-    that loaded history_lines once (no copy of this process's threads and connections,
-    and one start-up for them all); each ends when the import's process does."""
-    if not count:
-        yield None
-        return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["services.intake.history_lines"])
-    processes = ProcessPoolExecutor(count, mp_context=context, initializer=_end_with_parent)
-    # Started by a thread: the first submit waits for the server to load its modules.
-    ready = asyncio.ensure_future(asyncio.to_thread(lambda: processes.submit(os.getpid).result()))
-    try:
-        yield _Checkers(processes, count, ready)
-    except BaseException:
-        processes.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        ready.cancel()
-    # After pass 1 they have nothing left to do: gone before pass 2 begins.
-    await asyncio.to_thread(processes.shutdown)
-
-
-def _end_with_parent() -> None:
-    """In a checker process: exit once its parent has gone (the import's process was
-    killed, say, and the server process it was forked from ended with it) rather than
-    wait for batches for ever."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            threading.Event().wait(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="end-with-parent").start()
-
-
-async def _spool(
-    conn: asyncpg.Connection, validator: Validator, lines: AsyncIterator[tuple[int, bytes | None]], report: Report,
-    progress: Progress | None, checkers: _Checkers | None,
-) -> None:
-    """Pass 1: validate every line, spool the valid ones; nothing is stored yet. Batches
-    are read by `checkers` ahead of this loop (once they have started; until then, and
-    without them, by a thread, a batch at a time), which admits each batch's lines in the
-    file's order (`Validator.admit`: repeats across batches) and spools them."""
-    loop = asyncio.get_running_loop()
-    ahead = 0  # batches being read besides the one to spool next
-    reading: deque[tuple[int, asyncio.Future[list[Event | BadLine | None]]]] = deque()  # in the file's order
-
-    def read(batch: list[tuple[int, bytes | None]]) -> asyncio.Future[list[Event | BadLine | None]]:
-        nonlocal ahead
-        if checkers is not None and checkers.ready.done() and not checkers.ready.exception():
-            ahead = checkers.count * BATCHES_AHEAD_A_CHECKER
-            return loop.run_in_executor(checkers.processes, read_lines, batch, validator.max_line_bytes)
+    async def flush() -> None:
         # Validation is CPU work: off the event loop, so a service answers meanwhile.
-        return asyncio.ensure_future(asyncio.to_thread(validator.read, batch))
-
-    async def spool_oldest() -> None:
-        last_line, batch_read = reading.popleft()
-        spooled = [s for line_read in await batch_read if (s := validator.admit(line_read))]
+        spooled = await asyncio.to_thread(lambda: [s for n, raw in batch if (s := validator.check(n, raw))])
         if spooled:
-            await conn.copy_records_to_table("import_spool", records=spooled)
-        report.lines = last_line
+            await conn.copy_records_to_table(
+                "import_spool", records=[(s.line, s.case_id, s.envelope) for s in spooled]
+            )
+        report.lines = batch[-1][0]
+        batch.clear()
         if progress:
             progress(report.lines, 0)
 
-    batch: list[tuple[int, bytes | None]] = []
-    try:
-        async for number, raw in lines:
-            batch.append((number, raw))
-            if len(batch) >= LINES_PER_BATCH:
-                reading.append((number, read(batch)))
-                batch = []
-                while len(reading) > ahead:
-                    await spool_oldest()
-        if batch:
-            reading.append((batch[-1][0], read(batch)))
-        while reading:
-            await spool_oldest()
-    finally:
-        for _, batch_read in reading:  # a failure: what is still being read is not wanted
-            batch_read.cancel()
+    async for number, raw in lines:
+        batch.append((number, raw))
+        if len(batch) >= LINES_PER_BATCH:
+            await flush()
+    if batch:
+        await flush()
 
 
 async def _store(
@@ -389,7 +353,7 @@ async def _store_cases(
     report.skipped += imported.skipped
     for case_id, refusal in imported.refused:
         report.rejected += len(cases[case_id])
-        report.errors.append(LineError(refusal.line, str(case_id), printable(str(refusal))))
+        report.errors.append(LineError(refusal.line, str(case_id), _printable(str(refusal))))
     return imported.events
 
 
@@ -434,3 +398,59 @@ def read_file(path, chunk_bytes: int = 1 << 20) -> Iterable[bytes]:
     with open(path, "rb") as file:
         while chunk := file.read(chunk_bytes):
             yield chunk
+
+
+def _validate(obj: object) -> Envelope:
+    if not isinstance(obj, dict):
+        raise ValueError("a line is one JSON object: an event in the SPEC §3 format")
+    event_type = obj.get("event_type")
+    if not isinstance(event_type, str) or event_type not in IMPORTABLE:
+        raise ValueError(
+            f"event_type {_printable(repr(event_type))[:80]} is not imported: history carries case events"
+            " and notification.forwarded records"
+        )
+    # recorded_at is the platform's: it becomes the time of the import.
+    return ANY_EVENT.validate_python(obj | {"recorded_at": obj.get("received_at")})
+
+
+def _check_storable(value: object, path: str = "") -> None:
+    """Refuse, naming the field, what PostgreSQL's jsonb cannot store (and JSON cannot
+    carry): a NUL character, a lone surrogate, a number that is not finite."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, path or "(event)")
+            _check_storable(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{path}.{index}")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{_printable(path)}: contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{_printable(path)}: contains a lone surrogate (not a Unicode character)") from None
+    elif isinstance(value, float) and not (value == value and abs(value) != float("inf")):
+        raise ValueError(f"{_printable(path)}: not a finite number")
+
+
+def _case_id_of(obj: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(obj["case_id"]))  # type: ignore[index]
+    except (TypeError, KeyError, ValueError, IndexError):
+        return None
+
+
+def _explain(error: ValueError) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(event)'}: {e['msg']}" for e in error.errors()[:5]
+        )
+    return str(error)
+
+
+def _printable(text: str) -> str:
+    """The reason as safe text: control characters and lone surrogates escaped, and cut."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"

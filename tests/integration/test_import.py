@@ -288,37 +288,6 @@ async def test_writers_storing_batches_at_once_give_the_same_answer(platform, to
     assert len(sequences) == 29 and all(r["s"] == [1, 2, 3, 4, 5, None] for r in sequences)  # the forwarding record last
 
 
-async def test_checker_processes_reading_the_lines_give_the_same_answer(platform, tokens, monkeypatch):
-    """`sir import`'s checkers (history.import_history(checkers=2)): pass 1's lines read by
-    other processes, many small batches ahead; what they found is admitted in the file's
-    order, so a repeat in a later batch is skipped, a changed repeat refuses its case, and
-    a bad line refuses its case with its number, as when this process reads them all."""
-    from services.intake import history
-
-    monkeypatch.setattr(history, "LINES_PER_BATCH", 5)
-    cases = [uuid.uuid4() for _ in range(12)]
-    lines = [event for case_id in cases for event in _concluded_case(case_id)]
-    lines = lines[0::2] + lines[1::2]
-    lines.append(lines[0])  # a repeat, batches after its first line: skipped
-    # Another content under an event_id seen before: its case is refused whole.
-    changed = next(e for e in lines if e["case_id"] == str(cases[-1]) and e["event_type"].endswith("criteria_assessed"))
-    lines += [changed | {"data": {"meets_criteria": False}}, "not json"]
-    reports = [
-        await history.import_history(platform.pool, [_ndjson(*lines)], writers=1, checkers=checkers)
-        for checkers in (2, 0)
-    ]
-    first, second = reports
-    assert (first.imported, first.skipped, first.rejected) == (6 * 11, 1, 6 + 1 + 1)
-    refused = str(cases[-1])
-    assert [(e.line, e.case_id) for e in sorted(first.errors, key=lambda e: e.line)] == [
-        (len(lines) - 1, refused), (len(lines), None)]
-    assert "appears earlier in the file with other content" in first.errors[0].reason
-    # The second time, every line is read in this process: the same refusals, the rest skipped.
-    assert (second.imported, second.skipped, second.rejected) == (0, 6 * 11 + 1, 6 + 1 + 1)
-    assert [e.line for e in second.errors] == [e.line for e in first.errors]
-    assert await _stored(platform, uuid.UUID(refused)) == []
-
-
 def test_sir_import_refuses_poisoned_lines_by_number_without_a_traceback(cli_environment, tmp_path, capsys):
     path = tmp_path / "history.ndjson"
     path.write_text("\n".join(_poisoned_lines([uuid.uuid4() for _ in range(4)])) + "\n", encoding="utf-8", errors="surrogatepass")
