@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 
@@ -62,11 +63,15 @@ def decide(case: Case | None, event: Envelope, **changes: object) -> tuple[Case,
     same copy (its sequence, when it is recorded)."""
     case = next_case(case, event)
     if event.event_type in CASE_EVENT_MODELS:
-        changes["case_after"] = CaseAfter(
-            state=case.state.value, sog_region=case.sog_region, responded=case.responded,
-            closed_reason=case.closed_reason,
-        )
+        changes["case_after"] = _case_after(case.state.value, case.sog_region, case.responded, case.closed_reason)
     return case, event.model_copy(update=changes) if changes else event
+
+
+@functools.lru_cache(maxsize=1024)
+def _case_after(state: str, sog_region: str | None, responded: bool, closed_reason: str | None) -> CaseAfter:
+    """The decision an event carries, made once for each case it can describe (a frozen
+    model, so shared): a history import decides hundreds of thousands (issue 15)."""
+    return CaseAfter(state=state, sog_region=sog_region, responded=responded, closed_reason=closed_reason)
 
 
 def event_content(event: Envelope) -> str:

@@ -106,7 +106,8 @@ async def test_the_migration_carries_the_old_outbox_and_intakes_store_into_the_r
         )
 
         assert await migrate(pool, "intake", COMMON, SERVICE.migrations) == [
-            "common/003_event_record.sql", "common/010_case_positions.sql"]
+            "common/003_event_record.sql", "common/010_case_positions.sql",
+            "common/011_outbox_queue_without_foreign_key.sql"]
 
         rows = await pool.fetch("SELECT position, event_id, topic, value, headers FROM intake.emitted_events ORDER BY position")
         assert [r["event_id"] for r in rows] == [published.event_id, waiting.event_id]
