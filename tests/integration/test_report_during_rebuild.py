@@ -304,3 +304,33 @@ async def test_a_report_that_waited_for_a_rebuild_is_made_at_the_moment_it_reads
         await rebuild.close()
         await observer.close()
         await pool.close()
+
+
+async def test_reports_waiting_for_a_rebuild_leave_the_pool_to_the_live_consumers(infra):
+    """Three reports asked for while a rebuild holds the gate: one waits there holding its
+    connections, the others wait for it holding none, so the service's pool still lends
+    the live consumers theirs (before, each report took its four and waited at the gate:
+    two held eight of ten, the third the last two)."""
+    database_url = infra.new_database()
+    pool = await create_pool(database_url, max_size=10)  # a report reads on 4 of them
+    observer = await asyncpg.connect(database_url)
+    rebuild = await asyncpg.connect(database_url)
+    try:
+        await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
+        await rebuild.execute("BEGIN")
+        await repository.shut_out_reports(rebuild)  # as the rebuild holds it until its commit
+        reports = [compute_national(pool, dt.date(2021, 1, 1), dt.date(2021, 12, 31)) for _ in range(3)]
+        async with contextlib.AsyncExitStack() as started:
+            for report in reports:
+                await started.enter_async_context(_started(report))
+            await eventually(lambda: _waiting_for_locks(observer), what="a report to wait for the rebuild")
+            await asyncio.sleep(0.5)  # the others' turn to take what connections they would
+            # The live consumers' share: bounded, so starvation fails rather than hangs.
+            lent = [await pool.acquire(timeout=20) for _ in range(5)]
+            for connection in lent:
+                await pool.release(connection)
+            await rebuild.execute("COMMIT")
+    finally:
+        await rebuild.close()
+        await observer.close()
+        await pool.close()
