@@ -11,8 +11,10 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, create_model
 from pydantic_core import to_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.intake import history, repository, service
 from shared.auth import Principal, request_clock, request_database
@@ -119,16 +121,24 @@ class _NotificationRoute(APIRoute):
     fields) are FastAPI's. The OpenAPI document is the route's, as declared.
 
     The token's check and the write share one connection of the pool, taken for the
-    request (`shared.auth.request_database`): one turn through the pool, not two. With
-    no connection to be had, FastAPI's handler answers, as it did (401 without a token)."""
+    request (`shared.auth.request_database`): one turn through the pool, not two. Without a
+    bearer token to check, or with no connection to be had, FastAPI's handler answers, as
+    it did (401 without a token, taking no connection). A body the client cuts off is
+    FastAPI's 400, a body over the limit its 413."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         served_by_fastapi = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            if request.headers.get("content-type") == "application/json":
+            if request.headers.get("content-type") == "application/json" and _bearer(request):
                 try:
-                    body = IncidentNotifiedData.model_validate_json(await request.body())
+                    raw = await request.body()
+                except StarletteHTTPException:  # over the body limit (shared/http.py): 413, as FastAPI's
+                    raise
+                except Exception as error:  # the client went away mid-body: FastAPI's 400, not a 500
+                    raise HTTPException(400, "There was an error parsing the body") from error
+                try:
+                    body = IncidentNotifiedData.model_validate_json(raw)
                 except ValidationError:
                     return await served_by_fastapi(request)
                 pool = request.app.state.pool
@@ -145,6 +155,13 @@ class _NotificationRoute(APIRoute):
             return await served_by_fastapi(request)
 
         return handle
+
+
+def _bearer(request: Request) -> bool:
+    """A bearer token to check: else FastAPI's handler answers (401, or the body's 422
+    first) with no connection of the pool taken or waited for, as it did."""
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
+    return bool(credentials) and scheme.lower() == "bearer"
 
 
 router.add_api_route(
