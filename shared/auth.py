@@ -74,14 +74,20 @@ async def authenticate(pool: asyncpg.Pool, token: str) -> Principal | None:
     return (await authenticate_at(pool, token))[0]
 
 
+def _token_parts(token: str) -> list[str] | None:
+    """`sir`, the token's id and its secret; None for a token not even shaped like one."""
+    parts = token.split("_", 2)
+    return parts if len(parts) == 3 and parts[0] == "sir" else None
+
+
 async def authenticate_at(
     database: asyncpg.Pool | asyncpg.Connection, token: str
 ) -> tuple[Principal | None, dt.datetime | None]:
     """The token's principal (None: not a valid token), and the database clock read in the
     same round trip (None for a token not even shaped like one). `database`: the pool, or
     the connection the request holds (`request_database`)."""
-    parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != "sir":
+    parts = _token_parts(token)
+    if parts is None:
         return None, None
     row = await database.fetchrow(
         "SELECT now() AS now, t.token_id, t.secret_sha256, t.role, t.local_authority, t.region"
@@ -105,10 +111,9 @@ class BearerToken(HTTPBearer):
         super().__init__(auto_error=False, scheme_name="HTTPBearer", description="A token from `sir token issue`")
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        authorization = request.headers.get("Authorization")
-        scheme, credentials = get_authorization_scheme_param(authorization)
+        credentials = bearer_credentials(request)
         principal = None
-        if authorization and credentials and scheme.lower() == "bearer":
+        if credentials is not None:
             principal, request.state.clock = await authenticate_at(request_database(request), credentials)
         if principal is None:
             raise HTTPException(
@@ -118,6 +123,19 @@ class BearerToken(HTTPBearer):
 
 
 current_principal = BearerToken()
+
+
+def bearer_credentials(request: Request) -> str | None:
+    """The request's bearer token, or None (no Authorization header, another scheme, none given)."""
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
+    return credentials if credentials and scheme.lower() == "bearer" else None
+
+
+def may_be_a_token(request: Request) -> bool:
+    """Whether the request carries a bearer token shaped like one of ours: only such a
+    token is looked up (a route may take a connection for it beforehand)."""
+    credentials = bearer_credentials(request)
+    return credentials is not None and _token_parts(credentials) is not None
 
 
 def request_database(request: Request) -> asyncpg.Pool | asyncpg.Connection:

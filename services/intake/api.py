@@ -11,13 +11,12 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, create_model
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.intake import history, repository, service
-from shared.auth import Principal, request_clock, request_database
+from shared.auth import Principal, may_be_a_token, request_clock, request_database
 from shared.events import CASE_EVENT_MODELS, IncidentNotifiedData
 from shared.http import BODY_LIMIT, DATABASE_AWAY
 from shared.lifecycle import Refused
@@ -122,15 +121,16 @@ class _NotificationRoute(APIRoute):
 
     The token's check and the write share one connection of the pool, taken for the
     request (`shared.auth.request_database`): one turn through the pool, not two. Without a
-    bearer token to check, or with no connection to be had, FastAPI's handler answers, as
-    it did (401 without a token, taking no connection). A body the client cuts off is
-    FastAPI's 400, a body over the limit its 413."""
+    bearer token shaped like ours to check (`shared.auth.may_be_a_token`), or with no
+    connection to be had, FastAPI's handler answers, as it did (401 without a token,
+    taking no connection). A body the client cuts off is FastAPI's 400, a body over the
+    limit its 413."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         served_by_fastapi = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            if request.headers.get("content-type") == "application/json" and _bearer(request):
+            if request.headers.get("content-type") == "application/json" and may_be_a_token(request):
                 try:
                     raw = await request.body()
                 except StarletteHTTPException:  # over the body limit (shared/http.py): 413, as FastAPI's
@@ -155,13 +155,6 @@ class _NotificationRoute(APIRoute):
             return await served_by_fastapi(request)
 
         return handle
-
-
-def _bearer(request: Request) -> bool:
-    """A bearer token to check: else FastAPI's handler answers (401, or the body's 422
-    first) with no connection of the pool taken or waited for, as it did."""
-    scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
-    return bool(credentials) and scheme.lower() == "bearer"
 
 
 router.add_api_route(

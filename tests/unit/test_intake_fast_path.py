@@ -70,7 +70,7 @@ async def test_a_body_the_client_cuts_off_is_the_400_fastapi_gives(intake, conte
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
-@pytest.mark.parametrize("authorization", [None, "Basic dXNlcjpwYXNz", "Bearer "])
+@pytest.mark.parametrize("authorization", [None, "Basic dXNlcjpwYXNz", "Bearer ", "Bearer not-a-sir-token"])
 async def test_a_notification_without_a_token_is_401_without_a_connection(intake, authorization):
     """A valid body with no bearer token to check is the 401 that needs no database: it
     neither waits for a connection of the pool nor depends on one being had."""
