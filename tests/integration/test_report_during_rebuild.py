@@ -279,31 +279,49 @@ async def test_a_rebuild_waits_for_a_long_report_only_so_long_and_changes_nothin
     assert await _national(rebuilding.pool, rebuilding.base) != rebuilding.before["national"]
 
 
+@dataclass
+class GateHeld:
+    pool: asyncpg.Pool
+    observer: asyncpg.Connection  # outside the pool
+    rebuild: asyncpg.Connection  # holds the gate, as a rebuild does until its commit
+
+
+@contextlib.asynccontextmanager
+async def _gate_held(infra, pool_size: int) -> AsyncIterator[GateHeld]:
+    """A migrated database whose rebuild gate a transaction holds (`COMMIT` on
+    `rebuild` lets it go), and a service pool of `pool_size`."""
+    database_url = infra.new_database()
+    pool = await create_pool(database_url, max_size=pool_size)
+    observer = await asyncpg.connect(database_url)
+    rebuild = await asyncpg.connect(database_url)
+    try:
+        await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
+        await rebuild.execute("BEGIN")
+        await repository.shut_out_reports(rebuild)
+        yield GateHeld(pool, observer, rebuild)
+    finally:
+        await rebuild.close()
+        await observer.close()
+        await pool.close()
+
+
+def _a_report(pool: asyncpg.Pool) -> Awaitable[dict]:
+    return compute_national(pool, dt.date(2021, 1, 1), dt.date(2021, 12, 31))
+
+
 async def test_a_report_that_waited_for_a_rebuild_is_made_at_the_moment_it_reads(infra):
     """A report asked for while a rebuild holds the gate waits for its commit and reads
     what is committed then: its moment (`generated_at`, the moment a running period is
     counted to, never beyond) is then too, not the moment its first connection began its
     transaction and started waiting (now(), up to the rebuild's write and lock timeout
     earlier), or it would count what was recorded after the moment it says it was made at."""
-    database_url = infra.new_database()
-    pool = await create_pool(database_url, max_size=5)
-    observer = await asyncpg.connect(database_url)
-    rebuild = await asyncpg.connect(database_url)
-    try:
-        await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
-        await rebuild.execute("BEGIN")
-        await repository.shut_out_reports(rebuild)  # as the rebuild holds it until its commit
-        async with _started(compute_national(pool, dt.date(2021, 1, 1), dt.date(2021, 12, 31))) as report:
-            await eventually(lambda: _waiting_for_locks(observer), what="the report to wait for the rebuild")
-            await asyncio.sleep(1.5)
-            committed = await rebuild.fetchval("SELECT clock_timestamp()")
-            await rebuild.execute("COMMIT")
-            made = dt.datetime.fromisoformat((await report)["generated_at"])
-        assert made >= committed, f"made at {made}, though it read what was committed at {committed}"
-    finally:
-        await rebuild.close()
-        await observer.close()
-        await pool.close()
+    async with _gate_held(infra, pool_size=5) as held, _started(_a_report(held.pool)) as report:
+        await eventually(lambda: _waiting_for_locks(held.observer), what="the report to wait for the rebuild")
+        await asyncio.sleep(1.5)
+        committed = await held.rebuild.fetchval("SELECT clock_timestamp()")
+        await held.rebuild.execute("COMMIT")
+        made = dt.datetime.fromisoformat((await report)["generated_at"])
+    assert made >= committed, f"made at {made}, though it read what was committed at {committed}"
 
 
 async def test_reports_waiting_for_a_rebuild_leave_the_pool_to_the_live_consumers(infra):
@@ -311,26 +329,13 @@ async def test_reports_waiting_for_a_rebuild_leave_the_pool_to_the_live_consumer
     connections, the others wait for it holding none, so the service's pool still lends
     the live consumers theirs (before, each report took its four and waited at the gate:
     two held eight of ten, the third the last two)."""
-    database_url = infra.new_database()
-    pool = await create_pool(database_url, max_size=10)  # a report reads on 4 of them
-    observer = await asyncpg.connect(database_url)
-    rebuild = await asyncpg.connect(database_url)
-    try:
-        await migrate(pool, SERVICE.name, COMMON, SERVICE.migrations)
-        await rebuild.execute("BEGIN")
-        await repository.shut_out_reports(rebuild)  # as the rebuild holds it until its commit
-        reports = [compute_national(pool, dt.date(2021, 1, 1), dt.date(2021, 12, 31)) for _ in range(3)]
-        async with contextlib.AsyncExitStack() as started:
-            for report in reports:
-                await started.enter_async_context(_started(report))
-            await eventually(lambda: _waiting_for_locks(observer), what="a report to wait for the rebuild")
-            await asyncio.sleep(0.5)  # the others' turn to take what connections they would
-            # The live consumers' share: bounded, so starvation fails rather than hangs.
-            lent = [await pool.acquire(timeout=20) for _ in range(5)]
-            for connection in lent:
-                await pool.release(connection)
-            await rebuild.execute("COMMIT")
-    finally:
-        await rebuild.close()
-        await observer.close()
-        await pool.close()
+    async with _gate_held(infra, pool_size=10) as held, contextlib.AsyncExitStack() as started:  # 4 a report
+        for _ in range(3):
+            await started.enter_async_context(_started(_a_report(held.pool)))
+        await eventually(lambda: _waiting_for_locks(held.observer), what="a report to wait for the rebuild")
+        await asyncio.sleep(0.5)  # the others' turn to take what connections they would
+        # The live consumers' share: bounded, so starvation fails rather than hangs.
+        lent = [await held.pool.acquire(timeout=20) for _ in range(5)]
+        for connection in lent:
+            await held.pool.release(connection)
+        await held.rebuild.execute("COMMIT")
