@@ -316,8 +316,8 @@ async def test_a_report_that_waited_for_a_rebuild_is_made_at_the_moment_it_reads
     transaction and started waiting (now(), up to the rebuild's write and lock timeout
     earlier), or it would count what was recorded after the moment it says it was made at."""
     async with _gate_held(infra, pool_size=5) as held, _started(_a_report(held.pool)) as report:
+        # Seen waiting: its transaction began before this moment, its snapshot comes after.
         await eventually(lambda: _waiting_for_locks(held.observer), what="the report to wait for the rebuild")
-        await asyncio.sleep(1.5)
         committed = await held.rebuild.fetchval("SELECT clock_timestamp()")
         await held.rebuild.execute("COMMIT")
         made = dt.datetime.fromisoformat((await report)["generated_at"])
